@@ -1,0 +1,67 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "usbredir",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "usbredir", targets: ["usbredir"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // C libraries, found through pkg-config (Debian -dev packages).
+        .systemLibrary(name: "CLibUSB", pkgConfig: "libusb-1.0",
+                       providers: [.apt(["libusb-1.0-0-dev"])]),
+        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1",
+                       providers: [.apt(["libyaml-dev"])]),
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4",
+                       providers: [.apt(["liblz4-dev"])]),
+        // Test-only: libusbredirparser, QEMU's own parser, is our wire-format oracle.
+        .systemLibrary(name: "CUSBRedirParser", pkgConfig: "libusbredirparser-0.5",
+                       providers: [.apt(["libusbredirparser-dev"])]),
+
+        // Layers, lowest first. Dependencies point down only (design.md).
+        .target(name: "USBRedirProtocol", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
+        .target(name: "Transport", dependencies: [
+            "CLZ4",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "_CryptoExtras", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Devices", dependencies: [
+            "CLibUSB",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Session", dependencies: [
+            "USBRedirProtocol", "Transport", "Devices",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Profile", dependencies: ["CYAML"]),
+        .target(name: "Reconciler", dependencies: [
+            "Profile", "Session", "Devices", "Transport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "usbredir", dependencies: [
+            "Reconciler", "Profile", "Devices",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "USBRedirProtocolTests", dependencies: [
+            "USBRedirProtocol", "CUSBRedirParser",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
+    ],
+    swiftLanguageModes: [.v6]
+)

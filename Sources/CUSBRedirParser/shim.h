@@ -1,0 +1,3 @@
+#include <usbredirproto.h>
+#include <usbredirparser.h>
+#include <usbredirfilter.h>

@@ -1,0 +1,1 @@
+// Devices layer: see design.md.

@@ -1,0 +1,1 @@
+// Profile layer: see design.md.

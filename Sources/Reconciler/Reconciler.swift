@@ -1,0 +1,1 @@
+// Reconciler layer: see design.md.

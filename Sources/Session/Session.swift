@@ -1,0 +1,1 @@
+// Session layer: see design.md.

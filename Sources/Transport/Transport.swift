@@ -1,0 +1,1 @@
+// Transport layer: see design.md.

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build and the tests need, when missing.
+# Idempotent: a machine that has them all runs no apt-get at all.
+set -euo pipefail
+
+PACKAGES=(
+  pkg-config
+  libusb-1.0-0-dev      # Devices: libusb backend
+  libyaml-dev           # Profile: YAML reader
+  liblz4-dev            # Transport: SPICE LZ4 frames
+  libusbredirparser-dev # tests: the C oracle for the wire format
+)
+if [[ "${1:-}" == "--vm" || "${1:-}" == "--all" ]]; then
+  PACKAGES+=(
+    qemu-system-x86       # the VM side of end-to-end tests
+    qemu-utils
+    busybox-static        # guest initramfs
+    cpio
+    kmod                  # depmod for the guest modules
+    openssl               # test CAs for SPICE TLS
+    libspice-protocol-dev # reference headers
+  )
+fi
+if [[ "${1:-}" == "--all" ]]; then
+  PACKAGES+=(
+    umockdev gir1.2-umockdev-1.0 python3-gi  # emulated USB devices
+    mandoc                                   # man page lint
+  )
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: missing packages: ${missing[*]} (run as root to install)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
