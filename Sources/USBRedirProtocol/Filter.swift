@@ -1,0 +1,127 @@
+/// usbredir filter rules, the `class,vendor,product,version,allow` strings
+/// joined by `|` that filter_filter carries (usbredirfilter.h); -1 is "any".
+public struct USBRedirFilterRule: Sendable, Hashable {
+    public var deviceClass: Int
+    public var vendorID: Int
+    public var productID: Int
+    public var deviceVersionBCD: Int
+    public var allow: Bool
+
+    public init(deviceClass: Int = -1, vendorID: Int = -1, productID: Int = -1,
+                deviceVersionBCD: Int = -1, allow: Bool) {
+        self.deviceClass = deviceClass
+        self.vendorID = vendorID
+        self.productID = productID
+        self.deviceVersionBCD = deviceVersionBCD
+        self.allow = allow
+    }
+
+    var isValid: Bool {
+        (-1...255).contains(deviceClass) && (-1...0xffff).contains(vendorID)
+            && (-1...0xffff).contains(productID) && (-1...0xffff).contains(deviceVersionBCD)
+    }
+
+    func matches(class cls: UInt8, vendor: UInt16, product: UInt16, version: UInt16) -> Bool {
+        (deviceClass == -1 || deviceClass == Int(cls)) && (vendorID == -1 || vendorID == Int(vendor))
+            && (productID == -1 || productID == Int(product))
+            && (deviceVersionBCD == -1 || deviceVersionBCD == Int(version))
+    }
+}
+
+public struct USBRedirFilterError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var rule: String
+    public var reason: String
+    public var description: String { "invalid filter rule \"\(rule)\": \(reason)" }
+}
+
+/// What usbredirfilter_check answers for a device.
+public enum USBRedirFilterVerdict: Sendable, Equatable {
+    case allowed
+    case denied      // a matching rule says deny (-EPERM)
+    case noMatch     // some pass matched no rule (-ENOENT)
+}
+
+public enum USBRedirFilter {
+    /// Parses rules; separators act as strtok's do (runs of them, leading or
+    /// trailing ones, make no empty rules). Numbers are C integers (0x.. hex).
+    public static func parse(_ string: String, tokenSeparators: String = ",",
+                             ruleSeparators: String = "|") throws(USBRedirFilterError) -> [USBRedirFilterRule] {
+        var rules: [USBRedirFilterRule] = []
+        for raw in string.split(whereSeparator: { ruleSeparators.contains($0) }) {
+            let fields = raw.split(whereSeparator: { tokenSeparators.contains($0) })
+            guard fields.count == 5 else {
+                throw USBRedirFilterError(rule: String(raw), reason: "expected 5 fields, found \(fields.count)")
+            }
+            var values: [Int] = []
+            for f in fields {
+                guard let v = parseCInteger(f) else {
+                    throw USBRedirFilterError(rule: String(raw), reason: "\"\(f)\" is not a number")
+                }
+                values.append(v)
+            }
+            let rule = USBRedirFilterRule(deviceClass: values[0], vendorID: values[1], productID: values[2],
+                                          deviceVersionBCD: values[3], allow: values[4] != 0)
+            guard rule.isValid else { throw USBRedirFilterError(rule: String(raw), reason: "value out of range") }
+            rules.append(rule)
+        }
+        return rules
+    }
+
+    /// Prints rules as usbredirfilter_rules_to_string does.
+    public static func format(_ rules: [USBRedirFilterRule], tokenSeparator: String = ",",
+                              ruleSeparator: String = "|") -> String {
+        rules.map { r in
+            [hex(r.deviceClass, digits: 2), hex(r.vendorID, digits: 4), hex(r.productID, digits: 4),
+             hex(r.deviceVersionBCD, digits: 4), r.allow ? "1" : "0"].joined(separator: tokenSeparator)
+        }.joined(separator: ruleSeparator)
+    }
+
+    /// Checks a device as usbredirfilter_check does: one pass for the device
+    /// class (skipped for 0x00 and 0xef), then one per interface (non-boot
+    /// HID interfaces of multi-interface devices skipped unless all are).
+    public static func check(_ rules: [USBRedirFilterRule], deviceClass: UInt8,
+                             interfaceClasses: [(cls: UInt8, subclass: UInt8, proto: UInt8)],
+                             vendor: UInt16, product: UInt16, version: UInt16,
+                             defaultAllow: Bool = false, dontSkipNonBootHID: Bool = false) -> USBRedirFilterVerdict {
+        func pass(_ cls: UInt8) -> USBRedirFilterVerdict {
+            guard let rule = rules.first(where: { $0.matches(class: cls, vendor: vendor, product: product, version: version) })
+            else { return defaultAllow ? .allowed : .noMatch }
+            return rule.allow ? .allowed : .denied
+        }
+        if deviceClass != 0x00 && deviceClass != 0xef {
+            let v = pass(deviceClass)
+            if v != .allowed { return v }
+        }
+        var skipped = 0
+        for i in interfaceClasses {
+            if !dontSkipNonBootHID && interfaceClasses.count > 1 && i.cls == 0x03 && i.subclass == 0 && i.proto == 0 {
+                skipped += 1
+                continue
+            }
+            let v = pass(i.cls)
+            if v != .allowed { return v }
+        }
+        if skipped > 0 && skipped == interfaceClasses.count {
+            return pass(interfaceClasses[0].cls)
+        }
+        return .allowed
+    }
+
+    private static func hex(_ v: Int, digits: Int) -> String {
+        if v == -1 { return "-1" }
+        let s = String(v, radix: 16)
+        return "0x" + String(repeating: "0", count: max(0, digits - s.count)) + s
+    }
+
+    /// strtol(s, &end, 0) that must consume the whole token.
+    static func parseCInteger(_ token: Substring) -> Int? {
+        var s = token[...]
+        var negative = false
+        if s.first == "-" || s.first == "+" { negative = s.first == "-"; s = s.dropFirst() }
+        var radix = 10
+        if s.hasPrefix("0x") || s.hasPrefix("0X") { radix = 16; s = s.dropFirst(2) }
+        else if s.count > 1 && s.hasPrefix("0") { radix = 8; s = s.dropFirst() }
+        guard !s.isEmpty, let v = Int(s, radix: radix) , !s.hasPrefix("-"), !s.hasPrefix("+") else { return nil }
+        return negative ? -v : v
+    }
+}

@@ -1,0 +1,124 @@
+import NIOCore
+
+/// Incremental usbredir parser for one side of a connection: feed it bytes
+/// in chunks of any size, take typed packets out. It parses what the *peer*
+/// of `role` sends, enforces direction, capability and size rules, and
+/// records the peer's hello (which decides header widths from then on).
+///
+/// Memory is bounded: a header declaring more than
+/// `USBRedirLimits.maxDataLength` is rejected before its data is buffered, so
+/// after draining, at most one incomplete packet (`maxBufferedBytes`) is held.
+public struct USBRedirParser: Sendable {
+    /// The most a drained parser holds: one packet of the largest legal size.
+    public static let maxBufferedBytes = 16 + 288 + USBRedirLimits.maxDataLength
+
+    private enum State: Sendable {
+        case awaitingHeader
+        /// Header read and validated; waiting for `length` more bytes.
+        case awaitingBody(type: USBRedirMessageType, id: UInt64, length: Int)
+        case failed(USBRedirProtocolError)
+    }
+
+    public private(set) var negotiation: USBRedirNegotiation
+    private var state: State = .awaitingHeader
+    private var buffer: ByteBuffer
+
+    public init(role: USBRedirRole, capabilities: USBRedirCapabilities,
+                allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+        self.negotiation = USBRedirNegotiation(role: role, ours: capabilities)
+        self.buffer = allocator.buffer(capacity: 0)
+    }
+
+    /// Bytes held that are not yet part of a returned packet.
+    public var bufferedByteCount: Int { buffer.readableBytes }
+
+    public var senderRole: USBRedirRole { negotiation.role.peer }
+
+    public mutating func append(_ bytes: ByteBuffer) {
+        if buffer.readableBytes == 0 {
+            buffer = bytes   // common case: no copy at all
+        } else {
+            buffer.writeImmutableBuffer(bytes)
+        }
+    }
+
+    public mutating func append(_ bytes: some Sequence<UInt8>) {
+        buffer.writeBytes(bytes)
+    }
+
+    /// The next complete packet, nil when more bytes are needed.
+    /// After an error every later call throws the same error.
+    public mutating func nextPacket() throws(USBRedirProtocolError) -> USBRedirPacket? {
+        while true {
+            switch state {
+            case .failed(let error):
+                throw error
+            case .awaitingHeader:
+                do {
+                    guard let next = try readHeader() else { return nil }
+                    state = next
+                } catch {
+                    state = .failed(error)
+                    throw error
+                }
+            case .awaitingBody(let type, let id, let length):
+                guard buffer.readableBytes >= length else { return nil }
+                do {
+                    let packet = try readBody(type: type, id: id, length: length)
+                    state = .awaitingHeader
+                    if buffer.readableBytes == 0 { buffer.clear() } else { buffer.discardReadBytes() }
+                    return packet
+                } catch {
+                    state = .failed(error)
+                    throw error
+                }
+            }
+        }
+    }
+
+    private var idWidth: Int { negotiation.isActive(.ids64Bit) ? 8 : 4 }
+
+    private mutating func readHeader() throws(USBRedirProtocolError) -> State? {
+        guard buffer.readableBytes >= 8 + idWidth else { return nil }
+        let rawType: UInt32 = buffer.le()
+        let length: UInt32 = buffer.le()
+        let id: UInt64 = idWidth == 8 ? buffer.le() : UInt64(buffer.le(UInt32.self))
+        guard let type = USBRedirMessageType(rawValue: rawType) else { throw .unknownType(rawType) }
+        let layout = USBRedirMessageLayout.of(type)
+        guard layout.canBeSent(by: senderRole) else { throw .wrongDirection(type, sender: senderRole) }
+        if negotiation.hasPeerHello == (type == .hello) {
+            throw type == .hello ? .duplicateHello : .helloExpectedFirst(type)
+        }
+        if let cap = USBRedirMessageLayout.requiredCapability(type), !negotiation.isActive(cap) {
+            throw .missingCapability(type, cap)
+        }
+        let headerLength = layout.headerLength(of: type, negotiation)
+        guard Int(length) >= headerLength else {
+            throw .lengthShorterThanHeader(type, length: length, headerLength: headerLength)
+        }
+        let dataLength = Int(length) - headerLength
+        if dataLength > 0 && !layout.carriesData { throw .unexpectedData(type, dataLength: dataLength) }
+        if dataLength > USBRedirLimits.maxDataLength {
+            throw .dataTooLong(type, length: UInt64(dataLength), limit: USBRedirLimits.maxDataLength)
+        }
+        return .awaitingBody(type: type, id: id, length: Int(length))
+    }
+
+    private mutating func readBody(type: USBRedirMessageType, id: UInt64, length: Int) throws(USBRedirProtocolError) -> USBRedirPacket {
+        let headerLength = USBRedirMessageLayout.of(type).headerLength(of: type, negotiation)
+        var header = buffer.readSlice(length: headerLength)!
+        let data = length > headerLength ? buffer.readSlice(length: length - headerLength) : nil
+        if type == .filterFilter {
+            guard let data, data.readableBytes > 0, data.getInteger(at: data.writerIndex - 1, as: UInt8.self) == 0 else {
+                throw .invalidField(type, "rules are not NUL-terminated")
+            }
+        }
+        let message = ByteBuffer.decodeUSBRedirMessage(type: type, header: &header, data: data,
+                                                       negotiation: negotiation)
+        try USBRedirDataRules.validate(message, sender: senderRole)
+        if case .hello(let hello) = message {
+            negotiation.recordPeerHello(hello.capabilities)
+        }
+        return USBRedirPacket(id: id, message)
+    }
+}
