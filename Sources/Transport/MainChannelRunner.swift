@@ -1,0 +1,73 @@
+import Logging
+import NIOCore
+
+/// Runs the SPICE main channel: link, MAIN_INIT, ATTACH_CHANNELS and
+/// CHANNELS_LIST, then keeps answering until the server closes it.
+struct MainChannelRunner {
+    let configuration: SpiceEndpointConfiguration
+    let logger: Logger
+
+    /// Returns why the channel ended; fulfils `ready` once the channel list is known.
+    func run(_ channel: ByteChannel, ready: EventLoopPromise<(UInt32, [UInt8])>) async -> TransportError {
+        var wasReady = false
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                let reader = ConnectionReader(inbound)
+                let link = SpiceLink(connectionID: 0, channelType: .main, channelID: 0, channelCaps: [],
+                                     password: configuration.password)
+                let linked = try await link.run(reader: reader, outbound: outbound)
+                let writer = SpiceMessageWriter(outbound: outbound, miniHeader: linked.miniHeader)
+                let messages = SpiceChannelReader(reader: reader, writer: writer, logger: logger)
+                let sessionID = try await readSessionID(messages)
+                try await writer.send(type: Spice.msgcMainAttachChannels)
+                let channels = try await readUSBRedirChannels(messages)
+                wasReady = true
+                ready.succeed((sessionID, channels))
+                while true { _ = try await messages.next() }   // PINGs are answered inside
+            }
+        } catch let error as TransportError where !wasReady || error != .closedByPeer {
+            return error
+        } catch {
+            if !wasReady { return error.asTransportError }
+        }
+        return await isServerStillThere() ? .displaced : .closedByPeer
+    }
+
+    private func readSessionID(_ messages: SpiceChannelReader) async throws -> UInt32 {
+        while true {
+            var m = try await messages.next()
+            if m.type == Spice.msgMainInit {
+                guard let id = m.body.readInteger(endianness: .little, as: UInt32.self) else {
+                    throw TransportError.protocolViolation("short MAIN_INIT")
+                }
+                return id
+            }
+        }
+    }
+
+    private func readUSBRedirChannels(_ messages: SpiceChannelReader) async throws -> [UInt8] {
+        while true {
+            var m = try await messages.next()
+            guard m.type == Spice.msgMainChannelsList else { continue }
+            guard let count = m.body.readInteger(endianness: .little, as: UInt32.self),
+                  Int(count) * 2 <= m.body.readableBytes else {
+                throw TransportError.protocolViolation("malformed CHANNELS_LIST")
+            }
+            var ids: [UInt8] = []
+            for _ in 0..<count {
+                let type = m.body.readInteger(as: UInt8.self)!
+                let id = m.body.readInteger(as: UInt8.self)!
+                if type == Spice.ChannelType.usbredir.rawValue { ids.append(id) }
+            }
+            return ids.sorted()
+        }
+    }
+
+    /// QEMU drops the earlier client when another connects, but keeps
+    /// listening; a VM that went away refuses connections.
+    private func isServerStillThere() async -> Bool {
+        guard let probe = try? await TCPConnector.connect(to: configuration.address) else { return false }
+        try? await probe.channel.close()
+        return true
+    }
+}

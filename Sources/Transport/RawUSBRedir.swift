@@ -1,0 +1,94 @@
+import NIOCore
+import NIOPosix
+
+/// Raw usbredir over TCP (QEMU `-chardev socket` + `-device usb-redir`):
+/// the same bytes as over SPICE, without any framing.
+public enum RawUSBRedir {
+    /// Connects to a QEMU chardev socket server and runs `body` while connected.
+    public static func withConnection<R: Sendable>(
+        to address: EndpointAddress, _ body: (USBRedirConnection) async throws -> R
+    ) async throws -> R {
+        let channel = try await TCPConnector.connect(to: address)
+        return try await run(channel, peer: "usbredir \(address)", body)
+    }
+
+    static func run<R: Sendable>(
+        _ channel: ByteChannel, peer: String, _ body: (USBRedirConnection) async throws -> R
+    ) async throws -> R {
+        try await channel.executeThenClose { inbound, outbound in
+            let connection = USBRedirConnection(
+                reader: RawReader(inbound.makeAsyncIterator()),
+                writer: RawWriter(outbound: outbound, channel: channel.channel),
+                peerDescription: peer)
+            return try await body(connection)
+        }
+    }
+}
+
+/// Listens for QEMU connecting to us; serves one peer at a time, each anew.
+public final class RawUSBRedirListener: Sendable {
+    private let server: NIOAsyncChannel<ByteChannel, Never>
+    public let localAddress: EndpointAddress
+
+    private init(server: NIOAsyncChannel<ByteChannel, Never>, localAddress: EndpointAddress) {
+        self.server = server
+        self.localAddress = localAddress
+    }
+
+    public static func bind(_ address: EndpointAddress) async throws -> RawUSBRedirListener {
+        do {
+            let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .bind(host: address.host, port: address.port) { child in
+                    child.eventLoop.makeCompletedFuture { try ByteChannel(wrappingChannelSynchronously: child) }
+                }
+            let port = server.channel.localAddress?.port ?? address.port
+            return RawUSBRedirListener(server: server, localAddress: EndpointAddress(host: address.host, port: port))
+        } catch {
+            throw TransportError.unreachable("cannot listen on \(address): \(error)")
+        }
+    }
+
+    /// Accepts peers one after another and runs `body` for each; a peer that
+    /// connects while another is served waits in the accept queue.
+    public func serve(_ body: (USBRedirConnection) async throws -> Void) async throws {
+        try await server.executeThenClose { inbound in
+            for try await child in inbound {
+                let peer = child.channel.remoteAddress.map { "\($0)" } ?? "peer"
+                try await RawUSBRedir.run(child, peer: "usbredir listen \(localAddress) <- \(peer)", body)
+            }
+        }
+    }
+
+    public func close() {
+        server.channel.close(promise: nil)
+    }
+}
+
+final class RawReader: USBRedirByteReader {
+    private var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+
+    init(_ iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator) {
+        self.iterator = iterator
+    }
+
+    func read() async throws -> ByteBuffer? {
+        do {
+            return try await iterator.next()
+        } catch {
+            throw error.asTransportError
+        }
+    }
+}
+
+struct RawWriter: USBRedirByteWriter {
+    let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    let channel: Channel
+
+    func write(_ bytes: ByteBuffer, compressible: Bool) async throws {
+        try await outbound.write(bytes)
+    }
+
+    func close() { channel.close(promise: nil) }
+}

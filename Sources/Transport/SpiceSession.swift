@@ -1,0 +1,144 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Where and how to reach a SPICE server.
+public struct SpiceEndpointConfiguration: Sendable {
+    public var address: EndpointAddress
+    public var password: String
+    public var tls: TLSSettings?
+
+    public init(address: EndpointAddress, password: String = "", tls: TLSSettings? = nil) {
+        self.address = address
+        self.password = password
+        self.tls = tls
+    }
+}
+
+/// One SPICE client session with a VM: ONE main channel, under which all
+/// usbredir channels of this process link (QEMU drops an earlier client when
+/// a second session connects, so two sessions would fight each other).
+public final class SpiceSession: Sendable {
+    public let configuration: SpiceEndpointConfiguration
+    public let sessionID: UInt32
+    /// usbredir channel ids the VM offers, ascending.
+    public let usbredirChannelIDs: [UInt8]
+    private let mainChannel: Channel
+    private let closed: EventLoopPromise<TransportError>
+    private let inUse = NIOLockedValueBox<Set<UInt8>>([])
+    private let closedLocally = NIOLockedValueBox(false)
+    private let logger: Logger
+
+    private init(configuration: SpiceEndpointConfiguration, sessionID: UInt32, channels: [UInt8],
+                 mainChannel: Channel, closed: EventLoopPromise<TransportError>, logger: Logger) {
+        self.configuration = configuration
+        self.sessionID = sessionID
+        self.usbredirChannelIDs = channels
+        self.mainChannel = mainChannel
+        self.closed = closed
+        self.logger = logger
+    }
+
+    /// Links the main channel and learns the session id and channel list.
+    public static func connect(_ configuration: SpiceEndpointConfiguration, logger: Logger) async throws -> SpiceSession {
+        let channel = try await TCPConnector.connect(to: configuration.address, tls: configuration.tls)
+        let closed = channel.channel.eventLoop.makePromise(of: TransportError.self)
+        let ready = channel.channel.eventLoop.makePromise(of: (UInt32, [UInt8]).self)
+        Task {
+            let reason = await MainChannelRunner(configuration: configuration, logger: logger)
+                .run(channel, ready: ready)
+            ready.fail(reason)      // no-op once it succeeded
+            closed.succeed(reason)
+        }
+        let (sessionID, channels) = try await ready.futureResult.get()
+        logger.debug("SPICE session linked", metadata: [
+            "endpoint": "\(configuration.address)", "session": "\(sessionID)", "usbredir-channels": "\(channels)",
+        ])
+        return SpiceSession(configuration: configuration, sessionID: sessionID, channels: channels,
+                            mainChannel: channel.channel, closed: closed, logger: logger)
+    }
+
+    /// Ends the session; every usbredir channel of it closes too.
+    public func close() {
+        closedLocally.withLockedValue { $0 = true }
+        mainChannel.close(promise: nil)
+    }
+
+    /// Waits until the main channel has closed, and says why.
+    public func closeReason() async -> TransportError {
+        let reason = (try? await closed.futureResult.get()) ?? .closedByPeer
+        return closedLocally.withLockedValue { $0 } ? .closedLocally : reason
+    }
+
+    public var isClosed: Bool { !mainChannel.isActive }
+
+    /// Channel ids currently used by this process.
+    public var channelsInUse: Set<UInt8> { inUse.withLockedValue { $0 } }
+
+    /// Reserves `pinned`, or the lowest free channel id.
+    func claimChannel(pinned: UInt8?) throws -> UInt8 {
+        try inUse.withLockedValue { used in
+            if let pinned {
+                guard usbredirChannelIDs.contains(pinned) else {
+                    throw TransportError.noSuchChannel(pinned, available: usbredirChannelIDs)
+                }
+                guard !used.contains(pinned) else { throw TransportError.noFreeChannel(available: usbredirChannelIDs) }
+                used.insert(pinned)
+                return pinned
+            }
+            guard let free = usbredirChannelIDs.first(where: { !used.contains($0) }) else {
+                throw TransportError.noFreeChannel(available: usbredirChannelIDs)
+            }
+            used.insert(free)
+            return free
+        }
+    }
+
+    func releaseChannel(_ id: UInt8) {
+        _ = inUse.withLockedValue { $0.remove(id) }
+    }
+
+    /// Links a usbredir channel (`pinned`, else the lowest free one) and runs
+    /// `body` with it for as long as the body runs; the channel closes after.
+    public func withUSBRedirChannel<R: Sendable>(
+        pinned: UInt8? = nil,
+        _ body: (_ connection: USBRedirConnection, _ channelID: UInt8) async throws -> R
+    ) async throws -> R {
+        let id = try claimChannel(pinned: pinned)
+        defer { releaseChannel(id) }
+        let channel = try await TCPConnector.connect(to: configuration.address, tls: configuration.tls)
+        return try await channel.executeThenClose { inbound, outbound in
+            let reader = ConnectionReader(inbound)
+            let link = SpiceLink(connectionID: sessionID, channelType: .usbredir, channelID: id,
+                                 channelCaps: [1 << UInt32(Spice.spicevmcCapLZ4)], password: configuration.password)
+            let linked: SpiceLink.Result
+            do {
+                linked = try await link.run(reader: reader, outbound: outbound)
+            } catch TransportError.closedByPeer {
+                throw isClosed ? await closeReason()
+                    : TransportError.linkRefused(code: 0, "server closed the link of usbredir channel \(id)")
+            } catch {
+                throw error.asTransportError
+            }
+            let writer = SpiceMessageWriter(outbound: outbound, miniHeader: linked.miniHeader)
+            let channelReader = SpiceChannelReader(reader: reader, writer: writer, logger: logger)
+            let connection = USBRedirConnection(
+                reader: SpiceVMCReader(channel: channelReader, onClose: { [self] in await reasonAfterChannelClosed() }),
+                writer: SpiceVMCWriter(writer: writer, lz4: linked.serverHasChannelCap(Spice.spicevmcCapLZ4),
+                                       closeChannel: { [channel = channel.channel] in channel.close(promise: nil) }),
+                peerDescription: "spice \(configuration.address) channel \(id)")
+            return try await body(connection, id)
+        }
+    }
+
+    /// A usbredir channel closed: if the main channel closes with it (QEMU
+    /// closes them together), its reason wins; else the VM closed just this one.
+    private func reasonAfterChannelClosed() async -> TransportError {
+        let deadline = NIODeadline.now() + .seconds(1)
+        while NIODeadline.now() < deadline {
+            if isClosed { return await closeReason() }
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+        return .closedByPeer
+    }
+}

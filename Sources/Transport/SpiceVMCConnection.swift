@@ -1,0 +1,66 @@
+import Logging
+import NIOCore
+
+/// usbredir bytes carried in SPICEVMC_DATA / COMPRESSED_DATA messages.
+final class SpiceVMCReader: USBRedirByteReader {
+    private let channel: SpiceChannelReader
+    private let onClose: () async -> TransportError
+
+    init(channel: SpiceChannelReader, onClose: @escaping () async -> TransportError) {
+        self.channel = channel
+        self.onClose = onClose
+    }
+
+    func read() async throws -> ByteBuffer? {
+        while true {
+            let message: SpiceMessage
+            do {
+                message = try await channel.next()
+            } catch TransportError.closedByPeer {
+                // Tell a VM that went away from a client that displaced us.
+                throw await onClose()
+            } catch let error as TransportError {
+                throw error
+            } catch {
+                throw error.asTransportError
+            }
+            switch message.type {
+            case Spice.msgVMCData:
+                return message.body
+            case Spice.msgVMCCompressedData:
+                var body = message.body
+                guard let kind = body.readInteger(as: UInt8.self),
+                      let size = body.readInteger(endianness: .little, as: UInt32.self) else {
+                    throw TransportError.protocolViolation("short COMPRESSED_DATA")
+                }
+                guard kind == Spice.vmcCompressionLZ4 else {
+                    throw TransportError.protocolViolation("unknown compression type \(kind)")
+                }
+                return try LZ4.decompress(body, size: Int(size))
+            default:
+                continue   // other channel messages carry nothing for usbredir
+            }
+        }
+    }
+}
+
+struct SpiceVMCWriter: USBRedirByteWriter {
+    let writer: SpiceMessageWriter
+    /// The server advertised SPICEVMC LZ4.
+    let lz4: Bool
+    let closeChannel: @Sendable () -> Void
+
+    func write(_ bytes: ByteBuffer, compressible: Bool) async throws {
+        if lz4 && compressible && bytes.readableBytes > Spice.compressionThreshold,
+           let compressed = LZ4.compress(bytes) {
+            var prefix = ByteBuffer()
+            prefix.writeInteger(Spice.vmcCompressionLZ4)
+            prefix.writeInteger(UInt32(bytes.readableBytes), endianness: .little)
+            try await writer.send(type: Spice.msgVMCCompressedData, body: compressed, prefix: prefix)
+        } else {
+            try await writer.send(type: Spice.msgVMCData, body: bytes)
+        }
+    }
+
+    func close() { closeChannel() }
+}

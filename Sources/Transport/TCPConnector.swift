@@ -1,0 +1,81 @@
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// TLS settings for spice-tls endpoints. Verification is on by default.
+public struct TLSSettings: Sendable {
+    /// PEM file of the CA to trust; nil means the system trust store.
+    public var caFile: String?
+    /// Verify the certificate's name against the host (off only when the
+    /// user pins a host subject instead).
+    public var verifyHostname: Bool
+
+    public init(caFile: String? = nil, verifyHostname: Bool = true) {
+        self.caFile = caFile
+        self.verifyHostname = verifyHostname
+    }
+}
+
+typealias ByteChannel = NIOAsyncChannel<ByteBuffer, ByteBuffer>
+
+/// Opens TCP (optionally TLS) connections wrapped for async use.
+enum TCPConnector {
+    static let connectTimeout = TimeAmount.seconds(5)
+
+    static func connect(to address: EndpointAddress, tls: TLSSettings? = nil) async throws -> ByteChannel {
+        let sslContext = try tls.map(makeContext)
+        let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        do {
+            let channel = try await bootstrap.connect(host: address.host, port: address.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let sslContext {
+                        let handler = try NIOSSLClientHandler(
+                            context: sslContext,
+                            serverHostname: isIPAddress(address.host) ? nil : address.host)
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
+                    return try ByteChannel(wrappingChannelSynchronously: channel)
+                }
+            }
+            return channel
+        } catch {
+            throw TransportError.unreachable("\(address): \(error)")
+        }
+    }
+
+    private static func makeContext(_ settings: TLSSettings) throws -> NIOSSLContext {
+        var config = TLSConfiguration.makeClientConfiguration()
+        config.minimumTLSVersion = .tlsv12
+        if let caFile = settings.caFile {
+            config.trustRoots = .file(caFile)
+        }
+        config.certificateVerification = settings.verifyHostname ? .fullVerification : .noHostnameVerification
+        do {
+            return try NIOSSLContext(configuration: config)
+        } catch {
+            throw TransportError.tls("cannot load CA file \(settings.caFile ?? "(system)"): \(error)")
+        }
+    }
+
+    static func isIPAddress(_ host: String) -> Bool {
+        (try? SocketAddress(ipAddress: host, port: 0)) != nil
+    }
+}
+
+extension Error {
+    /// Turns NIOSSL's handshake failures into a TransportError a user can read.
+    var asTransportError: TransportError {
+        if let t = self as? TransportError { return t }
+        if let ssl = self as? NIOSSLError {
+            return .tls("handshake failed: \(ssl)")
+        }
+        if self is BoringSSLError {
+            return .tls("certificate verification failed: \(self)")
+        }
+        if let io = self as? IOError { return .unreachable("\(io)") }
+        if self is ChannelError { return .closedByPeer }
+        return .protocolViolation("\(self)")
+    }
+}

@@ -1,0 +1,35 @@
+import NIOCore
+
+/// The session layer's view of a transport: a duplex stream of usbredir bytes.
+/// Reading is done by one task; writing may happen from many at once
+/// (each transfer replies on its own), so the writer is Sendable and each
+/// write is delivered whole. Both sides apply back-pressure: a write
+/// suspends while the socket cannot take more.
+public protocol USBRedirByteReader: AnyObject {
+    /// The next bytes from the peer, in order; nil when the peer closed cleanly.
+    /// Throws `TransportError` when the connection broke.
+    func read() async throws -> ByteBuffer?
+}
+
+public protocol USBRedirByteWriter: Sendable {
+    /// Sends usbredir bytes. `compressible` is the session's hint (never for
+    /// devices with isochronous endpoints); the transport decides whether to
+    /// compress from it, the size and what the peer supports.
+    func write(_ bytes: ByteBuffer, compressible: Bool) async throws
+    /// Closes the connection; a pending read ends.
+    func close()
+}
+
+/// A live usbredir connection: handed to a body that runs for its lifetime.
+public struct USBRedirConnection {
+    public let reader: any USBRedirByteReader
+    public let writer: any USBRedirByteWriter
+    /// Human-readable peer, for logs ("spice 127.0.0.1:5930 channel 1").
+    public let peerDescription: String
+
+    public init(reader: any USBRedirByteReader, writer: any USBRedirByteWriter, peerDescription: String) {
+        self.reader = reader
+        self.writer = writer
+        self.peerDescription = peerDescription
+    }
+}
