@@ -27,6 +27,9 @@ public final class SpiceSession: Sendable {
     private let closed: EventLoopPromise<TransportError>
     private let inUse = NIOLockedValueBox<Set<UInt8>>([])
     private let closedLocally = NIOLockedValueBox(false)
+    private let stats = SpiceStatisticsBox(SpiceStatistics())
+
+    public var statistics: SpiceStatistics { stats.withLockedValue { $0 } }
     private let logger: Logger
 
     private init(configuration: SpiceEndpointConfiguration, sessionID: UInt32, channels: [UInt8],
@@ -123,8 +126,8 @@ public final class SpiceSession: Sendable {
             let writer = SpiceMessageWriter(outbound: outbound, miniHeader: linked.miniHeader)
             let channelReader = SpiceChannelReader(reader: reader, writer: writer, logger: logger)
             let connection = USBRedirConnection(
-                reader: SpiceVMCReader(channel: channelReader, onClose: { [self] in await reasonAfterChannelClosed() }),
-                writer: SpiceVMCWriter(writer: writer, lz4: linked.serverHasChannelCap(Spice.spicevmcCapLZ4),
+                reader: SpiceVMCReader(channel: channelReader, statistics: stats, onClose: { [self] in await reasonAfterChannelClosed() }),
+                writer: SpiceVMCWriter(writer: writer, statistics: stats, lz4: linked.serverHasChannelCap(Spice.spicevmcCapLZ4),
                                        closeChannel: { [channel = channel.channel] in channel.close(promise: nil) }),
                 peerDescription: "spice \(configuration.address) channel \(id)")
             return try await body(connection, id)
@@ -142,3 +145,13 @@ public final class SpiceSession: Sendable {
         return .closedByPeer
     }
 }
+
+/// Counters of one SPICE session, for tests and status.
+public struct SpiceStatistics: Sendable {
+    public var messagesIn = 0
+    public var messagesOut = 0
+    public var compressedMessagesIn = 0
+    public var compressedMessagesOut = 0
+}
+
+typealias SpiceStatisticsBox = NIOLockedValueBox<SpiceStatistics>

@@ -5,9 +5,11 @@ import NIOCore
 final class SpiceVMCReader: USBRedirByteReader {
     private let channel: SpiceChannelReader
     private let onClose: () async -> TransportError
+    private let statistics: SpiceStatisticsBox
 
-    init(channel: SpiceChannelReader, onClose: @escaping () async -> TransportError) {
+    init(channel: SpiceChannelReader, statistics: SpiceStatisticsBox, onClose: @escaping () async -> TransportError) {
         self.channel = channel
+        self.statistics = statistics
         self.onClose = onClose
     }
 
@@ -26,6 +28,7 @@ final class SpiceVMCReader: USBRedirByteReader {
             }
             switch message.type {
             case Spice.msgVMCData:
+                statistics.withLockedValue { $0.messagesIn += 1 }
                 return message.body
             case Spice.msgVMCCompressedData:
                 var body = message.body
@@ -36,6 +39,7 @@ final class SpiceVMCReader: USBRedirByteReader {
                 guard kind == Spice.vmcCompressionLZ4 else {
                     throw TransportError.protocolViolation("unknown compression type \(kind)")
                 }
+                statistics.withLockedValue { $0.messagesIn += 1; $0.compressedMessagesIn += 1 }
                 return try LZ4.decompress(body, size: Int(size))
             default:
                 continue   // other channel messages carry nothing for usbredir
@@ -46,6 +50,7 @@ final class SpiceVMCReader: USBRedirByteReader {
 
 struct SpiceVMCWriter: USBRedirByteWriter {
     let writer: SpiceMessageWriter
+    let statistics: SpiceStatisticsBox
     /// The server advertised SPICEVMC LZ4.
     let lz4: Bool
     let closeChannel: @Sendable () -> Void
@@ -57,8 +62,10 @@ struct SpiceVMCWriter: USBRedirByteWriter {
             prefix.writeInteger(Spice.vmcCompressionLZ4)
             prefix.writeInteger(UInt32(bytes.readableBytes), endianness: .little)
             try await writer.send(type: Spice.msgVMCCompressedData, body: compressed, prefix: prefix)
+            statistics.withLockedValue { $0.messagesOut += 1; $0.compressedMessagesOut += 1 }
         } else {
             try await writer.send(type: Spice.msgVMCData, body: bytes)
+            statistics.withLockedValue { $0.messagesOut += 1 }
         }
     }
 

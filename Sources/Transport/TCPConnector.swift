@@ -69,7 +69,10 @@ extension Error {
     var asTransportError: TransportError {
         if let t = self as? TransportError { return t }
         if let ssl = self as? NIOSSLError {
-            return .tls("handshake failed: \(ssl)")
+            let text = "\(ssl)"
+            return text.contains("CERTIFICATE_VERIFY_FAILED")
+                ? .tls("certificate verification failed (is ca-file the CA that signed the server?): \(text)")
+                : .tls("handshake failed: \(text)")
         }
         if self is BoringSSLError {
             return .tls("certificate verification failed: \(self)")
