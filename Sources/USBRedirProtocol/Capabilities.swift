@@ -53,7 +53,14 @@ public struct USBRedirNegotiation: Sendable, Hashable {
     public var hasPeerHello: Bool { peer != nil }
 
     public func isActive(_ cap: USBRedirCapability) -> Bool {
-        ours.contains(cap) && (peer?.contains(cap) ?? false)
+        guard let peer, ours.contains(cap), peer.contains(cap) else { return false }
+        // As usbredirparser_verify_caps: a side announcing bulk_streams without
+        // ep_info_max_packet_size is taken not to have bulk_streams (max_streams
+        // follows max_packet_size in ep_info), so ep_info is 96 bytes, not 288.
+        if cap == .bulkStreams {
+            return ours.contains(.epInfoMaxPacketSize) && peer.contains(.epInfoMaxPacketSize)
+        }
+        return true
     }
 
     /// Header size: 16 bytes with 64-bit ids, else 12.

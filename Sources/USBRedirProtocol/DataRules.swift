@@ -34,6 +34,10 @@ enum USBRedirDataRules {
                 throw .dataTooLong(type, length: UInt64(s.bytesPerTransfer), limit: USBRedirLimits.maxDataLength)
             }
             try requireInEndpoint(s.endpoint, type)
+        // Interrupt receiving exists for IN endpoints only (the C parser checks all three).
+        case .startInterruptReceiving(let s): try requireInEndpoint(s.endpoint, type)
+        case .stopInterruptReceiving(let s): try requireInEndpoint(s.endpoint, type)
+        case .interruptReceivingStatus(let s): try requireInEndpoint(s.endpoint, type)
         case .stopBulkReceiving(let s): try requireInEndpoint(s.endpoint, type)
         case .bulkReceivingStatus(let s): try requireInEndpoint(s.endpoint, type)
         default: break

@@ -42,26 +42,33 @@ public enum USBRedirFilterVerdict: Sendable, Equatable {
 }
 
 public enum USBRedirFilter {
-    /// Parses rules; separators act as strtok's do (runs of them, leading or
-    /// trailing ones, make no empty rules). Numbers are C integers (0x.. hex).
+    /// Parses rules as usbredirfilter_string_to_rules does: separators are byte
+    /// sets used as strtok uses them (runs of them, leading or trailing ones,
+    /// make no empty rules or tokens), the string ends at its first NUL, and
+    /// numbers are C integers as strtol(.., 0) reads them (leading white space,
+    /// sign, 0x.. hex, 0.. octal). Numbers outside `int` are rejected: the C
+    /// library would silently truncate them (0xffffffff becoming -1, "any").
     public static func parse(_ string: String, tokenSeparators: String = ",",
                              ruleSeparators: String = "|") throws(USBRedirFilterError) -> [USBRedirFilterRule] {
+        let tokenSeps = Set(tokenSeparators.utf8), ruleSeps = Set(ruleSeparators.utf8)
+        let bytes = string.utf8.prefix { $0 != 0 }
         var rules: [USBRedirFilterRule] = []
-        for raw in string.split(whereSeparator: { ruleSeparators.contains($0) }) {
-            let fields = raw.split(whereSeparator: { tokenSeparators.contains($0) })
+        for raw in bytes.split(whereSeparator: { ruleSeps.contains($0) }) {
+            let text = String(decoding: raw, as: UTF8.self)
+            let fields = raw.split(whereSeparator: { tokenSeps.contains($0) })
             guard fields.count == 5 else {
-                throw USBRedirFilterError(rule: String(raw), reason: "expected 5 fields, found \(fields.count)")
+                throw USBRedirFilterError(rule: text, reason: "expected 5 fields, found \(fields.count)")
             }
             var values: [Int] = []
             for f in fields {
-                guard let v = parseCInteger(f) else {
-                    throw USBRedirFilterError(rule: String(raw), reason: "\"\(f)\" is not a number")
+                guard let v = parseCInteger(f), (Int(Int32.min)...Int(Int32.max)).contains(v) else {
+                    throw USBRedirFilterError(rule: text, reason: "\"\(String(decoding: f, as: UTF8.self))\" is not a number")
                 }
                 values.append(v)
             }
             let rule = USBRedirFilterRule(deviceClass: values[0], vendorID: values[1], productID: values[2],
                                           deviceVersionBCD: values[3], allow: values[4] != 0)
-            guard rule.isValid else { throw USBRedirFilterError(rule: String(raw), reason: "value out of range") }
+            guard rule.isValid else { throw USBRedirFilterError(rule: text, reason: "value out of range") }
             rules.append(rule)
         }
         return rules
@@ -113,15 +120,39 @@ public enum USBRedirFilter {
         return "0x" + String(repeating: "0", count: max(0, digits - s.count)) + s
     }
 
-    /// strtol(s, &end, 0) that must consume the whole token.
-    static func parseCInteger(_ token: Substring) -> Int? {
-        var s = token[...]
+    /// strtol(s, &end, 0) that must consume the whole token: C-locale white
+    /// space first, an optional sign, then digits in base 16 (0x/0X), 8
+    /// (leading 0) or 10. nil when no digits, a stray character, or Int overflow.
+    static func parseCInteger<Bytes: Collection<UInt8>>(_ token: Bytes) -> Int? {
+        var s = token.drop { $0 == 0x20 || (0x09...0x0d).contains($0) }[...]
         var negative = false
-        if s.first == "-" || s.first == "+" { negative = s.first == "-"; s = s.dropFirst() }
+        if let c = s.first, c == UInt8(ascii: "-") || c == UInt8(ascii: "+") {
+            negative = c == UInt8(ascii: "-")
+            s = s.dropFirst()
+        }
         var radix = 10
-        if s.hasPrefix("0x") || s.hasPrefix("0X") { radix = 16; s = s.dropFirst(2) }
-        else if s.count > 1 && s.hasPrefix("0") { radix = 8; s = s.dropFirst() }
-        guard !s.isEmpty, let v = Int(s, radix: radix) , !s.hasPrefix("-"), !s.hasPrefix("+") else { return nil }
-        return negative ? -v : v
+        if s.starts(with: [UInt8(ascii: "0"), UInt8(ascii: "x")]) || s.starts(with: [UInt8(ascii: "0"), UInt8(ascii: "X")]) {
+            radix = 16
+            s = s.dropFirst(2)
+        } else if s.first == UInt8(ascii: "0") {
+            radix = 8
+        }
+        guard !s.isEmpty else { return nil }
+        var value = 0
+        for c in s {
+            let digit: Int
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = Int(c - UInt8(ascii: "0"))
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = Int(c - UInt8(ascii: "a")) + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = Int(c - UInt8(ascii: "A")) + 10
+            default: return nil
+            }
+            guard digit < radix else { return nil }
+            let (m, o1) = value.multipliedReportingOverflow(by: radix)
+            let (a, o2) = m.addingReportingOverflow(digit)
+            if o1 || o2 { return nil }
+            value = a
+        }
+        return negative ? -value : value
     }
 }
