@@ -40,6 +40,7 @@ let package = Package(
         ]),
         .target(name: "Devices", dependencies: [
             "CLibUSB",
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Session", dependencies: [
@@ -62,6 +63,11 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "TransportTests", dependencies: [
             "Transport", "USBRedirProtocol", "TestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "SessionTests", dependencies: [
+            "Session", "Devices", "Transport", "USBRedirProtocol", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -147,3 +147,23 @@ public enum QEMUError: Error, CustomStringConvertible {
         }
     }
 }
+
+extension QEMUVM {
+    /// Waits without blocking a concurrency thread.
+    public func exited(within seconds: Double) async -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while isAlive && Date() < deadline { try? await Task.sleep(nanoseconds: 50_000_000) }
+        return !isAlive
+    }
+
+    /// Waits until the guest's serial output contains `text`.
+    public func serialContains(_ text: String, within seconds: Double) async -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if serial.contains(text) { return true }
+            if !isAlive { return serial.contains(text) }
+            try? await Task.sleep(nanoseconds: 50_000_000)
+        }
+        return false
+    }
+}

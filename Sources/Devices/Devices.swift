@@ -1,1 +1,0 @@
-// Devices layer: see design.md.

@@ -1,0 +1,175 @@
+import NIOCore
+
+/// A USB 2.0 high-speed mass-storage stick over a raw image file:
+/// Bulk-Only Transport with the SCSI transparent command set (design.md).
+public actor MassStorageDevice: USBDevice {
+    public static let vendorID: UInt16 = 0x0525
+    public static let productID: UInt16 = 0xa4a5
+    public static let bulkIn: UInt8 = 0x81, bulkOut: UInt8 = 0x02
+    public static let blockSize = 512
+    /// Largest data phase of one command; bounds what a command can make us read.
+    public static let maxCommandBytes = 16 * 1024 * 1024
+
+    public nonisolated let descriptor: USBDeviceDescriptor
+    public nonisolated let speed: USBSpeed = .high
+    public nonisolated let imagePath: String
+    public nonisolated let readOnly: Bool
+    private var core: VirtualDeviceCore
+    private let image: ImageFile
+    private var bot = BulkOnlyState.idle
+    var scsi: SCSIState
+
+    public init(imagePath: String, readOnly: Bool, serial: String) throws {
+        image = try ImageFile(path: imagePath, readOnly: readOnly)
+        self.imagePath = imagePath
+        self.readOnly = readOnly
+        var d = USBDeviceDescriptor(vendorID: Self.vendorID, productID: Self.productID)
+        d.manufacturer = "usbredir"
+        d.product = "Virtual Disk"
+        d.serial = serial
+        descriptor = d
+        let interface = USBInterfaceDescriptor(
+            number: 0, interfaceClass: 0x08, interfaceSubclass: 0x06, interfaceProtocol: 0x50,
+            endpoints: [.init(address: Self.bulkIn, type: .bulk, maxPacketSize: 512),
+                        .init(address: Self.bulkOut, type: .bulk, maxPacketSize: 512)])
+        core = VirtualDeviceCore(descriptor: d, configuration: .init(value: 1, interfaces: [interface]))
+        scsi = SCSIState(blocks: image.size / UInt64(Self.blockSize), serial: serial)
+    }
+
+    public var activeConfiguration: USBConfigurationDescriptor? { core.activeConfiguration }
+    public func open() async throws {}
+    /// Makes every write durable before the device goes away.
+    public func close() async { _ = image.sync() }
+    public func setConfiguration(_ value: UInt8) async -> USBTransferStatus { core.setConfiguration(value) }
+    public func setAltSetting(interface: UInt8, alt: UInt8) async -> USBTransferStatus {
+        core.setAltSetting(interface: interface, alt: alt)
+    }
+    public func altSetting(interface: UInt8) async -> UInt8? { core.altSettings[interface] ?? 0 }
+    public func reset() async -> USBTransferStatus {
+        core.reset()
+        bot = .idle
+        return .success
+    }
+    public func clearHalt(endpoint: UInt8) async -> USBTransferStatus {
+        core.halted.remove(endpoint)
+        return .success
+    }
+
+    public func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult {
+        if let standard = core.standardControl(setup) { return standard }
+        switch (setup.requestType, setup.request) {
+        case (0xa1, 0xfe):      // Get Max LUN: one LUN
+            return .inData(ByteBuffer(bytes: [0].prefix(Int(setup.length))))
+        case (0x21, 0xff):      // Bulk-Only Mass Storage Reset
+            bot = .idle
+            return .outDone(0)
+        default:
+            return .failed(.stall)
+        }
+    }
+
+    public func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult {
+        .failed(.invalid)
+    }
+
+    public func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
+        if core.halted.contains(endpoint) { return .failed(.stall) }
+        switch endpoint {
+        case Self.bulkOut: return bulkOut(data ?? ByteBuffer())
+        case Self.bulkIn: return bulkIn(length: length)
+        default: return .failed(.invalid)
+        }
+    }
+
+    // MARK: Bulk-Only Transport (USB MSC BOT 1.0)
+
+    private func bulkOut(_ data: ByteBuffer) -> USBTransferResult {
+        switch bot {
+        case .idle:
+            guard let cbw = CommandBlockWrapper(data) else {
+                // An invalid CBW: stall both pipes until reset recovery (BOT 6.6.1).
+                core.halted.formUnion([Self.bulkIn, Self.bulkOut])
+                return .failed(.stall)
+            }
+            bot = start(cbw)
+            return .outDone(data.readableBytes)
+        case .dataOut(var phase):
+            let n = data.readableBytes
+            let accepted = min(n, phase.expected - phase.received)
+            if accepted > 0 && phase.sense == .none && phase.writable > phase.received {
+                let toWrite = min(accepted, phase.writable - phase.received)
+                if !image.write(data.getSlice(at: data.readerIndex, length: toWrite)!,
+                                offset: phase.offset + UInt64(phase.received)) {
+                    phase.sense = .writeError
+                }
+            }
+            phase.received += accepted
+            if phase.received >= phase.expected {
+                if phase.sense != .none { scsi.sense = phase.sense }
+                bot = .status(phase.csw)
+            } else {
+                bot = .dataOut(phase)
+            }
+            return .outDone(n)
+        case .dataIn, .status:
+            return .failed(.stall)
+        }
+    }
+
+    private func bulkIn(length: Int) -> USBTransferResult {
+        switch bot {
+        case .dataIn(var phase):
+            let n = min(length, phase.data.readableBytes)
+            let chunk = phase.data.readSlice(length: n)!
+            phase.sent += n
+            // A short packet, or all the host asked for, ends the data phase.
+            bot = (phase.data.readableBytes == 0 || n < length) ? .status(phase.csw) : .dataIn(phase)
+            return .inData(chunk)
+        case .status(let csw):
+            bot = .idle
+            return .inData(csw.bytes)
+        case .idle, .dataOut:
+            return .failed(.stall)
+        }
+    }
+
+    private func start(_ cbw: CommandBlockWrapper) -> BulkOnlyState {
+        let expected = Int(cbw.dataLength)
+        let outcome = execute(cbw.command, hostWantsIn: cbw.isIn)
+        var csw = CommandStatusWrapper(tag: cbw.tag, residue: cbw.dataLength, status: 0)
+        switch outcome {
+        case .data(let data, let sense) where cbw.isIn || expected == 0:
+            if data.readableBytes > expected { return .status(csw.phaseError) }
+            csw.status = sense == .none ? 0 : 1
+            csw.residue = UInt32(expected - data.readableBytes)
+            scsi.sense = sense
+            return expected == 0 ? .status(csw) : .dataIn(.init(data: data, sent: 0, csw: csw))
+        case .write(let offset, let count) where !cbw.isIn && count <= expected:
+            csw.residue = UInt32(expected - count)
+            if count == 0 { return .status(csw) }
+            return .dataOut(.init(expected: expected, received: 0, writable: count, offset: offset,
+                                  sense: .none, cswTemplate: csw))
+        case .failed(let sense):
+            scsi.sense = sense
+            csw.status = 1
+            if expected == 0 { return .status(csw) }
+            if cbw.isIn { return .dataIn(.init(data: ByteBuffer(), sent: 0, csw: csw)) }
+            return .dataOut(.init(expected: expected, received: 0, writable: 0, offset: 0,
+                                  sense: sense, cswTemplate: csw))
+        default:
+            // The host's direction or length disagrees with the command (BOT 6.7 cases 8, 10, 13).
+            if cbw.isIn && expected > 0 { return .dataIn(.init(data: ByteBuffer(), sent: 0, csw: csw.phaseError)) }
+            if !cbw.isIn && expected > 0 {
+                return .dataOut(.init(expected: expected, received: 0, writable: 0, offset: 0,
+                                      sense: .invalidFieldInCDB, cswTemplate: csw.phaseError))
+            }
+            return .status(csw.phaseError)
+        }
+    }
+
+    func syncImage() -> Bool { image.sync() }
+    var imageBlocks: UInt64 { image.size / UInt64(Self.blockSize) }
+    func readImage(lba: UInt64, blocks: Int) -> ByteBuffer? {
+        image.read(offset: lba * UInt64(Self.blockSize), count: blocks * Self.blockSize)
+    }
+}

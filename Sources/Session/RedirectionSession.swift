@@ -1,0 +1,80 @@
+import Devices
+import Logging
+import NIOCore
+import Transport
+import USBRedirProtocol
+
+/// The usbredir *host* side of one channel: it owns (at most) one device and
+/// services every request the VM makes of it. One object lives as long as its
+/// assignment; connections come and go (`run` once per connection) and the
+/// device is plugged and unplugged independently of them.
+public final class RedirectionSession: Sendable {
+    public let name: String
+    private let core: SessionCore
+    private let logger: Logger
+
+    public init(name: String, logger: Logger, limits: SessionLimits = SessionLimits()) {
+        self.name = name
+        var logger = logger
+        logger[metadataKey: "session"] = "\(name)"
+        self.logger = logger
+        self.core = SessionCore(logger: logger, limits: limits)
+    }
+
+    public var phase: SessionPhase { get async { await core.phase } }
+    public var counters: SessionCounters { get async { await core.counters } }
+    public var lastError: String? { get async { await core.lastError } }
+    public var hasDevice: Bool { get async { await core.device != nil } }
+
+    /// Plugs a device: it is announced to the VM now or when a connection is up.
+    public func plug(_ device: any USBDevice) async throws {
+        try await device.open()
+        await core.plug(device)
+    }
+
+    /// Unplugs the device: device_disconnect to the VM, transfers cancelled.
+    public func unplug() async {
+        await core.unplug()
+    }
+
+    /// Serves one connection until it ends. Malformed bytes from the VM end
+    /// this session only, with the reason logged.
+    public func run(_ connection: USBRedirConnection) async -> SessionEnd {
+        await core.begin(writer: connection.writer)
+        logger.debug("usbredir connection up", metadata: ["peer": "\(connection.peerDescription)"])
+        var parser = USBRedirParser(role: .host, capabilities: SessionCore.capabilities)
+        let end: SessionEnd
+        do {
+            end = try await serve(connection, &parser)
+        } catch let error as USBRedirProtocolError {
+            logger.error("closing the connection: malformed usbredir from the VM: \(error)")
+            connection.writer.close()
+            end = .protocolError(error.description)
+        } catch {
+            end = .transportClosed("\(error)")
+        }
+        if case .rejectedByFilter = end { connection.writer.close() }
+        await core.end(reason: Self.describe(end))
+        return end
+    }
+
+    private func serve(_ connection: USBRedirConnection, _ parser: inout USBRedirParser) async throws -> SessionEnd {
+        while true {
+            guard let bytes = try await connection.reader.read() else {
+                return .transportClosed("\(TransportError.closedByPeer)")
+            }
+            parser.append(bytes)
+            while let packet = try parser.nextPacket() {
+                if let end = await core.handle(packet, negotiation: parser.negotiation) { return end }
+            }
+        }
+    }
+
+    static func describe(_ end: SessionEnd) -> String {
+        switch end {
+        case .transportClosed(let why): why
+        case .protocolError(let why): "malformed usbredir from the VM: \(why)"
+        case .rejectedByFilter: "rejected by the VM's usbredir filter"
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// Session layer: see design.md.

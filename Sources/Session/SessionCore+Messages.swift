@@ -1,0 +1,84 @@
+import Devices
+import NIOCore
+import USBRedirProtocol
+
+extension SessionCore {
+    /// Handles one packet from the VM. Returns an end when the session must stop.
+    func handle(_ packet: USBRedirPacket, negotiation current: USBRedirNegotiation) async -> SessionEnd? {
+        counters.packetsReceived += 1
+        let id = packet.id
+        switch packet.message {
+        case .hello(let hello):
+            negotiation = current
+            logger.debug("peer hello", metadata: ["version": "\(hello.version)", "caps": "\(hello.capabilities.rawValue)"])
+            await send(.hello(.init(version: Self.version, capabilities: Self.capabilities)))
+            await announceIfReady()
+        case .reset:
+            if let device { _ = await device.reset() }
+        case .setConfiguration(let m):
+            await setConfiguration(m.configuration, id: id)
+        case .getConfiguration:
+            let value = await device?.activeConfiguration?.value ?? 0
+            await send(.configurationStatus(.init(status: device == nil ? USBRedirStatus.ioError.rawValue : 0,
+                                                  configuration: value)), id: id)
+        case .setAltSetting(let m):
+            await setAltSetting(interface: m.interface, alt: m.alt, id: id)
+        case .getAltSetting(let m):
+            let alt = await device?.altSetting(interface: m.interface)
+            await send(.altSettingStatus(.init(status: alt == nil ? USBRedirStatus.invalid.rawValue : 0,
+                                               interface: m.interface, alt: alt ?? 0)), id: id)
+        case .cancelDataPacket:
+            cancel(id)
+        case .filterFilter(let f):
+            setPeerFilter(f.rules)
+        case .filterReject:
+            rejectByVM()
+            return .rejectedByFilter
+        case .deviceDisconnectAck:
+            acknowledgeDisconnect()
+        case .controlPacket(let p):
+            await submit(id: id, kind: .control(p), weight: Int(p.length))
+        case .bulkPacket(let p):
+            await submit(id: id, kind: .bulk(p), weight: Int(p.length))
+        case .interruptPacket(let p):
+            await submit(id: id, kind: .interrupt(p), weight: Int(p.length))
+        case .isoPacket(let p):
+            await isoOut(p)
+        case .startInterruptReceiving, .stopInterruptReceiving, .startIsoStream, .stopIsoStream,
+             .startBulkReceiving, .stopBulkReceiving, .allocBulkStreams, .freeBulkStreams:
+            await handleStreamControl(packet.message, id: id)
+        case .deviceConnect, .deviceDisconnect, .interfaceInfo, .epInfo, .configurationStatus,
+             .altSettingStatus, .isoStreamStatus, .interruptReceivingStatus, .bulkStreamsStatus,
+             .bulkReceivingStatus, .bufferedBulkPacket:
+            break   // host-to-guest messages; the parser already refuses them from a guest
+        }
+        return rejected ? .rejectedByFilter : nil
+    }
+
+    private func setConfiguration(_ value: UInt8, id: UInt64) async {
+        guard let device else {
+            await send(.configurationStatus(.init(status: USBRedirStatus.ioError.rawValue, configuration: 0)), id: id)
+            return
+        }
+        let status = await device.setConfiguration(value)
+        // The VM learns the new interfaces and endpoints before the status.
+        let config = await device.activeConfiguration
+        await send(DeviceAnnouncement.interfaceInfo(config))
+        await send(DeviceAnnouncement.epInfo(config, maxPacketSize0: device.descriptor.maxPacketSize0))
+        await send(.configurationStatus(.init(status: StatusMapping.redir(status).rawValue,
+                                              configuration: config?.value ?? 0)), id: id)
+    }
+
+    private func setAltSetting(interface: UInt8, alt: UInt8, id: UInt64) async {
+        guard let device else {
+            await send(.altSettingStatus(.init(status: USBRedirStatus.ioError.rawValue, interface: interface, alt: 0)), id: id)
+            return
+        }
+        let status = await device.setAltSetting(interface: interface, alt: alt)
+        let config = await device.activeConfiguration
+        await send(DeviceAnnouncement.epInfo(config, maxPacketSize0: device.descriptor.maxPacketSize0))
+        let current = await device.altSetting(interface: interface) ?? 0
+        await send(.altSettingStatus(.init(status: StatusMapping.redir(status).rawValue,
+                                           interface: interface, alt: current)), id: id)
+    }
+}

@@ -1,0 +1,117 @@
+import Devices
+import NIOCore
+import USBRedirProtocol
+
+/// Streams the VM starts and stops: interrupt receiving, isochronous streams,
+/// buffered bulk receiving, and bulk stream allocation. Each receiving stream
+/// is a loop on its own task that reads the device and sends what it gets.
+extension SessionCore {
+    func handleStreamControl(_ message: USBRedirMessage, id: UInt64) async {
+        switch message {
+        case .startInterruptReceiving(let m):
+            let ok = startStream(m.endpoint) { core, device in
+                let r = await device.transfer(endpoint: m.endpoint, length: 64 * 1024, data: nil, streamID: 0)
+                return .interruptPacket(.init(endpoint: m.endpoint, status: StatusMapping.redir(r.status).rawValue,
+                                              length: UInt16(clamping: r.data?.readableBytes ?? 0), data: r.data ?? ByteBuffer()))
+            }
+            await send(.interruptReceivingStatus(.init(status: status(ok), endpoint: m.endpoint)), id: id)
+        case .stopInterruptReceiving(let m):
+            stopStream(m.endpoint)
+            await send(.interruptReceivingStatus(.init(status: 0, endpoint: m.endpoint)), id: id)
+        case .startIsoStream(let m):
+            var ok = device != nil
+            if m.endpoint & 0x80 != 0 {
+                ok = startStream(m.endpoint) { core, device in
+                    let r = await device.isoTransfer(endpoint: m.endpoint, length: 1024 * 3, data: nil)
+                    return .isoPacket(.init(endpoint: m.endpoint, status: StatusMapping.redir(r.status).rawValue,
+                                            length: UInt16(clamping: r.data?.readableBytes ?? 0), data: r.data ?? ByteBuffer()))
+                }
+            }
+            await send(.isoStreamStatus(.init(status: status(ok), endpoint: m.endpoint)), id: id)
+        case .stopIsoStream(let m):
+            stopStream(m.endpoint)
+            await send(.isoStreamStatus(.init(status: 0, endpoint: m.endpoint)), id: id)
+        case .startBulkReceiving(let m):
+            let ok = startStream(m.endpoint) { core, device in
+                let r = await device.transfer(endpoint: m.endpoint, length: Int(m.bytesPerTransfer), data: nil,
+                                              streamID: m.streamID)
+                let data = r.data ?? ByteBuffer()
+                return .bufferedBulkPacket(.init(streamID: m.streamID, length: UInt32(data.readableBytes),
+                                                 endpoint: m.endpoint, status: StatusMapping.redir(r.status).rawValue,
+                                                 data: data))
+            }
+            await send(.bulkReceivingStatus(.init(streamID: m.streamID, endpoint: m.endpoint, status: status(ok))), id: id)
+        case .stopBulkReceiving(let m):
+            stopStream(m.endpoint)
+            await send(.bulkReceivingStatus(.init(streamID: m.streamID, endpoint: m.endpoint, status: 0)), id: id)
+        case .allocBulkStreams(let m):
+            let s = await device?.allocateStreams(endpoints: Self.endpoints(inMask: m.endpoints), count: m.streamCount)
+            await send(.bulkStreamsStatus(.init(endpoints: m.endpoints, streamCount: m.streamCount,
+                                                status: StatusMapping.redir(s ?? .noDevice).rawValue)), id: id)
+        case .freeBulkStreams(let m):
+            let s = await device?.freeStreams(endpoints: Self.endpoints(inMask: m.endpoints))
+            await send(.bulkStreamsStatus(.init(endpoints: m.endpoints, streamCount: 0,
+                                                status: StatusMapping.redir(s ?? .noDevice).rawValue)), id: id)
+        default:
+            break
+        }
+    }
+
+    /// iso_packet from the VM: data for an isochronous OUT stream. No reply
+    /// per packet; failures show in the next iso_stream_status.
+    func isoOut(_ p: USBRedirMessage.IsoPacket) async {
+        guard let device else { return }
+        let r = await device.isoTransfer(endpoint: p.endpoint, length: Int(p.length), data: p.data)
+        if r.status == .success {
+            counters.transfersOut += 1
+            counters.bytesOut += r.consumed
+        }
+    }
+
+    /// Starts a receiving loop on `endpoint`; false without a device.
+    private func startStream(_ endpoint: UInt8,
+                             _ next: @escaping @Sendable (SessionCore, any USBDevice) async -> USBRedirMessage) -> Bool {
+        guard let device else { return false }
+        stopStream(endpoint)
+        let generation = self.generation
+        streams[endpoint] = Task.detached { [weak self] in
+            while !Task.isCancelled, let self {
+                let message = await next(self, device)
+                guard !Task.isCancelled else { return }
+                let failed = await self.deliverStreamPacket(message, generation: generation)
+                // A failing endpoint is retried gently rather than spun on.
+                if failed { try? await Task.sleep(nanoseconds: 10_000_000) }
+            }
+        }
+        return true
+    }
+
+    private func stopStream(_ endpoint: UInt8) {
+        streams.removeValue(forKey: endpoint)?.cancel()
+    }
+
+    /// Sends one packet of a receiving stream; true when its status was a failure.
+    private func deliverStreamPacket(_ message: USBRedirMessage, generation: Int) async -> Bool {
+        guard generation == self.generation else { return true }
+        let (status, length): (UInt8, Int) = switch message {
+        case .interruptPacket(let p): (p.status, Int(p.length))
+        case .isoPacket(let p): (p.status, Int(p.length))
+        case .bufferedBulkPacket(let p): (p.status, Int(p.length))
+        default: (0, 0)
+        }
+        if status == 0 {
+            counters.transfersIn += 1
+            counters.bytesIn += length
+        }
+        await send(message, id: nextStreamPacketID())
+        return status != 0
+    }
+
+    private func status(_ ok: Bool) -> UInt8 {
+        ok ? USBRedirStatus.success.rawValue : USBRedirStatus.ioError.rawValue
+    }
+
+    static func endpoints(inMask mask: UInt32) -> [UInt8] {
+        (0..<32).filter { mask & (1 << UInt32($0)) != 0 }.map { usbRedirEndpointAddress(index: $0) }
+    }
+}

@@ -1,0 +1,121 @@
+import Devices
+import NIOCore
+import USBRedirProtocol
+
+extension SessionCore {
+    /// Queues a data packet on its endpoint. Waits (so reading from the VM
+    /// pauses) while the in-flight bounds are reached.
+    func submit(id: UInt64, kind: TransferJob.Kind, weight: Int) async {
+        guard let device else {
+            await send(TransferJob(id: id, generation: generation, device: NoDevice.shared, kind: kind, weight: 0)
+                .reply(.failed(.noDevice)), id: id)
+            return
+        }
+        var job = TransferJob(id: id, generation: generation, device: device, kind: kind, weight: weight)
+        if weight > limits.maxTransferLength {
+            await send(job.reply(.failed(.invalid)), id: id)
+            return
+        }
+        // OUT data is already held; IN requests reserve what they asked for.
+        job.weight = max(weight, 1)
+        job.permit = await gate.acquire(bytes: job.weight)
+        guard job.generation == generation else {
+            await gate.release(bytes: job.weight, epoch: job.permit)
+            return
+        }
+        inFlight[id] = InFlight()
+        queue(for: job.endpoint).enqueue(job)
+    }
+
+    private func queue(for endpoint: UInt8) -> EndpointQueue {
+        if let q = queues[endpoint] { return q }
+        let q = EndpointQueue { [weak self] job in await self?.run(job) }
+        queues[endpoint] = q
+        return q
+    }
+
+    /// Runs one job on its endpoint's task; the device call gets its own task
+    /// so cancel_data_packet can cancel it.
+    private func run(_ job: TransferJob) async {
+        guard var entry = inFlight[job.id], job.generation == generation else {
+            await gate.release(bytes: job.weight, epoch: job.permit)
+            return
+        }
+        let result: USBTransferResult
+        if entry.cancelled {
+            result = .failed(.cancelled)
+        } else {
+            let task = Task.detached { await job.perform() }
+            entry.task = task
+            inFlight[job.id] = entry
+            result = await task.value
+        }
+        await complete(job, result)
+    }
+
+    private func complete(_ job: TransferJob, _ result: USBTransferResult) async {
+        await gate.release(bytes: job.weight, epoch: job.permit)
+        guard inFlight.removeValue(forKey: job.id) != nil, job.generation == generation else { return }
+        if result.status == .noDevice {
+            logger.warning("device stopped answering during a transfer")
+        }
+        count(job, result)
+        await send(job.reply(result), id: job.id)
+    }
+
+    private func count(_ job: TransferJob, _ r: USBTransferResult) {
+        guard r.status == .success else { return }
+        if job.endpointIsIn {
+            counters.transfersIn += 1
+            counters.bytesIn += r.data?.readableBytes ?? 0
+        } else {
+            counters.transfersOut += 1
+            counters.bytesOut += r.consumed
+        }
+    }
+
+    /// cancel_data_packet: a queued transfer is answered as cancelled when its
+    /// turn comes; a running one has its task cancelled.
+    func cancel(_ id: UInt64) {
+        guard var entry = inFlight[id] else { return }
+        entry.cancelled = true
+        entry.task?.cancel()
+        inFlight[id] = entry
+    }
+
+    func setPeerFilter(_ rules: String) {
+        do {
+            peerFilter = try USBRedirFilter.parse(rules)
+        } catch {
+            logger.warning("ignoring the VM's unreadable usbredir filter: \(error)")
+        }
+    }
+
+    func rejectByVM() {
+        reject("the VM rejected the device (usbredir filter_reject)")
+    }
+
+    func acknowledgeDisconnect() {
+        awaitingAck = false
+    }
+}
+
+/// Stands in for a device that is gone, so replies can still be built.
+final class NoDevice: USBDevice {
+    static let shared = NoDevice()
+    let descriptor = USBDeviceDescriptor(vendorID: 0, productID: 0)
+    let speed = USBSpeed.full
+    var activeConfiguration: USBConfigurationDescriptor? { nil }
+    func open() async throws {}
+    func close() async {}
+    func setConfiguration(_ value: UInt8) async -> USBTransferStatus { .noDevice }
+    func setAltSetting(interface: UInt8, alt: UInt8) async -> USBTransferStatus { .noDevice }
+    func altSetting(interface: UInt8) async -> UInt8? { nil }
+    func reset() async -> USBTransferStatus { .noDevice }
+    func clearHalt(endpoint: UInt8) async -> USBTransferStatus { .noDevice }
+    func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult { .failed(.noDevice) }
+    func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
+        .failed(.noDevice)
+    }
+    func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult { .failed(.noDevice) }
+}

@@ -1,0 +1,165 @@
+import Devices
+import Logging
+import NIOCore
+import Transport
+import USBRedirProtocol
+
+/// The state of one redirection session, serialised by the actor: the
+/// negotiated protocol, the plugged device, transfers in flight, streams.
+/// Device work runs outside it, on per-endpoint queues.
+actor SessionCore {
+    static let capabilities = USBRedirCapabilities.all
+    static let version = "usbredir-swift 0.1.0"
+
+    struct InFlight {
+        var cancelled = false
+        var task: Task<USBTransferResult, Never>?
+    }
+
+    let logger: Logger
+    let limits: SessionLimits
+    let gate: InFlightGate
+    var phase = SessionPhase.waitingForDevice
+    var counters = SessionCounters()
+    var writer: (any USBRedirByteWriter)?
+    var negotiation: USBRedirNegotiation?
+    var device: (any USBDevice)?
+    var generation = 0
+    var announced = false
+    var awaitingAck = false
+    var compressible = true
+    var peerFilter: [USBRedirFilterRule]?
+    var queues: [UInt8: EndpointQueue] = [:]
+    var inFlight: [UInt64: InFlight] = [:]
+    var streams: [UInt8: Task<Void, Never>] = [:]
+    var streamPacketID: UInt64 = 0
+    var rejected = false
+    var lastError: String?
+
+    init(logger: Logger, limits: SessionLimits) {
+        self.logger = logger
+        self.limits = limits
+        gate = InFlightGate(maxTransfers: limits.maxTransfersInFlight, maxBytes: limits.maxBytesInFlight)
+    }
+
+    // MARK: Connection lifetime
+
+    func begin(writer: any USBRedirByteWriter) {
+        self.writer = writer
+        negotiation = nil
+        announced = false
+        awaitingAck = false
+        rejected = false
+        peerFilter = nil
+        phase = device == nil ? .waitingForDevice : .connecting
+    }
+
+    /// The connection is gone: stop everything that talks to it. The device
+    /// stays plugged, to be announced on the next connection.
+    func end(reason: String?) async {
+        writer = nil
+        negotiation = nil
+        announced = false
+        await stopDeviceWork()
+        if let reason { lastError = reason }
+    }
+
+    func stopDeviceWork() async {
+        generation += 1
+        for (_, f) in inFlight { f.task?.cancel() }
+        inFlight = [:]
+        for (_, q) in queues { q.stop() }
+        queues = [:]
+        for (_, s) in streams { s.cancel() }
+        streams = [:]
+        await gate.reset()
+    }
+
+    // MARK: Device plug and unplug
+
+    func plug(_ newDevice: any USBDevice) async {
+        if device != nil { await unplug() }
+        device = newDevice
+        generation += 1
+        phase = .connecting
+        await announceIfReady()
+    }
+
+    func unplug() async {
+        guard let old = device else { return }
+        device = nil
+        await stopDeviceWork()
+        if announced {
+            announced = false
+            awaitingAck = negotiation?.isActive(.deviceDisconnectAck) ?? false
+            await send(.deviceDisconnect)
+            logger.info("device disconnected from the VM")
+        }
+        phase = .waitingForDevice
+        await old.close()
+    }
+
+    func announceIfReady() async {
+        guard let device, negotiation != nil, !announced, !rejected else { return }
+        if awaitingAck {
+            // The VM must acknowledge the last disconnect before a new connect.
+            let deadline = ContinuousClock.now + .nanoseconds(Int64(limits.disconnectAckTimeoutNanoseconds))
+            while awaitingAck && ContinuousClock.now < deadline {
+                try? await Task.sleep(nanoseconds: 10_000_000)
+            }
+            awaitingAck = false
+            guard self.device === device, !announced else { return }
+        }
+        if let rules = peerFilter, await filterVerdict(rules, device) != .allowed {
+            reject("the VM's usbredir filter does not allow this device")
+            return
+        }
+        let config = await device.activeConfiguration
+        compressible = !DeviceAnnouncement.hasIsochronous(config)
+        announced = true
+        for m in await DeviceAnnouncement.all(device) { await send(m) }
+        phase = .connected
+        let d = device.descriptor
+        logger.info("device connected to the VM", metadata: [
+            "device": "\(hex4(d.vendorID)):\(hex4(d.productID))", "speed": "\(device.speed.rawValue)",
+        ])
+    }
+
+    func reject(_ why: String) {
+        rejected = true
+        phase = .rejected
+        lastError = why
+        logger.error("\(why); not retrying until the profile changes or SIGHUP")
+    }
+
+    func filterVerdict(_ rules: [USBRedirFilterRule], _ device: any USBDevice) async -> USBRedirFilterVerdict {
+        let d = device.descriptor
+        let interfaces = await device.activeConfiguration?.interfaces ?? []
+        return USBRedirFilter.check(rules, deviceClass: d.deviceClass,
+                                    interfaceClasses: interfaces.map { ($0.interfaceClass, $0.interfaceSubclass, $0.interfaceProtocol) },
+                                    vendor: d.vendorID, product: d.productID, version: d.deviceVersion)
+    }
+
+    // MARK: Sending
+
+    func send(_ message: USBRedirMessage, id: UInt64 = 0) async {
+        guard let writer, let negotiation else { return }
+        var buffer = ByteBuffer()
+        do {
+            try buffer.writeUSBRedirPacket(USBRedirPacket(id: id, message), negotiation: negotiation)
+            try await writer.write(buffer, compressible: compressible)
+        } catch {
+            logger.debug("send failed", metadata: ["type": "\(message.type)", "error": "\(error)"])
+        }
+    }
+
+    func nextStreamPacketID() -> UInt64 {
+        streamPacketID &+= 1
+        return streamPacketID
+    }
+}
+
+func hex4(_ v: UInt16) -> String {
+    let s = String(v, radix: 16)
+    return String(repeating: "0", count: 4 - s.count) + s
+}

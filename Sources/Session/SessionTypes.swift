@@ -1,0 +1,73 @@
+import Devices
+import USBRedirProtocol
+
+/// Bounds on what the VM can make one session hold (design: bound
+/// everything a peer controls). Reading from the VM pauses while a bound is
+/// reached, so the transport's back-pressure reaches the VM.
+public struct SessionLimits: Sendable {
+    public var maxTransfersInFlight = 64
+    public var maxBytesInFlight = 64 * 1024 * 1024
+    /// Longest single transfer (IN request length or OUT data).
+    public var maxTransferLength = USBRedirLimits.maxDataLength
+    /// How long an unplugged device waits for device_disconnect_ack.
+    public var disconnectAckTimeoutNanoseconds: UInt64 = 2_000_000_000
+
+    public init() {}
+}
+
+/// Counters that run from the start of the session object and survive reconnects.
+/// IN is device to VM, OUT is VM to device.
+public struct SessionCounters: Sendable, Equatable {
+    public var bytesIn = 0
+    public var transfersIn = 0
+    public var bytesOut = 0
+    public var transfersOut = 0
+    /// Packets from the VM, for diagnostics.
+    public var packetsReceived = 0
+
+    public init() {}
+}
+
+/// Where a session stands, as status reports it.
+public enum SessionPhase: String, Sendable {
+    /// Connected to the VM, no device plugged.
+    case waitingForDevice = "waiting-for-device"
+    /// Waiting for the VM's hello, or announcing the device.
+    case connecting
+    case connected
+    /// The VM's usbredir filter refused the device; not retried until told.
+    case rejected
+}
+
+/// Why `run` returned.
+public enum SessionEnd: Sendable, Equatable {
+    /// The transport closed (the error says why).
+    case transportClosed(String)
+    /// The VM sent bytes that are not valid usbredir; the connection was closed.
+    case protocolError(String)
+    /// The VM's filter rejected the device.
+    case rejectedByFilter
+}
+
+enum StatusMapping {
+    static func redir(_ s: USBTransferStatus) -> USBRedirStatus {
+        switch s {
+        case .success: .success
+        case .stall: .stall
+        case .timeout: .timeout
+        case .babble: .babble
+        case .ioError, .noDevice: .ioError
+        case .cancelled: .cancelled
+        case .invalid: .invalid
+        }
+    }
+
+    static func speed(_ s: USBSpeed) -> USBRedirSpeed {
+        switch s {
+        case .low: .low
+        case .full: .full
+        case .high: .high
+        case .super: .super
+        }
+    }
+}

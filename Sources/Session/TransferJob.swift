@@ -1,0 +1,97 @@
+import Devices
+import NIOCore
+import USBRedirProtocol
+
+/// One data packet from the VM, queued on its endpoint.
+struct TransferJob: Sendable {
+    enum Kind: Sendable {
+        case control(USBRedirMessage.ControlPacket)
+        case bulk(USBRedirMessage.BulkPacket)
+        case interrupt(USBRedirMessage.InterruptPacket)
+    }
+
+    var id: UInt64
+    var generation: Int
+    var device: any USBDevice
+    var kind: Kind
+    /// Bytes counted against the in-flight bound, and the gate epoch of its permit.
+    var weight: Int
+    var permit = 0
+
+    var endpoint: UInt8 {
+        switch kind {
+        case .control: 0
+        case .bulk(let p): p.endpoint
+        case .interrupt(let p): p.endpoint
+        }
+    }
+
+    func perform() async -> USBTransferResult {
+        switch kind {
+        case .control(let p):
+            let setup = USBSetupPacket(requestType: p.requestType, request: p.request, value: p.value,
+                                       index: p.index, length: p.length)
+            return await device.control(setup, data: p.data)
+        case .bulk(let p):
+            return await device.transfer(endpoint: p.endpoint, length: Int(p.length), data: p.data, streamID: p.streamID)
+        case .interrupt(let p):
+            return await device.transfer(endpoint: p.endpoint, length: Int(p.length), data: p.data, streamID: 0)
+        }
+    }
+
+    /// The reply: same id and header, the device's status, IN data or the
+    /// OUT length consumed.
+    func reply(_ r: USBTransferResult) -> USBRedirMessage {
+        let status = StatusMapping.redir(r.status).rawValue
+        let isIn = endpointIsIn
+        let length = isIn ? (r.data?.readableBytes ?? 0) : r.consumed
+        let data = isIn ? (r.data ?? ByteBuffer()) : nil
+        switch kind {
+        case .control(var p):
+            p.status = status
+            p.length = UInt16(clamping: length)
+            p.data = data
+            return .controlPacket(p)
+        case .bulk(var p):
+            p.status = status
+            p.length = UInt32(clamping: length)
+            p.data = data
+            return .bulkPacket(p)
+        case .interrupt(var p):
+            p.status = status
+            p.length = UInt16(clamping: length)
+            p.data = data
+            return .interruptPacket(p)
+        }
+    }
+
+    var endpointIsIn: Bool {
+        switch kind {
+        case .control(let p): p.endpoint & 0x80 != 0
+        case .bulk(let p): p.endpoint & 0x80 != 0
+        case .interrupt(let p): p.endpoint & 0x80 != 0
+        }
+    }
+}
+
+/// Runs the transfers of one endpoint in order, on its own task, so a slow
+/// endpoint never delays another one or control traffic.
+final class EndpointQueue: Sendable {
+    private let continuation: AsyncStream<TransferJob>.Continuation
+    let worker: Task<Void, Never>
+
+    init(run: @escaping @Sendable (TransferJob) async -> Void) {
+        let (stream, continuation) = AsyncStream<TransferJob>.makeStream()
+        self.continuation = continuation
+        worker = Task {
+            for await job in stream { await run(job) }
+        }
+    }
+
+    func enqueue(_ job: TransferJob) { continuation.yield(job) }
+
+    func stop() {
+        continuation.finish()
+        worker.cancel()
+    }
+}
