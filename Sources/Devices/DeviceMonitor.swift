@@ -1,0 +1,48 @@
+/// A USB device as the OS shows it, read without opening the device
+/// (descriptors and sysfs attributes). Matching and `list` use only this.
+public struct USBDeviceInfo: Sendable, Hashable {
+    public var vendorID: UInt16
+    public var productID: UInt16
+    public var deviceClass: UInt8
+    public var serial: String?
+    public var manufacturer: String?
+    public var productName: String?
+    public var bus: Int
+    /// Port path as the kernel names it: "1-3.2" (bus 1, port 3, hub port 2).
+    public var port: String
+    public var address: Int
+    public var speed: USBSpeed?
+
+    public init(vendorID: UInt16, productID: UInt16, deviceClass: UInt8, serial: String?, manufacturer: String?,
+                productName: String?, bus: Int, port: String, address: Int, speed: USBSpeed?) {
+        self.vendorID = vendorID
+        self.productID = productID
+        self.deviceClass = deviceClass
+        self.serial = serial
+        self.manufacturer = manufacturer
+        self.productName = productName
+        self.bus = bus
+        self.port = port
+        self.address = address
+        self.speed = speed
+    }
+}
+
+public enum USBDeviceEvent: Sendable, Equatable {
+    case arrived(USBDeviceInfo)
+    case left(USBDeviceInfo)
+}
+
+/// Lists present devices, reports arrivals and departures, and opens a
+/// device for redirection. The libusb backend implements it for real
+/// hardware; tests drive it with emulated devices.
+public protocol USBDeviceMonitor: Sendable {
+    /// Devices present now (root hubs excluded).
+    func presentDevices() async throws -> [USBDeviceInfo]
+    /// Arrivals and departures from now on.
+    func events() -> AsyncStream<USBDeviceEvent>
+    /// Opens the device for redirection. Throws `DeviceError.busy` when
+    /// another process holds it, `.notFound` when it left, `.access` on
+    /// permissions.
+    func open(_ info: USBDeviceInfo) async throws -> any USBDevice
+}
