@@ -55,6 +55,8 @@ let package = Package(
         ]),
         .executableTarget(name: "usbredir", dependencies: [
             "Reconciler", "Profile", "Devices",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -71,6 +73,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "ProfileTests", dependencies: ["Profile"]),
         .testTarget(name: "USBRedirProtocolTests", dependencies: [
             "USBRedirProtocol", "CUSBRedirParser",
             .product(name: "NIOCore", package: "swift-nio"),

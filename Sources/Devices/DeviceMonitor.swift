@@ -46,3 +46,13 @@ public protocol USBDeviceMonitor: Sendable {
     /// permissions.
     func open(_ info: USBDeviceInfo) async throws -> any USBDevice
 }
+
+/// A monitor that sees no devices: for virtual-only use and tests.
+public struct EmptyUSBMonitor: USBDeviceMonitor {
+    public init() {}
+    public func presentDevices() async throws -> [USBDeviceInfo] { [] }
+    public func events() -> AsyncStream<USBDeviceEvent> { AsyncStream { $0.finish() } }
+    public func open(_ info: USBDeviceInfo) async throws -> any USBDevice {
+        throw DeviceError.notFound("no device at \(info.port)")
+    }
+}

@@ -1,1 +1,200 @@
-// Profile layer: see design.md.
+/// A profile (design.md, "Profile (version 1)") as typed values. Everything
+/// here has been validated by `ProfileLoader`; paths are absolute.
+public struct Profile: Sendable, Hashable {
+    public static let supportedVersion = 1
+
+    public var version: Int
+    /// Default level for everything the profile runs (`log:`, default info).
+    public var log: LogLevel
+    public var endpoints: [String: Endpoint]
+    /// Endpoint names in file order (the dictionary has no order).
+    public var endpointOrder: [String]
+    /// The global `devices:` followed by those of the selected `hosts:` section.
+    /// File order matters: a device goes to the first assignment it matches.
+    public var devices: [Assignment]
+    /// Absolute path of the profile file.
+    public var sourcePath: String
+    /// The `hosts:` key whose devices were appended, if any.
+    public var selectedHost: String?
+
+    public init(version: Int = Profile.supportedVersion, log: LogLevel = .info, endpoints: [Endpoint] = [],
+                devices: [Assignment] = [], sourcePath: String, selectedHost: String? = nil) {
+        self.version = version
+        self.log = log
+        self.endpoints = Dictionary(endpoints.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        self.endpointOrder = endpoints.map(\.name)
+        self.devices = devices
+        self.sourcePath = sourcePath
+        self.selectedHost = selectedHost
+    }
+
+    /// Endpoints in file order.
+    public var orderedEndpoints: [Endpoint] { endpointOrder.compactMap { endpoints[$0] } }
+
+    /// The level an assignment logs at: its own `log:`, else the profile's.
+    public func logLevel(for assignment: Assignment) -> LogLevel { assignment.log ?? log }
+
+    /// Pairs of assignments a single device could match (the earlier one
+    /// first). Identical rules are rejected by the loader; these are the
+    /// allowed overlaps, resolved at run time by file order, that plan and
+    /// status show as conflicts (design.md).
+    public var overlaps: [(Assignment, Assignment)] {
+        let rules = devices.compactMap { device -> (Assignment, MatchRule)? in
+            if case .match(let rule) = device.source { return (device, rule) }
+            return nil
+        }
+        var pairs: [(Assignment, Assignment)] = []
+        for (index, (first, firstRule)) in rules.enumerated() {
+            for (second, secondRule) in rules[(index + 1)...] where firstRule.overlaps(secondRule) {
+                pairs.append((first, second))
+            }
+        }
+        return pairs
+    }
+}
+
+/// Same as `profile.overlaps`.
+public func overlaps(_ profile: Profile) -> [(Assignment, Assignment)] { profile.overlaps }
+
+/// Same names and order as swift-log's `Logger.Level`, so the CLI can map
+/// one to the other by raw value.
+public enum LogLevel: String, Sendable, Hashable, CaseIterable, Comparable {
+    case trace, debug, info, notice, warning, error, critical
+
+    public static func < (a: Self, b: Self) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
+
+/// Where a secret comes from; the profile never holds the secret itself.
+public enum PasswordSource: Sendable, Hashable {
+    case file(String)   // absolute path
+    case env(String)    // environment variable name
+}
+
+public struct Endpoint: Sendable {
+    public enum Kind: Sendable, Hashable {
+        case spice(HostPort)
+        case spiceTLS(HostPort, caFile: String?, hostSubject: String?)
+        /// Raw usbredir; we connect (QEMU `-chardev socket,server=on`).
+        case usbredir(HostPort)
+        /// Raw usbredir; the peer connects to us.
+        case listen(HostPort)
+    }
+
+    public var name: String
+    public var kind: Kind
+    public var password: PasswordSource?
+    /// The endpoint's key in `endpoints:`.
+    public var location: SourcePosition
+
+    public init(name: String, kind: Kind, password: PasswordSource? = nil, location: SourcePosition) {
+        self.name = name
+        self.kind = kind
+        self.password = password
+        self.location = location
+    }
+
+    public var address: HostPort {
+        switch kind {
+        case .spice(let a), .spiceTLS(let a, _, _), .usbredir(let a), .listen(let a): return a
+        }
+    }
+
+    /// SPICE endpoints multiplex channels; raw ones carry exactly one assignment.
+    public var isSpice: Bool {
+        switch kind {
+        case .spice, .spiceTLS: return true
+        case .usbredir, .listen: return false
+        }
+    }
+
+    /// The profile key that gives the kind: spice, spice-tls, usbredir or listen.
+    public var kindName: String {
+        switch kind {
+        case .spice: return "spice"
+        case .spiceTLS: return "spice-tls"
+        case .usbredir: return "usbredir"
+        case .listen: return "listen"
+        }
+    }
+}
+
+/// Equality ignores `location`: a reconcile compares what an endpoint means,
+/// so a line inserted above it does not count as a change.
+extension Endpoint: Hashable {
+    public static func == (a: Self, b: Self) -> Bool {
+        a.name == b.name && a.kind == b.kind && a.password == b.password
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(name)
+        hasher.combine(kind)
+        hasher.combine(password)
+    }
+}
+
+/// One device bound to one endpoint (an entry of `devices:`).
+public struct Assignment: Sendable {
+    public enum Source: Sendable, Hashable {
+        case match(MatchRule)
+        case virtual(VirtualDevice)
+    }
+
+    public var name: String
+    /// Name of the endpoint (`to:`); the loader checked that it exists.
+    public var endpoint: String
+    public var log: LogLevel?
+    /// SPICE usbredir channel id; nil takes the lowest free one.
+    public var channel: UInt8?
+    public var source: Source
+    /// Where the entry starts (its first key).
+    public var location: SourcePosition
+    /// The `hosts:` section it came from; nil for the global list.
+    public var hostSection: String?
+
+    public init(name: String, endpoint: String, log: LogLevel? = nil, channel: UInt8? = nil, source: Source,
+                location: SourcePosition, hostSection: String? = nil) {
+        self.name = name
+        self.endpoint = endpoint
+        self.log = log
+        self.channel = channel
+        self.source = source
+        self.location = location
+        self.hostSection = hostSection
+    }
+}
+
+/// Equality ignores where the entry is written (location, host section): an
+/// unchanged assignment must not be restarted because lines moved.
+extension Assignment: Hashable {
+    public static func == (a: Self, b: Self) -> Bool {
+        a.name == b.name && a.endpoint == b.endpoint && a.log == b.log && a.channel == b.channel && a.source == b.source
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(name)
+        hasher.combine(endpoint)
+        hasher.combine(log)
+        hasher.combine(channel)
+        hasher.combine(source)
+    }
+}
+
+public struct VirtualDevice: Sendable, Hashable {
+    public enum Kind: String, Sendable, Hashable, CaseIterable {
+        case massStorage = "mass-storage"
+        case sourceSink = "source-sink"
+    }
+
+    public var kind: Kind
+    /// Absolute path of the disk image (mass-storage only).
+    public var image: String?
+    public var readOnly: Bool
+
+    public init(kind: Kind, image: String? = nil, readOnly: Bool = false) {
+        self.kind = kind
+        self.image = image
+        self.readOnly = readOnly
+    }
+}

@@ -50,8 +50,10 @@ public final class RedirectionSession: Sendable {
             logger.error("closing the connection: malformed usbredir from the VM: \(error)")
             connection.writer.close()
             end = .protocolError(error.description)
+        } catch let error as TransportError {
+            end = .transportClosed(error)
         } catch {
-            end = .transportClosed("\(error)")
+            end = .transportClosed(.protocolViolation("\(error)"))
         }
         if case .rejectedByFilter = end { connection.writer.close() }
         await core.end(reason: Self.describe(end))
@@ -61,7 +63,7 @@ public final class RedirectionSession: Sendable {
     private func serve(_ connection: USBRedirConnection, _ parser: inout USBRedirParser) async throws -> SessionEnd {
         while true {
             guard let bytes = try await connection.reader.read() else {
-                return .transportClosed("\(TransportError.closedByPeer)")
+                return .transportClosed(.closedByPeer)
             }
             parser.append(bytes)
             while let packet = try parser.nextPacket() {
@@ -72,7 +74,7 @@ public final class RedirectionSession: Sendable {
 
     static func describe(_ end: SessionEnd) -> String {
         switch end {
-        case .transportClosed(let why): why
+        case .transportClosed(let why): why.description
         case .protocolError(let why): "malformed usbredir from the VM: \(why)"
         case .rejectedByFilter: "rejected by the VM's usbredir filter"
         }

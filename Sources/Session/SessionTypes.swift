@@ -1,4 +1,5 @@
 import Devices
+import Transport
 import USBRedirProtocol
 
 /// Bounds on what the VM can make one session hold (design: bound
@@ -41,8 +42,8 @@ public enum SessionPhase: String, Sendable {
 
 /// Why `run` returned.
 public enum SessionEnd: Sendable, Equatable {
-    /// The transport closed (the error says why).
-    case transportClosed(String)
+    /// The transport closed (the error says why: peer closed, displaced...).
+    case transportClosed(TransportError)
     /// The VM sent bytes that are not valid usbredir; the connection was closed.
     case protocolError(String)
     /// The VM's filter rejected the device.

@@ -12,7 +12,7 @@ struct USBRedirCommand: AsyncParsableCommand {
             See usbredir(1) and usbredir-profile(5).
             """,
         version: USBRedirVersion.string,
-        subcommands: []
+        subcommands: [ApplyCommand.self, PlanCommand.self, ValidateCommand.self, StatusCommand.self, ListCommand.self]
     )
 }
 

@@ -1,0 +1,44 @@
+/// `host:port` of an endpoint, IPv6 hosts written `[::1]:5930` (design.md).
+/// Profile's own type: Profile depends on none of our modules, and the
+/// Reconciler converts it to Transport's address.
+public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+    public static let ports = 1...65535
+
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    enum ParseError: Error, Equatable {
+        case malformed
+        /// An IPv6 address without brackets.
+        case bareIPv6
+        case portOutOfRange(String)
+    }
+
+    static func parse(_ text: String) -> Result<HostPort, ParseError> {
+        let host: Substring
+        let port: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                return .failure(.malformed)
+            }
+            host = text[text.index(after: text.startIndex)..<close]
+            port = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return .failure(.malformed) }
+            host = text[..<colon]
+            port = text[text.index(after: colon)...]
+            if host.contains(":") { return .failure(.bareIPv6) }
+        }
+        guard !host.isEmpty, !host.contains(where: \.isWhitespace),
+              !port.isEmpty, port.allSatisfy({ $0.isASCII && $0.isNumber }) else { return .failure(.malformed) }
+        guard let number = Int(port), ports.contains(number) else { return .failure(.portOutOfRange(String(port))) }
+        return .success(HostPort(host: String(host), port: number))
+    }
+}

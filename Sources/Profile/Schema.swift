@@ -1,0 +1,318 @@
+/// The keys of profile version 1 (design.md), one list per mapping.
+enum Keys {
+    static let root = ["version", "log", "endpoints", "devices", "hosts"]
+    static let endpointKinds = ["spice", "spice-tls", "usbredir", "listen"]
+    static let endpoint = endpointKinds + ["password-file", "password-env", "ca-file", "host-subject"]
+    static let device = ["name", "to", "log", "channel", "match", "virtual"]
+    static let match = ["vendor", "product", "serial", "port"]
+    static let virtual = ["kind", "image", "read-only"]
+    static let host = ["devices"]
+}
+
+/// An endpoint as read, kept even when part of it is wrong so that the
+/// cross-checks of devices do not add spurious "unknown endpoint" errors.
+struct DecodedEndpoint {
+    var name: String
+    var location: SourcePosition
+    /// spice, spice-tls, usbredir or listen; nil when not exactly one was given.
+    var kindName: String?
+    /// Complete and valid.
+    var endpoint: Endpoint?
+
+    var isSpice: Bool? { kindName.map { $0 == "spice" || $0 == "spice-tls" } }
+}
+
+/// A device entry as read, with the locations the cross-checks point at.
+struct DecodedDevice {
+    var location: SourcePosition
+    var hostSection: String?
+    var name: String?
+    var nameLocation: SourcePosition
+    var endpoint: String?
+    var toLocation: SourcePosition
+    var log: LogLevel?
+    var channel: UInt8?
+    var channelKeyLocation: SourcePosition?
+    var channelValueLocation: SourcePosition?
+    var source: Assignment.Source?
+    var matchKeyLocation: SourcePosition?
+    var isValid = true
+
+    var assignment: Assignment? {
+        guard isValid, let name, let endpoint, let source else { return nil }
+        return Assignment(name: name, endpoint: endpoint, log: log, channel: channel, source: source,
+                          location: location, hostSection: hostSection)
+    }
+}
+
+struct DecodedDocument {
+    var version: Int?
+    var log: LogLevel = .info
+    var endpoints: [DecodedEndpoint] = []
+    var devices: [DecodedDevice] = []
+    var hosts: [(name: String, devices: [DecodedDevice])] = []
+}
+
+extension ProfileDecoder {
+    mutating func decodeDocument(_ root: YAMLNode?) -> DecodedDocument {
+        var document = DecodedDocument()
+        guard let root, !root.isNull else {
+            error("the profile is empty", at: SourcePosition(line: 1, column: 1), hint: "a profile starts with 'version: 1'")
+            return document
+        }
+        guard let top = mapping(Field(name: "profile", item: root), "the profile", keys: Keys.root, emptyAllowed: false) else {
+            return document
+        }
+        if let field = top["version"] {
+            if let version = integer(field, in: Int.min...Int.max, rangeText: "for an integer") {
+                if version == Profile.supportedVersion { document.version = version } else {
+                    error("unsupported profile version \(version)", at: field.valueLocation,
+                          hint: "this usbredir reads version \(Profile.supportedVersion)")
+                }
+            }
+        } else {
+            error("missing 'version'", at: root.location, hint: "a profile starts with 'version: 1'")
+        }
+        if let field = top["log"], let level: LogLevel = choice(field, "log level") { document.log = level }
+        if let field = top["endpoints"], let entries = mapping(field, "endpoints") {
+            document.endpoints = entries.entries.map { decodeEndpoint($0) }
+        }
+        if let field = top["devices"] { document.devices = decodeDevices(field, hostSection: nil) }
+        if let field = top["hosts"], let entries = mapping(field, "hosts") {
+            for entry in entries.entries {
+                let what = "host section '\(entry.key)'"
+                guard let section = mapping(Field(entry), what, keys: Keys.host) else { continue }
+                document.hosts.append((entry.key, section["devices"].map { decodeDevices($0, hostSection: entry.key) } ?? []))
+            }
+        }
+        return document
+    }
+
+    // MARK: endpoints
+
+    private mutating func decodeEndpoint(_ entry: YAMLEntry) -> DecodedEndpoint {
+        let name = entry.key
+        var decoded = DecodedEndpoint(name: name, location: entry.keyLocation)
+        // The inline password is refused before the unknown-key check so the
+        // message says what to do instead; its value is never looked at.
+        if case .mapping(let entries) = entry.value.content, let inline = entries.first(where: { $0.key == "password" }) {
+            error("inline passwords are not allowed", at: inline.keyLocation,
+                  hint: "use password-file: PATH or password-env: VARIABLE")
+        }
+        let allowed = Keys.endpoint + ["password"]
+        guard let fields = mapping(Field(entry), "endpoint '\(name)'", keys: allowed, emptyAllowed: false) else {
+            return decoded
+        }
+        let kinds = Keys.endpointKinds.filter { fields[$0] != nil }
+        guard kinds.count == 1, let kindName = kinds.first, let kindField = fields[kindName] else {
+            let found = kinds.isEmpty ? "none" : Self.list(kinds)
+            error("endpoint '\(name)' needs exactly one of spice, spice-tls, usbredir, listen; found \(found)",
+                  at: entry.keyLocation)
+            return decoded
+        }
+        decoded.kindName = kindName
+        let isSpice = decoded.isSpice ?? false
+        var valid = true
+        let address = hostPort(kindField)
+        valid = valid && address != nil
+
+        for key in ["ca-file", "host-subject"] where kindName != "spice-tls" {
+            if let field = fields[key] {
+                error("\(key) applies to spice-tls endpoints only", at: field.entryLocation)
+                valid = false
+            }
+        }
+        var password: PasswordSource?
+        let file = fields["password-file"], variable = fields["password-env"]
+        if !isSpice {
+            for field in [file, variable].compactMap({ $0 }) {
+                error("\(field.name) applies to spice and spice-tls endpoints only", at: field.entryLocation,
+                      hint: "raw usbredir has no authentication")
+                valid = false
+            }
+        } else if file != nil && variable != nil {
+            error("endpoint '\(name)' has both password-file and password-env; give one", at: entry.keyLocation)
+            valid = false
+        } else if let file {
+            if let path = filePath(file, "password file") { password = .file(path) } else { valid = false }
+        } else if let variable {
+            if let variableName = string(variable) {
+                password = .env(variableName)
+                if environment[variableName] == nil {
+                    warning("password variable \(variableName) is not set", at: variable.valueLocation,
+                            hint: "apply fails endpoint '\(name)' until it is set")
+                }
+            } else { valid = false }
+        }
+        if fields["password"] != nil { valid = false }
+
+        var caFile: String?, hostSubject: String?
+        if kindName == "spice-tls" {
+            if let field = fields["ca-file"] {
+                caFile = filePath(field, "CA file")
+                valid = valid && caFile != nil
+            }
+            if let field = fields["host-subject"] {
+                hostSubject = string(field)
+                valid = valid && hostSubject != nil
+            }
+        }
+        guard valid, let address else { return decoded }
+        let kind: Endpoint.Kind = switch kindName {
+        case "spice": .spice(address)
+        case "spice-tls": .spiceTLS(address, caFile: caFile, hostSubject: hostSubject)
+        case "usbredir": .usbredir(address)
+        default: .listen(address)
+        }
+        decoded.endpoint = Endpoint(name: name, kind: kind, password: password, location: entry.keyLocation)
+        return decoded
+    }
+
+    private mutating func hostPort(_ field: Field) -> HostPort? {
+        // A plain [::1]:5930 is a YAML flow list; only quoting keeps it text.
+        if case .sequence = field.node.content {
+            error("\(field.name) must be host:port, found a list", at: field.valueLocation,
+                  hint: "quote IPv6 addresses: \"[::1]:5930\"")
+            return nil
+        }
+        guard let text = string(field) else { return nil }
+        switch HostPort.parse(text) {
+        case .success(let address):
+            return address
+        case .failure(.bareIPv6):
+            error("\(field.name) must be host:port, found '\(text)'", at: field.valueLocation,
+                  hint: "write IPv6 addresses in brackets: \"[::1]:5930\"")
+        case .failure(.portOutOfRange(let port)):
+            error("port \(port) is out of range 1...65535", at: field.valueLocation)
+        case .failure(.malformed):
+            error("\(field.name) must be host:port, found '\(text)'", at: field.valueLocation,
+                  hint: "for example 127.0.0.1:5930")
+        }
+        return nil
+    }
+
+    // MARK: devices
+
+    private mutating func decodeDevices(_ field: Field, hostSection: String?) -> [DecodedDevice] {
+        guard let items = sequence(field, "devices", hint: "start each device with '- '") else { return [] }
+        return items.compactMap { decodeDevice($0, hostSection: hostSection) }
+    }
+
+    private mutating func decodeDevice(_ item: YAMLNode, hostSection: String?) -> DecodedDevice? {
+        guard let fields = mapping(Field(name: "device entry", item: item), "a device entry", keys: Keys.device,
+                                   emptyAllowed: false) else { return nil }
+        var device = DecodedDevice(location: item.location, hostSection: hostSection,
+                                   nameLocation: item.location, toLocation: item.location)
+        if let field = fields["name"] {
+            device.name = string(field)
+            device.nameLocation = field.valueLocation
+        } else {
+            error("a device entry needs a name", at: item.location)
+        }
+        let label = device.name.map { "device '\($0)'" } ?? "a device entry"
+        if let field = fields["to"] {
+            device.endpoint = string(field)
+            device.toLocation = field.valueLocation
+        } else {
+            error("\(label) needs 'to' (the endpoint it goes to)", at: item.location)
+        }
+        if let field = fields["log"] {
+            device.log = choice(field, "log level")
+            device.isValid = device.isValid && device.log != nil
+        }
+        if let field = fields["channel"] {
+            device.channelKeyLocation = field.entryLocation
+            device.channelValueLocation = field.valueLocation
+            device.channel = integer(field, in: 0...255, rangeText: "0...255").map(UInt8.init)
+            device.isValid = device.isValid && device.channel != nil
+        }
+        switch (fields["match"], fields["virtual"]) {
+        case (.some, .some):
+            error("\(label) has both match and virtual; give one", at: item.location)
+        case (nil, nil):
+            error("\(label) needs match or virtual", at: item.location)
+        case (let field?, nil):
+            device.matchKeyLocation = field.entryLocation
+            device.source = decodeMatch(field).map(Assignment.Source.match)
+        case (nil, let field?):
+            device.source = decodeVirtual(field).map(Assignment.Source.virtual)
+        }
+        return device
+    }
+
+    private mutating func decodeMatch(_ field: Field) -> MatchRule? {
+        guard let fields = mapping(field, "match", keys: Keys.match) else { return nil }
+        guard !fields.entries.isEmpty else {
+            error("match needs at least one of vendor, product, serial, port", at: field.entryLocation)
+            return nil
+        }
+        var rule = MatchRule()
+        var valid = true
+        if let field = fields["vendor"] { rule.vendors = ids(field); valid = valid && rule.vendors != nil }
+        if let field = fields["product"] { rule.products = ids(field); valid = valid && rule.products != nil }
+        if let field = fields["serial"] { rule.serial = string(field); valid = valid && rule.serial != nil }
+        if let field = fields["port"] {
+            // Unquoted 1-3 is still text to us: only the raw text matters.
+            if let text = string(field) {
+                if MatchRule.isPortPath(text) { rule.port = text } else {
+                    error("port must be a bus-port path such as 1-3.2, found '\(text)'", at: field.valueLocation)
+                }
+            }
+            valid = valid && rule.port != nil
+        }
+        return valid ? rule : nil
+    }
+
+    /// A 16-bit USB id, or a non-empty list of them.
+    private mutating func ids(_ field: Field) -> [UInt16]? {
+        let range = 0...0xFFFF, text = "(16-bit: 0x0000...0xffff)"
+        guard case .sequence(let items) = field.node.content else {
+            return integer(field, in: range, rangeText: text).map { [UInt16($0)] }
+        }
+        guard !items.isEmpty else {
+            error("\(field.name) list is empty", at: field.valueLocation)
+            return nil
+        }
+        let values = items.map { integer(Field(name: field.name, item: $0), in: range, rangeText: text) }
+        guard values.allSatisfy({ $0 != nil }) else { return nil }
+        // Repeats are dropped (order kept) so equal rules compare equal.
+        var seen = Set<UInt16>()
+        return values.map { UInt16($0!) }.filter { seen.insert($0).inserted }
+    }
+
+    private mutating func decodeVirtual(_ field: Field) -> VirtualDevice? {
+        guard let fields = mapping(field, "virtual", keys: Keys.virtual, emptyAllowed: true) else { return nil }
+        guard let kindField = fields["kind"] else {
+            error("virtual needs 'kind' (mass-storage or source-sink)", at: field.entryLocation)
+            return nil
+        }
+        guard let kind: VirtualDevice.Kind = choice(kindField, "virtual device kind") else { return nil }
+        var device = VirtualDevice(kind: kind)
+        var valid = true
+        if kind == .sourceSink {
+            for key in ["image", "read-only"] {
+                if let extra = fields[key] {
+                    error("\(key) applies to mass-storage devices only", at: extra.entryLocation)
+                    valid = false
+                }
+            }
+            return valid ? device : nil
+        }
+        if let image = fields["image"] {
+            device.image = filePath(image, "image file")
+            valid = valid && device.image != nil
+        } else {
+            error("a mass-storage device needs 'image' (a disk image file)", at: field.entryLocation)
+            valid = false
+        }
+        if let readOnly = fields["read-only"] {
+            if let value = bool(readOnly) { device.readOnly = value } else { valid = false }
+        }
+        return valid ? device : nil
+    }
+
+    /// `a`, `a and b`, `a, b and c`.
+    static func list(_ words: [String]) -> String {
+        words.count <= 1 ? words.joined() : words.dropLast().joined(separator: ", ") + " and " + words.last!
+    }
+}

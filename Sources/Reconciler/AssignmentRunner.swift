@@ -1,0 +1,170 @@
+import Devices
+import Foundation
+import Logging
+import Profile
+import Session
+import Transport
+
+/// Runs one assignment: keeps its usbredir channel connected, retrying with
+/// backoff, and keeps its session (and counters) for its whole life.
+actor AssignmentRunner {
+    let assignment: Assignment
+    let endpoint: Endpoint
+    let profilePath: String
+    let session: RedirectionSession
+    private let link: SpiceEndpointLink?
+    private let logger: Logger
+    private var loop: Task<Void, Never>?
+    private var state = SessionState.connecting
+    private var since = Date()
+    private var lastError: String?
+    private var channel: UInt8?
+    private(set) var deviceLabel: String?
+    /// The physical device bound to this assignment (nil for virtual ones).
+    private(set) var boundDevice: USBDeviceInfo?
+    private var retryGeneration = 0
+    private var listener: RawUSBRedirListener?
+    private var backoff = Backoff()
+
+    init(assignment: Assignment, endpoint: Endpoint, profilePath: String, link: SpiceEndpointLink?, logger: Logger) {
+        self.assignment = assignment
+        self.endpoint = endpoint
+        self.profilePath = profilePath
+        self.link = link
+        var logger = logger
+        logger[metadataKey: "assignment"] = "\(assignment.name)"
+        logger[metadataKey: "endpoint"] = "\(endpoint.name)"
+        self.logger = logger
+        self.session = RedirectionSession(name: assignment.name, logger: logger)
+    }
+
+    func start() {
+        if case .virtual(let v) = assignment.source {
+            deviceLabel = VirtualDeviceFactory.label(v)
+        }
+        loop = Task { await self.run() }
+    }
+
+    /// Disconnects the device cleanly (device_disconnect), then the channel.
+    func stop() async {
+        await session.unplug()
+        loop?.cancel()
+        listener?.close()
+        await loop?.value
+        loop = nil
+    }
+
+    /// A file change or SIGHUP: a displaced or rejected session tries again.
+    func retry() { retryGeneration += 1 }
+
+    func plug(_ device: any USBDevice, info: USBDeviceInfo?, label: String) async throws {
+        try await session.plug(device)
+        boundDevice = info
+        deviceLabel = label
+        logger.info("device bound", metadata: ["device": "\(label)"])
+    }
+
+    func unplug() async {
+        await session.unplug()
+        if let label = deviceLabel, boundDevice != nil {
+            logger.info("device gone", metadata: ["device": "\(label)"])
+        }
+        boundDevice = nil
+    }
+
+    var hasDevice: Bool { get async { await session.hasDevice } }
+
+    func status(profileName: String) async -> SessionStatus {
+        let c = await session.counters
+        var shown = state
+        if state == .connected {
+            switch await session.phase {
+            case .waitingForDevice: shown = .waitingForDevice
+            case .rejected: shown = .rejected
+            case .connecting, .connected: shown = .connected
+            }
+        }
+        return SessionStatus(name: assignment.name, profile: profileName, endpoint: endpoint.name,
+                             channel: endpoint.isSpice ? channel.map(Int.init) : nil, device: deviceLabel,
+                             state: shown, since: RFC3339.string(since), bytesIn: c.bytesIn, transfersIn: c.transfersIn,
+                             bytesOut: c.bytesOut, transfersOut: c.transfersOut, lastError: lastError)
+    }
+
+    // MARK: The connection loop
+
+    private func setState(_ new: SessionState, error: String? = nil) {
+        if let error { lastError = error }
+        guard new != state else { return }
+        state = new
+        since = Date()
+        // One line per state change, never one per attempt.
+        switch new {
+        case .backoff, .error, .displaced, .rejected:
+            logger.warning("session \(new.rawValue)", metadata: lastError.map { ["reason": "\($0)"] } ?? [:])
+        default:
+            logger.info("session \(new.rawValue)")
+        }
+    }
+
+    private func run() async {
+        while !Task.isCancelled {
+            setState(.connecting)
+            let outcome: Result<SessionEnd, Error>
+            do { outcome = .success(try await connectAndServe()) } catch { outcome = .failure(error) }
+            if Task.isCancelled { return }
+            switch outcome {
+            case .success(.rejectedByFilter):
+                setState(.rejected, error: "rejected by the VM's usbredir filter")
+                await waitForRetry()
+            case .success(.transportClosed(.displaced)), .failure(TransportError.displaced):
+                setState(.displaced, error: TransportError.displaced.description)
+                await waitForRetry()
+            case .failure(TransportError.wrongPassword):
+                setState(.error, error: TransportError.wrongPassword.description)
+                await waitForRetry()
+            case .success(let end):
+                setState(.backoff, error: Self.describe(end))
+                await sleep(backoff.nextDelay())
+            case .failure(let error):
+                setState(.backoff, error: "\(error)")
+                await sleep(backoff.nextDelay())
+            }
+        }
+    }
+
+    private func connectAndServe() async throws -> SessionEnd {
+        let connector = ChannelConnector(endpoint: endpoint, assignmentName: assignment.name, link: link,
+                                         session: session)
+        return try await connector.serve(
+            onConnected: { [weak self] channel in await self?.connected(channel: channel) },
+            onIdle: { [weak self] in await self?.setState(.connecting) },
+            onListening: { [weak self] listener in await self?.keep(listener) })
+    }
+
+    private func keep(_ listener: RawUSBRedirListener) { self.listener = listener }
+
+    private func connected(channel: UInt8?) {
+        self.channel = channel
+        backoff.reset()
+        setState(.connected)
+    }
+
+    private func waitForRetry() async {
+        let generation = retryGeneration
+        while retryGeneration == generation && !Task.isCancelled {
+            try? await Task.sleep(nanoseconds: 100_000_000)
+        }
+    }
+
+    private func sleep(_ seconds: Double) async {
+        try? await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+    }
+
+    static func describe(_ end: SessionEnd) -> String {
+        switch end {
+        case .transportClosed(let e): e.description
+        case .protocolError(let why): "malformed usbredir from the VM: \(why)"
+        case .rejectedByFilter: "rejected by the VM's usbredir filter"
+        }
+    }
+}

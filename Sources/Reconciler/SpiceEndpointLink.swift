@@ -1,0 +1,74 @@
+import Logging
+import Profile
+import Transport
+
+/// The one SPICE session this process keeps with a VM; every assignment to
+/// the endpoint links its usbredir channel under it. It also plans which
+/// channel each assignment gets: pinned ones their pin, the others the lowest
+/// free id in file order, and a channel once given stays with its assignment.
+actor SpiceEndpointLink {
+    let endpoint: Endpoint
+    private let environment: [String: String]
+    private let logger: Logger
+    private var current: SpiceSession?
+    private var connecting: Task<SpiceSession, Error>?
+    private var order: [(name: String, pinned: UInt8?)] = []
+    private var plan: [String: UInt8] = [:]
+
+    init(endpoint: Endpoint, environment: [String: String], logger: Logger) {
+        self.endpoint = endpoint
+        self.environment = environment
+        self.logger = logger
+    }
+
+    /// The live session, connecting first when there is none.
+    func session() async throws -> SpiceSession {
+        if let s = current, !s.isClosed { return s }
+        if let pending = connecting { return try await pending.value }
+        let task = Task { try await connect() }
+        connecting = task
+        defer { connecting = nil }
+        let s = try await task.value
+        current = s
+        return s
+    }
+
+    private func connect() async throws -> SpiceSession {
+        let password: String
+        do {
+            password = try endpoint.loadPassword(environment: environment) ?? ""
+        } catch {
+            throw TransportError.configuration("endpoint '\(endpoint.name)': \(error)")
+        }
+        var tls: TLSSettings?
+        if case .spiceTLS(_, let caFile, let hostSubject) = endpoint.kind {
+            tls = TLSSettings(caFile: caFile, verifyHostname: hostSubject == nil)
+        }
+        let a = endpoint.address
+        let config = SpiceEndpointConfiguration(address: EndpointAddress(host: a.host, port: a.port),
+                                                password: password, tls: tls)
+        return try await SpiceSession.connect(config, logger: logger)
+    }
+
+    func close() {
+        current?.close()
+        current = nil
+    }
+
+    /// The assignments of this endpoint in file order, with their pins.
+    func setAssignments(_ assignments: [(name: String, pinned: UInt8?)]) {
+        order = assignments
+        let names = Set(assignments.map(\.name))
+        plan = plan.filter { names.contains($0.key) }
+    }
+
+    /// The channel `name` should link, given the channels the VM offers.
+    func channel(for name: String, available: [UInt8]) -> UInt8? {
+        for entry in order where entry.pinned != nil { plan[entry.name] = entry.pinned }
+        for entry in order where plan[entry.name] == nil || !available.contains(plan[entry.name]!) {
+            let taken = Set(plan.filter { $0.key != entry.name }.values)
+            if let free = available.first(where: { !taken.contains($0) }) { plan[entry.name] = free }
+        }
+        return plan[name]
+    }
+}

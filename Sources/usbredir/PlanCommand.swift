@@ -1,0 +1,40 @@
+import ArgumentParser
+import Foundation
+import Profile
+import Reconciler
+
+struct PlanCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plan",
+        abstract: "Show what apply would do now: assignments, matched devices, endpoints, conflicts.",
+        discussion: "With --detailed-exitcode: 0 when a running apply already runs this profile, 2 when changes are pending.")
+
+    @OptionGroup var profileOptions: ProfileOptions
+
+    @Flag(help: "Print the plan as JSON.")
+    var json = false
+
+    @Flag(name: .customLong("detailed-exitcode"), help: "Exit 0 when a running apply matches the profile, 2 when not.")
+    var detailedExitcode = false
+
+    @Option(help: "Status socket of the running apply to compare with.")
+    var socket: String?
+
+    @Argument(help: "The profile.")
+    var profile: String
+
+    func run() async throws {
+        let (loaded, _) = ProfileLoading.load(profile, host: profileOptions.host, printWarnings: !json)
+        guard let p = loaded else { throw Exit.invalidProfile }
+        let present = (try? await DeviceMonitors.system().presentDevices()) ?? []
+        let running = await StatusClient.query(socket ?? StatusSocket.path(forProfile: ProfileLoading.profileName(profile)))
+        let plan = Plan.make(p, present: present, running: running,
+                             digest: ProfileLoading.digest(path: profile, host: profileOptions.host))
+        if json {
+            print(String(decoding: try JSONEncoder.status.encode(plan), as: UTF8.self))
+        } else {
+            plan.printText()
+        }
+        if detailedExitcode && !plan.upToDate { throw ExitCode(2) }
+    }
+}

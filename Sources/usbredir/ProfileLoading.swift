@@ -1,0 +1,42 @@
+import ArgumentParser
+import Foundation
+import Profile
+
+/// Exit statuses of design.md.
+enum Exit {
+    static let runtimeFailure = ExitCode(1)
+    static let invalidProfile = ExitCode(65)
+}
+
+/// Options every profile-reading command shares.
+struct ProfileOptions: ParsableArguments {
+    @Option(name: .long, help: "Use the hosts: section of this host instead of this machine's hostname.")
+    var host: String?
+}
+
+enum ProfileLoading {
+    /// Loads a profile, printing its diagnostics to standard error.
+    static func load(_ path: String, host: String?, checkFiles: Bool = true,
+                     printWarnings: Bool = true) -> (Profile?, [Diagnostic]) {
+        let result = ProfileLoader.load(path: path, hostname: host, checkFiles: checkFiles)
+        for d in result.diagnostics where d.severity == .error || printWarnings {
+            FileHandle.standardError.write(Data((d.description + "\n").utf8))
+        }
+        return (result.profile, result.diagnostics)
+    }
+
+    /// A digest of what apply runs: the file's bytes and the host section chosen.
+    static func digest(path: String, host: String?) -> String? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in data + Array((host ?? ProfileLoader.currentHostname() ?? "").utf8) {
+            h ^= UInt64(b)
+            h = h &* 0x0000_0100_0000_01b3
+        }
+        return String(h, radix: 16)
+    }
+
+    static func profileName(_ path: String) -> String {
+        URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+    }
+}
