@@ -108,7 +108,9 @@ actor AssignmentRunner {
 
     private func run() async {
         while !Task.isCancelled {
-            setState(.connecting)
+            // A retry from backoff stays "backoff" until it succeeds: one log
+            // line per state change, not one per attempt.
+            if state != .backoff { setState(.connecting) }
             let outcome: Result<SessionEnd, Error>
             do { outcome = .success(try await connectAndServe()) } catch { outcome = .failure(error) }
             if Task.isCancelled { return }
