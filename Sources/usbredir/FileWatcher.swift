@@ -57,6 +57,12 @@ final class SignalWatcher: @unchecked Sendable {   // sources are kept alive her
     init(_ numbers: [Int32]) {
         let (stream, continuation) = AsyncStream<Int32>.makeStream()
         signals = stream
+        // A parent may have started us with these signals blocked (a child
+        // inherits its spawning thread's mask); unblock them here.
+        var set = sigset_t()
+        sigemptyset(&set)
+        for n in numbers { sigaddset(&set, n) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         for n in numbers {
             signal(n, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: n, queue: .global())

@@ -50,3 +50,41 @@ public func processIsAlive(_ pid: Int32) -> Bool {
     let state = stat[stat.index(close, offsetBy: 2)...].first
     return state != "Z" && state != "X"
 }
+
+/// A product built next to the running test bundle (e.g. the `usbredir` CLI).
+public func builtProduct(_ name: String) -> String {
+    let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    return bundle.appendingPathComponent(name).path
+}
+
+/// A background process whose standard error goes to a file, for tests
+/// that run the CLI for a while.
+public final class BackgroundProcess: @unchecked Sendable {
+    public let process = Process()
+    public let logFile: URL
+
+    public init(_ executable: String, _ arguments: [String], logFile: URL) throws {
+        self.logFile = logFile
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let handle = try FileHandle(forWritingTo: logFile)
+        process.standardError = handle
+        process.standardOutput = handle
+        try process.run()
+    }
+
+    public var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+    public var isAlive: Bool { processIsAlive(process.processIdentifier) }
+
+    public func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+    /// Waits for exit; returns the exit status, or nil on timeout.
+    public func waitForExit(timeout: Double) async -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { try? await Task.sleep(nanoseconds: 20_000_000) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import Reconciler
+import Testing
+import TestSupport
+
+/// `usbredir apply` as a process against real QEMU guests: edits of the
+/// profile file, an invalid profile, a VM restart, and status while the
+/// guest reads.
+@Suite(.serialized, .enabled(if: QEMUVM.isAvailable, "qemu-system-x86_64 is not installed"))
+struct ApplyEndToEndTests {
+    struct Lab {
+        let dir: URL
+        let profile: URL
+        let socket: String
+        let vm1Port: Int
+        let vm2Port: Int
+    }
+
+    static func makeLab() throws -> Lab {
+        let dir = try makeTemporaryDirectory("usbredir-apply")
+        // Different sizes tell the sticks apart inside the guest.
+        _ = try makeRandomImage(mib: 8, in: dir, name: "a.img")
+        _ = try makeRandomImage(mib: 12, in: dir, name: "b.img")
+        _ = try makeRandomImage(mib: 10, in: dir, name: "c.img")
+        return Lab(dir: dir, profile: dir.appendingPathComponent("lab.yaml"),
+                   socket: dir.appendingPathComponent("status.sock").path,
+                   vm1Port: freeLoopbackPort(), vm2Port: freeLoopbackPort())
+    }
+
+    static func profile(_ lab: Lab, sticks: [(name: String, image: String, vm: String)]) -> String {
+        var text = """
+            version: 1
+            log: debug
+            endpoints:
+              vm1:
+                spice: 127.0.0.1:\(lab.vm1Port)
+              vm2:
+                spice: 127.0.0.1:\(lab.vm2Port)
+            devices:
+
+            """
+        for s in sticks {
+            text += """
+                  - name: \(s.name)
+                    to: \(s.vm)
+                    virtual:
+                      kind: mass-storage
+                      image: \(s.image)
+                      read-only: true
+
+                """
+        }
+        return text
+    }
+
+    /// Replaces the file the way editors do: write a temporary file, rename it over.
+    static func write(_ text: String, to url: URL) throws {
+        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
+        try text.write(to: tmp, atomically: false, encoding: .utf8)
+        guard rename(tmp.path, url.path) == 0 else { throw CocoaError(.fileWriteUnknown) }
+    }
+
+    static func status(_ lab: Lab) throws -> [SessionStatus] {
+        let out = try runCommand(builtProduct("usbredir"), ["status", "--json", "--socket", lab.socket])
+        return try JSONDecoder().decode(StatusReport.self, from: Data(out.utf8)).sessions
+    }
+
+    static func watchVM(port: Int, channels: Int) throws -> QEMUVM {
+        var o = try Guest.options(append: "usbtest=watch usbtest.readloop=1 usbtest.mib=8 usbtest.wait=300")
+        o.spicePort = port
+        o.usbredirChannels = channels
+        return try QEMUVM(o)
+    }
+
+    func waitUntil(_ seconds: Double, _ condition: () throws -> Bool) async rethrows -> Double? {
+        let start = Date()
+        while Date().timeIntervalSince(start) < seconds {
+            if try condition() { return Date().timeIntervalSince(start) }
+            try? await Task.sleep(nanoseconds: 50_000_000)
+        }
+        return nil
+    }
+
+    @Test func editsTouchOnlyWhatChangedAndInvalidProfilesChangeNothing() async throws {
+        let lab = try Self.makeLab()
+        try Self.write(Self.profile(lab, sticks: [("stick-a", "a.img", "vm1"), ("stick-b", "b.img", "vm1")]), to: lab.profile)
+        let vm1 = try Self.watchVM(port: lab.vm1Port, channels: 2)
+        let vm2 = try Self.watchVM(port: lab.vm2Port, channels: 1)
+        defer { vm1.stop(); vm2.stop() }
+        let apply = try BackgroundProcess(builtProduct("usbredir"), ["apply", "--socket", lab.socket, lab.profile.path],
+                                          logFile: lab.dir.appendingPathComponent("apply.log"))
+        defer { apply.signal(SIGKILL) }
+
+        // Both sticks reach vm1's guest, each read in a loop.
+        let bothUp = await vm1.serialContains("size=12582912", within: 60)
+        #expect(bothUp, "vm1 guest:\n\(GuestReport(serial: vm1.serial))\napply:\n\(apply.log)")
+        #expect(await vm1.serialContains("read-pass", within: 30))
+        let before = try Self.status(lab)
+        let a0 = try #require(before.first { $0.name == "stick-a" })
+        #expect(before.map(\.channel).compactMap { $0 }.sorted() == [0, 1])
+
+        // status during a transfer: byte counts grow.
+        try await Task.sleep(nanoseconds: 1_000_000_000)
+        let a1 = try #require(try Self.status(lab).first { $0.name == "stick-a" })
+        #expect(a1.bytesIn > a0.bytesIn, "bytes_in \(a0.bytesIn) -> \(a1.bytesIn)")
+
+        // Edit: remove stick-b, add stick-c on vm2.
+        let edited = Date()
+        try Self.write(Self.profile(lab, sticks: [("stick-a", "a.img", "vm1"), ("stick-c", "c.img", "vm2")]), to: lab.profile)
+        let applied = try await waitUntil(10) {
+            let s = try Self.status(lab)
+            return s.contains { $0.name == "stick-c" && $0.state == .connected } && !s.contains { $0.name == "stick-b" }
+        }
+        #expect(applied != nil, "apply:\n\(apply.log)")
+        let inGuest = await vm2.serialContains("size=10485760", within: 30)
+        let guestSeconds = Date().timeIntervalSince(edited)
+        #expect(inGuest, "vm2 guest:\n\(GuestReport(serial: vm2.serial))")
+        #expect(await vm1.serialContains("disk-removed", within: 10))
+        print("APPLY edit took effect in \(String(format: "%.2f", applied ?? -1)) s (status); vm2's guest saw stick-c after \(String(format: "%.2f", guestSeconds)) s")
+        #expect((applied ?? 99) < 2.0)
+
+        // stick-a was never touched: same session (since), still reading, no read error on it.
+        let a2 = try #require(try Self.status(lab).first { $0.name == "stick-a" })
+        #expect(a2.since == a0.since && a2.state == .connected && a2.channel == a0.channel)
+        try await Task.sleep(nanoseconds: 1_000_000_000)
+        let a3 = try #require(try Self.status(lab).first { $0.name == "stick-a" })
+        #expect(a3.bytesIn > a2.bytesIn)
+        let report = GuestReport(serial: vm1.serial)
+        let diskA = report.lines.first { $0.hasPrefix("disk-added") && $0.hasSuffix("size=8388608") }?
+            .split(separator: " ")[1]
+        #expect(diskA != nil)
+        #expect(!report.lines.contains { $0.hasPrefix("read-error disk=\(diskA ?? "?") ") }, "\(report)")
+
+        // An invalid profile: reported, nothing changes.
+        let sessionsBefore = try Self.status(lab).map { "\($0.name) \($0.since)" }
+        try Self.write("version: 1\ndevices:\n  - name: stick-a\n    to: nowhere\n", to: lab.profile)
+        let reported = try await waitUntil(5) { apply.log.contains("keeping the running state") }
+        #expect(reported != nil, "apply:\n\(apply.log)")
+        #expect(apply.log.contains("lab.yaml:4:9: error"), "apply:\n\(apply.log.suffix(1500))")
+        #expect(try Self.status(lab).map { "\($0.name) \($0.since)" } == sessionsBefore)
+
+        // SIGTERM: devices disconnected cleanly, exit 0.
+        apply.signal(SIGTERM)
+        #expect(await apply.waitForExit(timeout: 10) == 0)
+        #expect(await vm2.serialContains("disk-removed", within: 10))
+    }
+
+    @Test func aRestartedVMIsServedAgainByItself() async throws {
+        let lab = try Self.makeLab()
+        try Self.write(Self.profile(lab, sticks: [("stick-c", "c.img", "vm2")]), to: lab.profile)
+        var vm = try Self.watchVM(port: lab.vm2Port, channels: 1)
+        defer { vm.stop() }
+        let apply = try BackgroundProcess(builtProduct("usbredir"), ["apply", "--socket", lab.socket, lab.profile.path],
+                                          logFile: lab.dir.appendingPathComponent("apply.log"))
+        defer { apply.signal(SIGKILL) }
+        #expect(await vm.serialContains("size=10485760", within: 60), "apply:\n\(apply.log)")
+        vm.kill()
+        let down = try await waitUntil(5) { try Self.status(lab).first?.state == .backoff }
+        #expect(down != nil, "apply:\n\(apply.log)")
+        let restarted = Date()
+        vm = try Self.watchVM(port: lab.vm2Port, channels: 1)
+        let back = await vm.serialContains("size=10485760", within: 60)
+        #expect(back, "apply:\n\(apply.log)")
+        print("APPLY restarted VM served again after \(String(format: "%.1f", Date().timeIntervalSince(restarted))) s")
+        // One log line per state change, not per attempt.
+        let backoffLines = apply.log.components(separatedBy: "session backoff").count - 1
+        #expect(backoffLines <= 2, "apply:\n\(apply.log)")
+    }
+}
