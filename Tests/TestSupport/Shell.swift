@@ -88,3 +88,18 @@ public final class BackgroundProcess: @unchecked Sendable {
 
     deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
 }
+
+/// Runs a command to completion and returns its exit status and output
+/// (standard output and error together), whatever the status.
+public func runCommandStatus(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = arguments
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    try p.run()
+    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    while p.isRunning { Thread.sleep(forTimeInterval: 0.01) }
+    return (p.terminationStatus, out)
+}
