@@ -74,7 +74,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "ProfileTests", dependencies: ["Profile"]),
-        .testTarget(name: "ReconcilerTests", dependencies: ["Reconciler", "Profile", "TestSupport"]),
+        .testTarget(name: "ReconcilerTests", dependencies: [
+            "Reconciler", "Profile", "TestSupport", "Transport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "USBRedirProtocolTests", dependencies: [
             "USBRedirProtocol", "CUSBRedirParser",
             .product(name: "NIOCore", package: "swift-nio"),

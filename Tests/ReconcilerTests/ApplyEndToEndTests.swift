@@ -1,5 +1,7 @@
 import Foundation
+import Logging
 import Reconciler
+import Transport
 import Testing
 import TestSupport
 
@@ -165,5 +167,29 @@ struct ApplyEndToEndTests {
         // One log line per state change, not per attempt.
         let backoffLines = apply.log.components(separatedBy: "session backoff").count - 1
         #expect(backoffLines <= 2, "apply:\n\(apply.log)")
+    }
+
+    @Test func aDisplacedSessionIsLeftAloneUntilSIGHUP() async throws {
+        let lab = try Self.makeLab()
+        try Self.write(Self.profile(lab, sticks: [("stick-c", "c.img", "vm2")]), to: lab.profile)
+        let vm = try Self.watchVM(port: lab.vm2Port, channels: 1)
+        defer { vm.stop() }
+        let apply = try BackgroundProcess(builtProduct("usbredir"), ["apply", "--socket", lab.socket, lab.profile.path],
+                                          logFile: lab.dir.appendingPathComponent("apply.log"))
+        defer { apply.signal(SIGKILL) }
+        #expect(await vm.serialContains("size=10485760", within: 60), "apply:\n\(apply.log)")
+        // Another SPICE client takes the VM over (as remote-viewer would).
+        let other = try await SpiceSession.connect(
+            SpiceEndpointConfiguration(address: EndpointAddress(host: "127.0.0.1", port: lab.vm2Port)),
+            logger: Logger(label: "other-client"))
+        let displaced = try await waitUntil(10) { try Self.status(lab).first?.state == .displaced }
+        #expect(displaced != nil, "apply:\n\(apply.log)")
+        try await Task.sleep(nanoseconds: 3_000_000_000)
+        #expect(try Self.status(lab).first?.state == .displaced)
+        #expect(!other.isClosed, "usbredir fought back and displaced the other client")
+        other.close()
+        apply.signal(SIGHUP)
+        let back = try await waitUntil(15) { try Self.status(lab).first?.state == .connected }
+        #expect(back != nil, "apply:\n\(apply.log)")
     }
 }
