@@ -74,6 +74,17 @@ struct ApplyEndToEndTests {
         return try QEMUVM(o)
     }
 
+    /// One stick (stick-c) on vm2, applied and seen by vm2's guest.
+    static func applyOneStickOnVM2() async throws -> (Lab, QEMUVM, BackgroundProcess) {
+        let lab = try makeLab()
+        try write(profile(lab, sticks: [("stick-c", "c.img", "vm2")]), to: lab.profile)
+        let vm = try watchVM(port: lab.vm2Port, channels: 1)
+        let apply = try BackgroundProcess(builtProduct("usbredir"), ["apply", "--socket", lab.socket, lab.profile.path],
+                                          logFile: lab.dir.appendingPathComponent("apply.log"))
+        #expect(await vm.serialContains("size=10485760", within: 60), "apply:\n\(apply.log)")
+        return (lab, vm, apply)
+    }
+
     func waitUntil(_ seconds: Double, _ condition: () throws -> Bool) async rethrows -> Double? {
         let start = Date()
         while Date().timeIntervalSince(start) < seconds {
@@ -148,14 +159,9 @@ struct ApplyEndToEndTests {
     }
 
     @Test func aRestartedVMIsServedAgainByItself() async throws {
-        let lab = try Self.makeLab()
-        try Self.write(Self.profile(lab, sticks: [("stick-c", "c.img", "vm2")]), to: lab.profile)
-        var vm = try Self.watchVM(port: lab.vm2Port, channels: 1)
-        defer { vm.stop() }
-        let apply = try BackgroundProcess(builtProduct("usbredir"), ["apply", "--socket", lab.socket, lab.profile.path],
-                                          logFile: lab.dir.appendingPathComponent("apply.log"))
-        defer { apply.signal(SIGKILL) }
-        #expect(await vm.serialContains("size=10485760", within: 60), "apply:\n\(apply.log)")
+        let (lab, first, apply) = try await Self.applyOneStickOnVM2()
+        var vm = first
+        defer { vm.stop(); apply.signal(SIGKILL) }
         vm.kill()
         let down = try await waitUntil(5) { try Self.status(lab).first?.state == .backoff }
         #expect(down != nil, "apply:\n\(apply.log)")
@@ -170,14 +176,9 @@ struct ApplyEndToEndTests {
     }
 
     @Test func aDisplacedSessionIsLeftAloneUntilSIGHUP() async throws {
-        let lab = try Self.makeLab()
-        try Self.write(Self.profile(lab, sticks: [("stick-c", "c.img", "vm2")]), to: lab.profile)
-        let vm = try Self.watchVM(port: lab.vm2Port, channels: 1)
-        defer { vm.stop() }
-        let apply = try BackgroundProcess(builtProduct("usbredir"), ["apply", "--socket", lab.socket, lab.profile.path],
-                                          logFile: lab.dir.appendingPathComponent("apply.log"))
-        defer { apply.signal(SIGKILL) }
-        #expect(await vm.serialContains("size=10485760", within: 60), "apply:\n\(apply.log)")
+        let (lab, first, apply) = try await Self.applyOneStickOnVM2()
+        let vm = first
+        defer { vm.stop(); apply.signal(SIGKILL) }
         // Another SPICE client takes the VM over (as remote-viewer would).
         let other = try await SpiceSession.connect(
             SpiceEndpointConfiguration(address: EndpointAddress(host: "127.0.0.1", port: lab.vm2Port)),
