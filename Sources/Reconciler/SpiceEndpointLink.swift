@@ -42,7 +42,7 @@ actor SpiceEndpointLink {
         }
         var tls: TLSSettings?
         if case .spiceTLS(_, let caFile, let hostSubject) = endpoint.kind {
-            tls = TLSSettings(caFile: caFile, verifyHostname: hostSubject == nil)
+            tls = TLSSettings(caFile: caFile, hostSubject: hostSubject)
         }
         let a = endpoint.address
         let config = SpiceEndpointConfiguration(address: EndpointAddress(host: a.host, port: a.port),

@@ -6,13 +6,13 @@ import NIOSSL
 public struct TLSSettings: Sendable {
     /// PEM file of the CA to trust; nil means the system trust store.
     public var caFile: String?
-    /// Verify the certificate's name against the host (off only when the
-    /// user pins a host subject instead).
-    public var verifyHostname: Bool
+    /// `host-subject`: when set, the certificate's subject must match it
+    /// instead of its name matching the host. The chain is verified either way.
+    public var hostSubject: String?
 
-    public init(caFile: String? = nil, verifyHostname: Bool = true) {
+    public init(caFile: String? = nil, hostSubject: String? = nil) {
         self.caFile = caFile
-        self.verifyHostname = verifyHostname
+        self.hostSubject = hostSubject
     }
 }
 
@@ -24,6 +24,10 @@ enum TCPConnector {
 
     static func connect(to address: EndpointAddress, tls: TLSSettings? = nil) async throws -> ByteChannel {
         let sslContext = try tls.map(makeContext)
+        let subject = try tls?.hostSubject.map { text in
+            guard let s = HostSubject(text) else { throw TransportError.configuration("host-subject '\(text)' is not KEY=VALUE,...") }
+            return s
+        }
         let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -31,9 +35,12 @@ enum TCPConnector {
             let channel = try await bootstrap.connect(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let sslContext {
-                        let handler = try NIOSSLClientHandler(
-                            context: sslContext,
-                            serverHostname: isIPAddress(address.host) ? nil : address.host)
+                        let hostname = isIPAddress(address.host) ? nil : address.host
+                        let handler = try subject.map {
+                            try NIOSSLClientHandler._makeSSLClientHandler(
+                                context: sslContext, serverHostname: hostname,
+                                additionalPeerCertificateVerificationCallback: $0.verifier())
+                        } ?? NIOSSLClientHandler(context: sslContext, serverHostname: hostname)
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
                     return try ByteChannel(wrappingChannelSynchronously: channel)
@@ -51,7 +58,7 @@ enum TCPConnector {
         if let caFile = settings.caFile {
             config.trustRoots = .file(caFile)
         }
-        config.certificateVerification = settings.verifyHostname ? .fullVerification : .noHostnameVerification
+        config.certificateVerification = settings.hostSubject == nil ? .fullVerification : .noHostnameVerification
         do {
             return try NIOSSLContext(configuration: config)
         } catch {
@@ -69,6 +76,9 @@ extension Error {
     var asTransportError: TransportError {
         if let t = self as? TransportError { return t }
         if let ssl = self as? NIOSSLError {
+            if case .handshakeFailed = ssl, "\(ssl)".contains("does not match host-subject") {
+                return .tls("\(ssl)")
+            }
             let text = "\(ssl)"
             return text.contains("CERTIFICATE_VERIFY_FAILED")
                 ? .tls("certificate verification failed (is ca-file the CA that signed the server?): \(text)")

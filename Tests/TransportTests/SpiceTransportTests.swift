@@ -211,7 +211,36 @@ struct SpiceTransportTests {
             #expect(why.contains("certificate"), "\(why)")
         }
     }
+
+    @Test func pinsTheServerSubjectWithHostSubject() async throws {
+        let pki = try makeTemporaryDirectory("usbredir-pki-subject")
+        try makeTestPKI(in: pki, commonName: "lab-vm.example")
+        var options = QEMUVM.Options()
+        options.spiceTLSPort = freeLoopbackPort()
+        options.x509Dir = pki.path
+        options.usbredirChannels = 1
+        let vm = try QEMUVM(options)
+        defer { vm.stop() }
+        // The certificate names lab-vm.example, not 127.0.0.1: only the pinned subject makes it acceptable.
+        let address = EndpointAddress(host: "127.0.0.1", port: options.spiceTLSPort!)
+        let ca = pki.appendingPathComponent("ca-cert.pem").path
+        let pinned = SpiceEndpointConfiguration(address: address, tls: TLSSettings(caFile: ca, hostSubject: "CN=lab-vm.example"))
+        let session = try await SpiceSession.connect(pinned, logger: testLogger)
+        try await withTimeout(10) {
+            try await session.withUSBRedirChannel { connection, _ in try await expectQEMUHello(connection) }
+        }
+        session.close()
+        let wrong = SpiceEndpointConfiguration(address: address, tls: TLSSettings(caFile: ca, hostSubject: "CN=other-vm.example"))
+        do {
+            _ = try await SpiceSession.connect(wrong, logger: testLogger)
+            Issue.record("a certificate with another subject was accepted")
+        } catch let error as TransportError {
+            guard case .tls(let why) = error else { Issue.record("expected a TLS error, got \(error)"); return }
+            #expect(why.contains("does not match host-subject"), "\(why)")
+        }
+    }
 }
+
 
 actor Counter {
     private(set) var value = 0
