@@ -9,8 +9,9 @@ extension SessionCore {
     func handleStreamControl(_ message: USBRedirMessage, id: UInt64) async {
         switch message {
         case .startInterruptReceiving(let m):
+            let length = await maxPacketSize(m.endpoint)
             let ok = startStream(m.endpoint) { core, device in
-                let r = await device.transfer(endpoint: m.endpoint, length: 64 * 1024, data: nil, streamID: 0)
+                let r = await device.transfer(endpoint: m.endpoint, length: length, data: nil, streamID: 0)
                 return .interruptPacket(.init(endpoint: m.endpoint, status: StatusMapping.redir(r.status).rawValue,
                                               length: UInt16(clamping: r.data?.readableBytes ?? 0), data: r.data ?? ByteBuffer()))
             }
@@ -21,8 +22,9 @@ extension SessionCore {
         case .startIsoStream(let m):
             var ok = device != nil
             if m.endpoint & 0x80 != 0 {
+                let length = await maxPacketSize(m.endpoint)
                 ok = startStream(m.endpoint) { core, device in
-                    let r = await device.isoTransfer(endpoint: m.endpoint, length: 1024 * 3, data: nil)
+                    let r = await device.isoTransfer(endpoint: m.endpoint, length: length, data: nil)
                     return .isoPacket(.init(endpoint: m.endpoint, status: StatusMapping.redir(r.status).rawValue,
                                             length: UInt16(clamping: r.data?.readableBytes ?? 0), data: r.data ?? ByteBuffer()))
                 }
@@ -105,6 +107,14 @@ extension SessionCore {
         }
         await send(message, id: nextStreamPacketID())
         return status != 0
+    }
+
+    /// One packet of an interrupt or iso endpoint: its wMaxPacketSize (with the
+    /// high-bandwidth multiplier of bits 11-12), so each read is one packet.
+    private func maxPacketSize(_ endpoint: UInt8) async -> Int {
+        let e = await device?.activeConfiguration?.interfaces.lazy.flatMap(\.endpoints).first { $0.address == endpoint }
+        guard let raw = e?.maxPacketSize else { return 1024 }
+        return Int(raw & 0x7ff) * (1 + Int((raw >> 11) & 0x3))
     }
 
     private func status(_ ok: Bool) -> UInt8 {
