@@ -2,7 +2,7 @@
 SWIFT ?= swift
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: all build test demo deps deps-vm lint-man clean
+.PHONY: all build test demo deps lint-man bench clean
 
 all: build
 
@@ -19,6 +19,11 @@ test: deps
 # The main job on a ready demo: boots a VM, applies a profile, the guest reads the stick.
 demo: deps
 	bash scripts/demo.sh
+
+# Throughput of the hot paths, as ratios against reference runs (release build).
+bench: deps
+	$(SWIFT) build -c release --product usbredir-bench
+	$$($(SWIFT) build -c release --show-bin-path)/usbredir-bench
 
 lint-man:
 	mandoc -Tlint -Wwarning man/*.[0-9]

@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "usbredir", targets: ["usbredir"]),
+        .executable(name: "usbredir-bench", targets: ["usbredir-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -61,6 +62,12 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // Benchmarks: ratios against reference runs (make bench).
+        .executableTarget(name: "usbredir-bench", dependencies: [
+            "USBRedirProtocol",
+            .product(name: "NIOCore", package: "swift-nio"),
         ]),
 
         // Test support: QEMU and guest harness shared by the test targets.

@@ -1,0 +1,83 @@
+// usbredir-bench: throughput of the hot paths, each printed as a ratio to a
+// reference run measured in the same invocation on the same data (so the
+// numbers compare across machines and loads). Not a test: `make bench`.
+import Foundation
+import NIOCore
+import USBRedirProtocol
+
+struct Measurement {
+    let name: String
+    let bytes: Int
+    let seconds: Double
+    var mbps: Double { Double(bytes) / seconds / 1e6 }
+}
+
+/// Best of `runs` timings of `body`, which processes `bytes` bytes.
+func measure(_ name: String, bytes: Int, runs: Int = 5, _ body: () throws -> Void) rethrows -> Measurement {
+    var best = Double.infinity
+    for _ in 0..<runs {
+        let start = DispatchTime.now().uptimeNanoseconds
+        try body()
+        best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+    return Measurement(name: name, bytes: bytes, seconds: best)
+}
+
+func report(_ subject: Measurement, against reference: Measurement) {
+    let ratio = subject.mbps / reference.mbps
+    func pad(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
+    print(pad(subject.name, 36) + String(format: " %9.1f MB/s   ", subject.mbps)
+          + "reference " + pad(reference.name, 22) + String(format: " %9.1f MB/s   ratio %.3f", reference.mbps, ratio))
+}
+
+/// A stream of bulk IN replies as QEMU's usb-storage traffic looks: 120 KiB each.
+func bulkStream(packets: Int, payload: Int) throws -> (ByteBuffer, USBRedirNegotiation) {
+    let negotiation = USBRedirNegotiation(role: .host, ours: .all, peer: .all)
+    var stream = ByteBuffer()
+    var data = ByteBuffer()
+    data.writeBytes((0..<payload).map { UInt8($0 % 63) })
+    for i in 0..<packets {
+        let p = USBRedirPacket(id: UInt64(i), .bulkPacket(.init(endpoint: 0x81, status: 0, length: UInt32(payload),
+                                                                 streamID: 0, data: data)))
+        try stream.writeUSBRedirPacket(p, negotiation: negotiation)
+    }
+    return (stream, negotiation)
+}
+
+func parserBenchmark() throws {
+    let payload = 120 * 1024, packets = 1024
+    let (stream, _) = try bulkStream(packets: packets, payload: payload)
+    let chunk = 64 * 1024
+    let chunks = stride(from: 0, to: stream.readableBytes, by: chunk).map {
+        stream.getSlice(at: $0, length: min(chunk, stream.readableBytes - $0))!
+    }
+    // Reference: gathering the same chunks into one buffer (what any framing must at least do).
+    let reference = measure("copy of the chunks", bytes: stream.readableBytes) {
+        var sink = ByteBuffer()
+        for c in chunks { sink.writeImmutableBuffer(c); if sink.readableBytes > 1 << 20 { sink.clear() } }
+    }
+    let parsed = try measure("parser, 120 KiB bulk packets", bytes: stream.readableBytes) {
+        // The guest role parses what a host sends (bulk IN replies with data).
+        var parser = USBRedirParser(role: .guest, capabilities: .all)
+        var hello = ByteBuffer()
+        try hello.writeUSBRedirPacket(.init(.hello(.init(version: "bench", capabilities: .all))),
+                                      negotiation: USBRedirNegotiation(role: .host, ours: .all))
+        parser.append(hello)
+        _ = try parser.nextPacket()
+        var count = 0
+        for c in chunks {
+            parser.append(c)
+            while try parser.nextPacket() != nil { count += 1 }
+        }
+        precondition(count == packets)
+    }
+    report(parsed, against: reference)
+
+    let serialized = try measure("serializer, 120 KiB bulk packets", bytes: stream.readableBytes) {
+        _ = try bulkStream(packets: packets, payload: payload)
+    }
+    report(serialized, against: reference)
+}
+
+print("usbredir-bench: best of 5 runs each; ratio = subject / reference")
+try parserBenchmark()
