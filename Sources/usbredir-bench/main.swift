@@ -31,13 +31,11 @@ func report(_ subject: Measurement, against reference: Measurement) {
 }
 
 /// A stream of bulk IN replies as QEMU's usb-storage traffic looks: 120 KiB each.
-func bulkStream(packets: Int, payload: Int) throws -> (ByteBuffer, USBRedirNegotiation) {
+func bulkStream(packets: Int, data: ByteBuffer) throws -> (ByteBuffer, USBRedirNegotiation) {
     let negotiation = USBRedirNegotiation(role: .host, ours: .all, peer: .all)
     var stream = ByteBuffer()
-    var data = ByteBuffer()
-    data.writeBytes((0..<payload).map { UInt8($0 % 63) })
     for i in 0..<packets {
-        let p = USBRedirPacket(id: UInt64(i), .bulkPacket(.init(endpoint: 0x81, status: 0, length: UInt32(payload),
+        let p = USBRedirPacket(id: UInt64(i), .bulkPacket(.init(endpoint: 0x81, status: 0, length: UInt32(data.readableBytes),
                                                                  streamID: 0, data: data)))
         try stream.writeUSBRedirPacket(p, negotiation: negotiation)
     }
@@ -45,8 +43,9 @@ func bulkStream(packets: Int, payload: Int) throws -> (ByteBuffer, USBRedirNegot
 }
 
 func parserBenchmark() throws {
-    let payload = 120 * 1024, packets = 1024
-    let (stream, _) = try bulkStream(packets: packets, payload: payload)
+    let packets = 1024
+    let data = ByteBuffer(bytes: (0..<120 * 1024).map { UInt8($0 % 63) })
+    let (stream, _) = try bulkStream(packets: packets, data: data)
     let chunk = 64 * 1024
     let chunks = stride(from: 0, to: stream.readableBytes, by: chunk).map {
         stream.getSlice(at: $0, length: min(chunk, stream.readableBytes - $0))!
@@ -74,7 +73,7 @@ func parserBenchmark() throws {
     report(parsed, against: reference)
 
     let serialized = try measure("serializer, 120 KiB bulk packets", bytes: stream.readableBytes) {
-        _ = try bulkStream(packets: packets, payload: payload)
+        _ = try bulkStream(packets: packets, data: data)
     }
     report(serialized, against: reference)
 }
