@@ -83,6 +83,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "ProfileTests", dependencies: ["Profile"]),
+        .testTarget(name: "DocsTests", dependencies: ["Profile", "TestSupport"]),
         .testTarget(name: "ReconcilerTests", dependencies: [
             "Reconciler", "Profile", "TestSupport", "Transport",
             .product(name: "Logging", package: "swift-log"),
