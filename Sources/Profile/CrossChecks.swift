@@ -38,7 +38,8 @@ extension ProfileDecoder {
         guard let endpoint = byName[target] else {
             let hint: String
             if byName.isEmpty { hint = "no endpoints are defined" } else if let close = Suggestion.closest(
-                to: target, in: Array(byName.keys)) { hint = "did you mean '\(close)'?" } else {
+                // File order, so a tie between two names always suggests the same one.
+                to: target, in: byName.values.sorted { $0.location < $1.location }.map(\.name)) { hint = "did you mean '\(close)'?" } else {
                 hint = "defined endpoints: " + byName.keys.sorted().joined(separator: ", ")
             }
             error("unknown endpoint '\(target)'", at: device.toLocation, hint: hint)

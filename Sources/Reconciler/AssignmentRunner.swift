@@ -124,6 +124,11 @@ actor AssignmentRunner {
             case .failure(TransportError.wrongPassword):
                 setState(.error, error: TransportError.wrongPassword.description)
                 await waitForRetry()
+            case .failure(TransportError.configuration(let why)):
+                // An unset password variable, an unreadable password file: no
+                // retry helps until the profile changes or SIGHUP.
+                setState(.error, error: why)
+                await waitForRetry()
             case .success(let end):
                 setState(.backoff, error: Self.describe(end))
                 await sleep(backoff.nextDelay())
