@@ -1,0 +1,323 @@
+import CLibUSB
+import Logging
+import NIOCore
+
+/// A physical USB device, driven through libusb for redirection.
+///
+/// `open` takes the device from the OS: it detaches the kernel drivers of
+/// the active configuration's interfaces and claims them; `close` releases
+/// them and re-attaches the drivers it detached. Transfers are libusb
+/// asynchronous transfers completed on the context's event thread;
+/// operations that block in the kernel run on a thread of their own
+/// (`libusbBlocking`), never on a Swift concurrency or NIO thread.
+public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Sendable {
+    /// Largest bulk/interrupt transfer accepted (usbredir's bulk length is
+    /// 32 bits; this bounds what one request from a VM can make us allocate).
+    public static let maxTransferLength = 16 * 1024 * 1024
+    /// How long to wait on close for cancelled transfers to be given back.
+    static let closeDrainNanoseconds: UInt64 = 2_000_000_000
+
+    /// Per transfer type, in milliseconds; 0 waits for ever. The defaults
+    /// are usbredirhost's: bulk and interrupt wait as long as the VM does
+    /// (it cancels), a control request gets 5 s, an iso packet 1 s.
+    public struct Timeouts: Sendable {
+        public var control: UInt32 = 5000
+        public var bulk: UInt32 = 0
+        public var interrupt: UInt32 = 0
+        public var isochronous: UInt32 = 1000
+        public init() {}
+    }
+
+    public let descriptor: USBDeviceDescriptor
+    public let speed: USBSpeed
+    public let info: USBDeviceInfo
+    private let context: LibUSBContext
+    private let device: OpaquePointer              // libusb_device *, referenced
+    private let configurations: [UInt8: USBConfigurationDescriptor]
+    private let timeouts: Timeouts
+    private let transfers = LibUSBTransferSet()
+    private let logger: Logger
+    /// Held for the whole of each blocking operation (open, close, set
+    /// configuration...), so they never interleave; `state` is for quick reads.
+    private let operation = LibUSBLocked(())
+    private let state = LibUSBLocked(State())
+
+    private struct State {
+        var handle: OpaquePointer?
+        var configuration: UInt8 = 0
+        var alt: [UInt8: UInt8] = [:]
+        var claimed: Set<UInt8> = []
+        /// Interfaces whose kernel driver we detached, to re-attach on close.
+        var detached: Set<UInt8> = []
+        /// Transfers between taking the handle and giving it back; close waits for 0.
+        var active = 0
+        var closing = false
+    }
+
+    init(device: OpaquePointer, info: USBDeviceInfo, context: LibUSBContext, timeouts: Timeouts, logger: Logger) {
+        libusb_ref_device(device)
+        self.device = device
+        self.info = info
+        self.context = context
+        self.timeouts = timeouts
+        var logger = logger
+        logger[metadataKey: "usb"] = "\(info.port)"
+        self.logger = logger
+        var d = libusb_device_descriptor()
+        _ = libusb_get_device_descriptor(device, &d)
+        descriptor = LibUSBDescriptors.device(d, strings: info)
+        speed = info.speed ?? .full
+        configurations = LibUSBDescriptors.configurations(of: device, context: context.context,
+                                                          count: d.bNumConfigurations)
+    }
+
+    deinit {
+        // Normally `close` ran; this is the fallback for a dropped device.
+        if state.withLock({ $0.handle }) != nil { closeBlocking() }
+        libusb_unref_device(device)
+    }
+
+    // MARK: Opening and closing
+
+    public func open() async throws {
+        try await libusbBlocking { self.openBlocking() }.get()
+    }
+
+    private func openBlocking() -> Result<Void, DeviceError> {
+        operation.withLock { _ in
+            if state.withLock({ $0.handle }) != nil { return .success(()) }
+            var handle: OpaquePointer?
+            let rc = libusb_open(device, &handle)
+            guard rc == 0, let handle else { return .failure(LibUSBStatus.deviceError(rc, "open \(info.port)")) }
+            var value: Int32 = 0
+            _ = libusb_get_configuration(handle, &value)
+            state.withLock {
+                $0.handle = handle
+                $0.configuration = UInt8(clamping: value)
+                $0.alt = [:]
+            }
+            if let error = claimInterfaces(handle) {
+                releaseInterfaces(handle, reattach: true)
+                libusb_close(handle)
+                state.withLock { $0.handle = nil }
+                return .failure(error)
+            }
+            logger.debug("opened", metadata: ["configuration": "\(value)"])
+            return .success(())
+        }
+    }
+
+    /// Detaches kernel drivers from, and claims, every interface of the
+    /// active configuration.
+    private func claimInterfaces(_ handle: OpaquePointer) -> DeviceError? {
+        let numbers = Set(activeConfigurationNow()?.interfaces.map(\.number) ?? []).sorted()
+        for n in numbers {
+            if libusb_kernel_driver_active(handle, Int32(n)) == 1 {
+                let rc = libusb_detach_kernel_driver(handle, Int32(n))
+                if rc == 0 {
+                    state.withLock { _ = $0.detached.insert(n) }
+                } else if rc != LIBUSB_ERROR_NOT_FOUND.rawValue {
+                    return LibUSBStatus.deviceError(rc, "detach kernel driver of \(info.port) interface \(n)")
+                }
+            }
+            let rc = libusb_claim_interface(handle, Int32(n))
+            guard rc == 0 else { return LibUSBStatus.deviceError(rc, "claim \(info.port) interface \(n)") }
+            state.withLock { _ = $0.claimed.insert(n) }
+        }
+        return nil
+    }
+
+    private func releaseInterfaces(_ handle: OpaquePointer, reattach: Bool) {
+        let (claimed, detached) = state.withLock { s in
+            defer {
+                s.claimed = []
+                if reattach { s.detached = [] }
+            }
+            return (s.claimed, s.detached)
+        }
+        for n in claimed.sorted() { _ = libusb_release_interface(handle, Int32(n)) }
+        guard reattach else { return }
+        for n in detached.sorted() {
+            let rc = libusb_attach_kernel_driver(handle, Int32(n))
+            if rc != 0 && rc != LIBUSB_ERROR_NO_DEVICE.rawValue {
+                logger.notice("could not re-attach the kernel driver of interface \(n): \(LibUSBStatus.name(rc))")
+            }
+        }
+    }
+
+    /// Cancels what is in flight, waits (bounded) for libusb to give those
+    /// transfers back, then releases the interfaces, re-attaches the kernel
+    /// drivers and closes the handle.
+    public func close() async {
+        state.withLock { $0.closing = true }
+        var waited: UInt64 = 0
+        while state.withLock({ $0.active }) > 0 && waited < Self.closeDrainNanoseconds {
+            transfers.cancelAll()     // again each round: one may have been submitted meanwhile
+            try? await Task.sleep(nanoseconds: 2_000_000)
+            waited += 2_000_000
+        }
+        let left = state.withLock { $0.active }
+        guard left == 0 else {
+            // Freeing the handle under libusb's feet would crash later; a
+            // leaked handle of a device that stopped answering is the lesser harm.
+            logger.error("\(left) transfers not given back by libusb; leaving the handle open")
+            return
+        }
+        await libusbBlocking { self.closeBlocking() }
+        state.withLock { $0.closing = false }
+    }
+
+    private func closeBlocking() {
+        operation.withLock { _ in
+            guard let handle = state.withLock({ $0.handle }) else { return }
+            releaseInterfaces(handle, reattach: true)
+            state.withLock { $0.handle = nil }
+            libusb_close(handle)
+        }
+    }
+
+    // MARK: Configuration
+
+    public var activeConfiguration: USBConfigurationDescriptor? {
+        get async { activeConfigurationNow() }
+    }
+
+    private func activeConfigurationNow() -> USBConfigurationDescriptor? {
+        let (value, alt) = state.withLock { ($0.configuration, $0.alt) }
+        guard var c = configurations[value] else { return nil }
+        c.interfaces = c.active(alt: alt)
+        return c
+    }
+
+    private func endpoint(_ address: UInt8) -> USBEndpointDescriptor? {
+        activeConfigurationNow()?.interfaces.lazy.flatMap(\.endpoints).first { $0.address == address }
+    }
+
+    public func setConfiguration(_ value: UInt8) async -> USBTransferStatus {
+        await libusbBlocking { self.withHandle { handle in
+            // The kernel refuses a new configuration while interfaces are
+            // claimed; release them (drivers stay detached) and claim the new ones.
+            self.releaseInterfaces(handle, reattach: false)
+            let rc = libusb_set_configuration(handle, Int32(value))
+            if rc == 0 { self.state.withLock { $0.configuration = value; $0.alt = [:] } }
+            if let error = self.claimInterfaces(handle) {
+                self.logger.warning("after set configuration \(value): \(error)")
+            }
+            return LibUSBStatus.error(rc)
+        } }
+    }
+
+    public func setAltSetting(interface: UInt8, alt: UInt8) async -> USBTransferStatus {
+        await libusbBlocking { self.withHandle { handle in
+            let rc = libusb_set_interface_alt_setting(handle, Int32(interface), Int32(alt))
+            if rc == 0 { self.state.withLock { $0.alt[interface] = alt } }
+            return LibUSBStatus.error(rc)
+        } }
+    }
+
+    public func altSetting(interface: UInt8) async -> UInt8? {
+        guard activeConfigurationNow()?.interfaces.contains(where: { $0.number == interface }) == true else { return nil }
+        return state.withLock { $0.alt[interface] ?? 0 }
+    }
+
+    public func reset() async -> USBTransferStatus {
+        await libusbBlocking { self.withHandle { handle in
+            let rc = libusb_reset_device(handle)
+            // Alt settings go back to 0; NOT_FOUND means the device came back
+            // as a different one (re-enumerated): for us it is gone.
+            if rc == 0 { self.state.withLock { $0.alt = [:] } }
+            return rc == LIBUSB_ERROR_NOT_FOUND.rawValue ? .noDevice : LibUSBStatus.error(rc)
+        } }
+    }
+
+    public func clearHalt(endpoint: UInt8) async -> USBTransferStatus {
+        await libusbBlocking { self.withHandle { LibUSBStatus.error(libusb_clear_halt($0, endpoint)) } }
+    }
+
+    private func withHandle(_ body: (OpaquePointer) -> USBTransferStatus) -> USBTransferStatus {
+        operation.withLock { _ in
+            guard let handle = state.withLock({ $0.handle }) else { return .noDevice }
+            return body(handle)
+        }
+    }
+
+    // MARK: Bulk streams (USB 3)
+
+    public func allocateStreams(endpoints: [UInt8], count: UInt32) async -> USBTransferStatus {
+        await libusbBlocking { self.withHandle { handle in
+            var eps = endpoints
+            let rc = libusb_alloc_streams(handle, count, &eps, Int32(eps.count))
+            // Fewer streams than asked for is a failure for the VM (usbredirhost does the same).
+            if rc >= 0 && UInt32(rc) < count { return .ioError }
+            return LibUSBStatus.error(rc)
+        } }
+    }
+
+    public func freeStreams(endpoints: [UInt8]) async -> USBTransferStatus {
+        await libusbBlocking { self.withHandle { handle in
+            var eps = endpoints
+            return LibUSBStatus.error(libusb_free_streams(handle, &eps, Int32(eps.count)))
+        } }
+    }
+
+    // MARK: Transfers
+
+    public func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult {
+        switch (setup.requestType, setup.request) {
+        case (0x02, 1) where setup.value == 0:
+            // CLEAR_FEATURE(ENDPOINT_HALT): through the kernel, which also
+            // resets the host side's data toggle (usbredirhost does the same).
+            return .failed(await clearHalt(endpoint: UInt8(setup.index & 0xff)))
+        case (0x00, 9):     // SET_CONFIGURATION: usbfs wants its own ioctl
+            return .failed(await setConfiguration(UInt8(setup.value & 0xff)))
+        case (0x01, 11):    // SET_INTERFACE
+            return .failed(await setAltSetting(interface: UInt8(setup.index & 0xff), alt: UInt8(setup.value & 0xff)))
+        case (0x00, 5):     // SET_ADDRESS: the host controller owns addressing
+            return .outDone(0)
+        default:
+            return await submit(.init(kind: .control(setup), endpoint: 0, length: Int(setup.length), data: data,
+                                      timeoutMilliseconds: timeouts.control))
+        }
+    }
+
+    public func transfer(endpoint address: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
+        guard let ep = endpoint(address), ep.type == .bulk || ep.type == .interrupt else { return .failed(.invalid) }
+        let isIn = address & 0x80 != 0
+        var count = isIn ? length : (data?.readableBytes ?? 0)
+        guard count >= 0, count <= Self.maxTransferLength else { return .failed(.invalid) }
+        if ep.type == .interrupt {
+            // One interval's worth: an interrupt IN of several full packets
+            // would only end on a short one, and a keyboard never sends one.
+            if isIn { count = min(count, max(1, LibUSBDescriptors.bytesPerInterval(ep.maxPacketSize))) }
+            return await submit(.init(kind: .interrupt, endpoint: address, length: count, data: data,
+                                      timeoutMilliseconds: timeouts.interrupt))
+        }
+        return await submit(.init(kind: .bulk(streamID: streamID), endpoint: address, length: count, data: data,
+                                  timeoutMilliseconds: timeouts.bulk))
+    }
+
+    public func isoTransfer(endpoint address: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult {
+        guard let ep = endpoint(address), ep.type == .isochronous else { return .failed(.invalid) }
+        let isIn = address & 0x80 != 0
+        var count = isIn ? length : (data?.readableBytes ?? 0)
+        let packetMax = Int(libusb_get_max_iso_packet_size(device, address))
+        if packetMax > 0 {
+            if isIn { count = min(count, packetMax) } else if count > packetMax { return .failed(.invalid) }
+        }
+        guard count >= 0 else { return .failed(.invalid) }
+        return await submit(.init(kind: .isochronous, endpoint: address, length: count, data: data,
+                                  timeoutMilliseconds: timeouts.isochronous))
+    }
+
+    private func submit(_ request: LibUSBTransferRequest) async -> USBTransferResult {
+        let handle = state.withLock { s -> OpaquePointer? in
+            guard let handle = s.handle, !s.closing else { return nil }
+            s.active += 1
+            return handle
+        }
+        guard let handle else { return .failed(.noDevice) }
+        defer { state.withLock { $0.active -= 1 } }
+        if Task.isCancelled { return .failed(.cancelled) }
+        return await LibUSBPendingTransfer.perform(request, on: handle, owner: transfers)
+    }
+}

@@ -1,0 +1,74 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A mutex around a value, for state shared with libusb's event thread
+/// (which is not a Swift concurrency thread, so actors cannot be used there).
+final class LibUSBLocked<Value>: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var value: Value
+
+    init(_ value: Value) {
+        self.value = value
+        pthread_mutex_init(&mutex, nil)
+    }
+
+    deinit { pthread_mutex_destroy(&mutex) }
+
+    func withLock<T, E: Error>(_ body: (inout Value) throws(E) -> T) throws(E) -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return try body(&value)
+    }
+}
+
+/// Runs `body` on a thread of its own and resumes the caller with its
+/// result. For the few libusb calls that block in the kernel (claim, set
+/// configuration, reset, clear halt: each may wait for a control transfer
+/// to the device), so that neither a Swift concurrency thread nor a NIO
+/// event loop ever waits on USB. They are rare, so one short-lived thread
+/// per call is simpler than a pool and costs nothing that matters.
+func libusbBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
+        let job = BlockingJob { continuation.resume(returning: body()) }
+        let context = Unmanaged.passRetained(job).toOpaque()
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        defer { pthread_attr_destroy(&attributes) }
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, &attributes, { context in
+            Unmanaged<BlockingJob>.fromOpaque(context!).takeRetainedValue().run()
+            return nil
+        }, context)
+        if rc != 0 {    // no thread to be had: run here rather than never
+            Unmanaged<BlockingJob>.fromOpaque(context).takeRetainedValue().run()
+        }
+    }
+}
+
+private final class BlockingJob: @unchecked Sendable {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
+}
+
+/// Reads a small text attribute file (sysfs), without its trailing newline.
+/// Nil when it does not exist or is empty.
+func readAttributeFile(_ path: String, limit: Int = 4096) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: limit)
+    var count = 0
+    while count < limit {
+        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, limit - count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        count += n
+    }
+    var text = String(decoding: bytes[..<count], as: UTF8.self)
+    while text.last == "\n" || text.last == "\0" { text.removeLast() }
+    return text.isEmpty ? nil : text
+}

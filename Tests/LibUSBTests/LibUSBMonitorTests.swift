@@ -1,0 +1,138 @@
+import Devices
+import Foundation
+import NIOCore
+import XCTest
+
+/// Enumeration, hotplug and opening by identity, against the emulated bus
+/// (see UmockdevHarness: each test body runs in a child under umockdev).
+final class LibUSBMonitorTests: XCTestCase {
+    func testListsDevicesWithPortPathsStringsAndSpeedWithoutOpening() async throws {
+        try await Umockdev.run(self) {
+            let monitor = try LibUSBMonitor()
+            let devices = try await monitor.presentDevices()
+            XCTAssertEqual(devices.map(\.port), ["1-1", "1-1.1", "1-1.2"], "root hub excluded, hub and its ports listed")
+
+            let stick = try XCTUnwrap(devices.first { $0.port == "1-1.1" })
+            XCTAssertEqual(stick, USBDeviceInfo(vendorID: 0x0951, productID: 0x1666, deviceClass: 0, serial: "STICK0001",
+                                                manufacturer: "Emulated", productName: "Test Stick", bus: 1, port: "1-1.1",
+                                                address: 3, speed: .high))
+            let keyboard = try XCTUnwrap(devices.first { $0.port == "1-1.2" })
+            XCTAssertEqual(keyboard.vendorID, 0x046d)
+            XCTAssertEqual(keyboard.serial, "KBD0001")
+            XCTAssertEqual(keyboard.productName, "Test Keyboard")
+            XCTAssertEqual(keyboard.speed, .low)
+            let hub = try XCTUnwrap(devices.first { $0.port == "1-1" })
+            XCTAssertEqual(hub.deviceClass, 9)
+
+            // Listing opened nothing: the kernel drivers are still bound, nothing claimed.
+            let state = try TestbedControl.state("stick")
+            XCTAssertEqual(state.claimed, [])
+            XCTAssertEqual(state.drivers, ["0": "usb-storage"])
+        }
+    }
+
+    func testOpenDetachesKernelDriverAndCloseReattachesIt() async throws {
+        try await Umockdev.run(self) {
+            let monitor = try LibUSBMonitor()
+            let info = try await stickInfo(monitor)
+            let device = try await monitor.open(info)
+            XCTAssertEqual(device.descriptor.vendorID, 0x0951)
+            XCTAssertEqual(device.descriptor.serial, "STICK0001")
+            XCTAssertEqual(device.speed, .high)
+            let config = await device.activeConfiguration
+            XCTAssertEqual(config?.interfaces.first?.endpoints.map(\.address), [0x81, 0x02])
+            var state = try TestbedControl.state("stick")
+            XCTAssertEqual(state.claimed, [0])
+            XCTAssertEqual(state.drivers, [:])
+            XCTAssertEqual(state.detached, [0])
+
+            await device.close()
+            state = try TestbedControl.state("stick")
+            XCTAssertEqual(state.claimed, [])
+            XCTAssertEqual(state.attached, [0])
+            XCTAssertEqual(state.drivers, ["0": "usb-storage"])
+        }
+    }
+
+    func testBusyDeviceIsReportedBusyAndAMismatchNotFound() async throws {
+        try await Umockdev.run(self) {
+            let monitor = try LibUSBMonitor()
+            let info = try await stickInfo(monitor)
+            try TestbedControl.send("busy stick 1")
+            do {
+                _ = try await monitor.open(info)
+                XCTFail("opened a device another process holds")
+            } catch let error as DeviceError {
+                guard case .busy = error else { return XCTFail("expected busy, got \(error)") }
+            }
+            // Not stolen: the kernel driver we detached is given back.
+            XCTAssertEqual(try TestbedControl.state("stick").drivers, ["0": "usb-storage"])
+
+            var other = info
+            other.productID = 0x1234    // something else now sits at that port
+            do {
+                _ = try await monitor.open(other)
+                XCTFail("opened a device whose identity does not match")
+            } catch let error as DeviceError {
+                guard case .notFound = error else { return XCTFail("expected notFound, got \(error)") }
+            }
+        }
+    }
+
+    func testHotplugReportsArrivalAndDeparture() async throws {
+        try await Umockdev.run(self, absent: ["keyboard"]) {
+            let monitor = try LibUSBMonitor()
+            var events = monitor.events().makeAsyncIterator()
+            var second = monitor.events().makeAsyncIterator()   // several subscribers each get every event
+            let before = try await monitor.presentDevices()
+            XCTAssertFalse(before.contains { $0.port == "1-1.2" })
+
+            try TestbedControl.send("plug keyboard")
+            let arrived = try await nextEvent(&events)
+            guard case .arrived(let info) = arrived else { return XCTFail("expected an arrival, got \(arrived)") }
+            XCTAssertEqual(info.port, "1-1.2")
+            XCTAssertEqual(info.serial, "KBD0001")
+            XCTAssertEqual(info.vendorID, 0x046d)
+            let arrivedToo = try await nextEvent(&second)
+            XCTAssertEqual(arrivedToo, arrived)
+            let after = try await monitor.presentDevices()
+            XCTAssertTrue(after.contains { $0.port == "1-1.2" })
+
+            try TestbedControl.send("unplug keyboard")
+            let left = try await nextEvent(&events)
+            // Sysfs is gone by now; the strings come from what was seen on arrival.
+            XCTAssertEqual(left, .left(info))
+            let leftToo = try await nextEvent(&second)
+            XCTAssertEqual(leftToo, left)
+        }
+    }
+
+    /// On this machine (no /dev/bus/usb) libusb works and sees nothing. Runs
+    /// in the test process itself, without umockdev.
+    func testMachineWithoutUSBListsNothing() async throws {
+        guard !Umockdev.isChild else { return }
+        let monitor = try LibUSBMonitor()
+        let devices = try await monitor.presentDevices()
+        if !FileManager.default.fileExists(atPath: "/dev/bus/usb") {
+            XCTAssertEqual(devices, [])
+        }
+        _ = monitor.events()
+    }
+}
+
+func stickInfo(_ monitor: LibUSBMonitor) async throws -> USBDeviceInfo {
+    let devices = try await monitor.presentDevices()
+    return try XCTUnwrap(devices.first { $0.port == "1-1.1" })
+}
+
+func keyboardInfo(_ monitor: LibUSBMonitor) async throws -> USBDeviceInfo {
+    let devices = try await monitor.presentDevices()
+    return try XCTUnwrap(devices.first { $0.port == "1-1.2" })
+}
+
+/// The next hotplug event. No timeout of its own: a hang is caught by the
+/// parent's limit on the child process, which then shows its output.
+func nextEvent(_ iterator: inout AsyncStream<USBDeviceEvent>.Iterator) async throws -> USBDeviceEvent {
+    guard let event = await iterator.next() else { throw TestbedError(message: "event stream ended") }
+    return event
+}
