@@ -44,6 +44,7 @@ enum Platform {
     }
 
     static func isReadable(_ path: String) -> Bool { access(path, R_OK) == 0 }
+    static func isWritable(_ path: String) -> Bool { access(path, W_OK) == 0 }
 
     static func currentDirectory() -> String {
         guard let buffer = getcwd(nil, 0) else { return "/" }

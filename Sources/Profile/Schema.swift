@@ -308,6 +308,13 @@ extension ProfileDecoder {
         if let readOnly = fields["read-only"] {
             if let value = bool(readOnly) { device.readOnly = value } else { valid = false }
         }
+        // A writable stick needs a writable image; say so now, not at apply time.
+        if valid, checkFiles, !device.readOnly, let path = device.image, let imageField = fields["image"],
+           !Platform.isWritable(path) {
+            error("image file is not writable: \(path)", at: imageField.valueLocation,
+                  hint: "fix its permissions, or set read-only: true")
+            valid = false
+        }
         return valid ? device : nil
     }
 

@@ -95,3 +95,31 @@ import TestSupport
         #expect(await apply.waitForExit(timeout: 10) == 0)
     }
 }
+
+extension CommandLineTests {
+    /// Root may write anything, so the check runs as nobody (setpriv).
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") && getuid() == 0,
+                   "needs root and setpriv to act as another user"))
+    func validateRefusesAWritableStickOnAnImageItCannotWrite() throws {
+        let dir = try makeTemporaryDirectory("usbredir-cli-ro")
+        let image = dir.appendingPathComponent("ro.img").path
+        try runCommand("/bin/dd", ["if=/dev/zero", "of=\(image)", "bs=1k", "count=64", "status=none"])
+        let profile = dir.appendingPathComponent("p.yaml")
+        try """
+            version: 1
+            endpoints:
+              vm: {spice: 127.0.0.1:5930}
+            devices:
+              - name: stick
+                to: vm
+                virtual: {kind: mass-storage, image: ro.img, read-only: false}
+            """.write(to: profile, atomically: true, encoding: .utf8)
+        try runCommand("/bin/chmod", ["755", dir.path])
+        try runCommand("/bin/chmod", ["444", image])
+        try runCommand("/bin/chmod", ["644", profile.path])
+        let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", usbredir, "validate", profile.path]
+        let r = try runCommandStatus("/usr/bin/setpriv", asNobody)
+        #expect(r.status == 65, "\(r.output)")
+        #expect(r.output.contains("p.yaml:7:42: error: image file is not writable"), "\(r.output)")
+    }
+}
