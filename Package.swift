@@ -88,7 +88,7 @@ let package = Package(
             "Reconciler", "Profile", "TestSupport", "Transport",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "LibUSBTests", dependencies: ["Devices", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "LibUSBTests", dependencies: ["Devices", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "USBRedirProtocolTests", dependencies: [
             "USBRedirProtocol", "CUSBRedirParser",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -68,6 +68,7 @@ actor AssignmentRunner {
         await session.unplug()
         if let label = deviceLabel, boundDevice != nil {
             logger.info("device gone", metadata: ["device": "\(label)"])
+            deviceLabel = nil    // status shows null while no device is bound
         }
         boundDevice = nil
     }

@@ -62,8 +62,16 @@ public final class RedirectionSession: Sendable {
 
     private func serve(_ connection: USBRedirConnection, _ parser: inout USBRedirParser) async throws -> SessionEnd {
         while true {
-            guard let bytes = try await connection.reader.read() else {
-                return .transportClosed(.closedByPeer)
+            let read: ByteBuffer?
+            do {
+                read = try await connection.reader.read()
+            } catch {
+                // A rejection closes the connection itself (see SessionCore.reject).
+                if await core.rejected { return .rejectedByFilter }
+                throw error
+            }
+            guard let bytes = read else {
+                return await core.rejected ? .rejectedByFilter : .transportClosed(.closedByPeer)
             }
             parser.append(bytes)
             while let packet = try parser.nextPacket() {

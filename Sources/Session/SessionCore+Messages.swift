@@ -63,6 +63,7 @@ extension SessionCore {
         let status = await device.setConfiguration(value)
         // The VM learns the new interfaces and endpoints before the status.
         let config = await device.activeConfiguration
+        noteIsochronous(config)
         await send(DeviceAnnouncement.interfaceInfo(config))
         await send(DeviceAnnouncement.epInfo(config, maxPacketSize0: device.descriptor.maxPacketSize0))
         await send(.configurationStatus(.init(status: StatusMapping.redir(status).rawValue,
@@ -76,9 +77,17 @@ extension SessionCore {
         }
         let status = await device.setAltSetting(interface: interface, alt: alt)
         let config = await device.activeConfiguration
+        noteIsochronous(config)
         await send(DeviceAnnouncement.epInfo(config, maxPacketSize0: device.descriptor.maxPacketSize0))
         let current = await device.altSetting(interface: interface) ?? 0
         await send(.altSettingStatus(.init(status: StatusMapping.redir(status).rawValue,
                                            interface: interface, alt: current)), id: id)
+    }
+
+    /// Isochronous endpoints often appear only in an alternate setting (audio,
+    /// video): once the device shows one, its traffic is no longer marked
+    /// compressible (until the next device is announced).
+    private func noteIsochronous(_ config: USBConfigurationDescriptor?) {
+        if DeviceAnnouncement.hasIsochronous(config) { compressible = false }
     }
 }

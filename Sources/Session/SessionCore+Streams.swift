@@ -94,7 +94,9 @@ extension SessionCore {
 
     /// Sends one packet of a receiving stream; true when its status was a failure.
     private func deliverStreamPacket(_ message: USBRedirMessage, generation: Int) async -> Bool {
-        guard generation == self.generation else { return true }
+        // Called from the stream's task: once stopped, nothing more is sent,
+        // even if the stop came while this packet waited for the actor.
+        guard generation == self.generation, !Task.isCancelled else { return true }
         let (status, length): (UInt8, Int) = switch message {
         case .interruptPacket(let p): (p.status, Int(p.length))
         case .isoPacket(let p): (p.status, Int(p.length))

@@ -130,6 +130,9 @@ actor SessionCore {
         phase = .rejected
         lastError = why
         logger.error("\(why); not retrying until the profile changes or SIGHUP")
+        // End the connection now: a device rejected when it is plugged would
+        // otherwise leave `run` waiting for the VM's next packet.
+        writer?.close()
     }
 
     func filterVerdict(_ rules: [USBRedirFilterRule], _ device: any USBDevice) async -> USBRedirFilterVerdict {

@@ -27,6 +27,13 @@ enum TestbedControl {
         guard let path = ProcessInfo.processInfo.environment[Umockdev.controlVariable] else {
             throw TestbedError(message: "no \(Umockdev.controlVariable)")
         }
+        return try send(command, to: path)
+    }
+
+    /// Sends one command to the testbed listening on `path` (for tests that
+    /// drive a testbed themselves rather than from a child under umockdev).
+    @discardableResult
+    static func send(_ command: String, to path: String) throws -> String {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestbedError(message: "socket failed") }
         defer { close(fd) }

@@ -63,11 +63,13 @@ public final class BackgroundProcess: @unchecked Sendable {
     public let process = Process()
     public let logFile: URL
 
-    public init(_ executable: String, _ arguments: [String], logFile: URL) throws {
+    /// `environment`: the child's whole environment (nil: this process's).
+    public init(_ executable: String, _ arguments: [String], logFile: URL, environment: [String: String]? = nil) throws {
         self.logFile = logFile
         _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if let environment { process.environment = environment }
         let handle = try FileHandle(forWritingTo: logFile)
         process.standardError = handle
         process.standardOutput = handle

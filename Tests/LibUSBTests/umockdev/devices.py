@@ -1,6 +1,7 @@
 """The emulated devices: a hub, a Bulk-Only mass-storage stick over a small
 image, and a HID boot keyboard."""
 
+import os
 import struct
 import time
 
@@ -27,19 +28,34 @@ class RootHub(USBModel):
 
 
 class Stick(USBModel):
-    """USB mass storage, Bulk-Only Transport, SCSI transparent command set.
-    Answers INQUIRY, READ CAPACITY(10), READ(10), WRITE(10), TEST UNIT READY,
-    REQUEST SENSE, MODE SENSE(6); any other command with data-in stalls the
-    bulk IN endpoint (as BOT 6.7.2 allows) and fails in the CSW."""
+    """USB mass storage, Bulk-Only Transport, SCSI transparent command set:
+    enough of SPC/SBC for Linux's usb-storage and sd drivers. Answers TEST
+    UNIT READY, REQUEST SENSE, INQUIRY (standard and EVPD pages 0x00, 0x80),
+    MODE SENSE(6)/(10), READ CAPACITY(10)/(16), READ FORMAT CAPACITIES,
+    READ(6)/(10)/(16), WRITE(6)/(10)/(16), VERIFY, SYNCHRONIZE CACHE, START
+    STOP UNIT and PREVENT ALLOW MEDIUM REMOVAL. A failed command ends with
+    CHECK CONDITION (CSW status 1) and sense data for the next REQUEST SENSE;
+    when the host expected data-in that never comes, the bulk IN endpoint
+    stalls (as BOT 6.7.2 allows); unexpected data-out stalls bulk OUT.
+    An unknown opcode fails with ILLEGAL REQUEST / INVALID COMMAND OPERATION
+    CODE."""
     VENDOR, PRODUCT = 0x0951, 0x1666
     BULK_IN, BULK_OUT = 0x81, 0x02
     BLOCK = 512
+
+    NO_SENSE = (0, 0, 0)
+    INVALID_OPCODE = (0x05, 0x20, 0)
+    LBA_OUT_OF_RANGE = (0x05, 0x21, 0)
+    INVALID_FIELD = (0x05, 0x24, 0)
 
     def __init__(self, testbed, port, devnum, image, log, serial='STICK0001'):
         config = config_descriptor([(0, 0, 8, 6, 0x50, b'', [(self.BULK_IN, 2, 512, 0), (self.BULK_OUT, 2, 512, 0)])])
         super().__init__(testbed, port, devnum, '480', device_descriptor(self.VENDOR, self.PRODUCT),
                          config, {1: 'Emulated', 2: 'Test Stick', 3: serial}, {0: 'usb-storage'}, log)
         self.image = image
+        self.serial = serial
+        self.sense = self.NO_SENSE
+        self.counters['commands'] = {}         # opcode (hex) -> times seen, for debugging
         self.reset_state()
 
     def default_driver(self, number):
@@ -75,47 +91,116 @@ class Stick(USBModel):
         if len(cbw) != 31 or cbw[:4] != b'USBC':
             return STALL
         tag, length, flags, lun, cblen = struct.unpack_from('<IIBBB', cbw, 4)
-        cb = cbw[15:15 + cblen]
+        cb = cbw[15:15 + cblen] + bytes(16)     # zero-padded: short CDBs read as zeros
         self.execute(tag, length, flags, cb)
         return b''
 
     def execute(self, tag, length, flags, cb):
-        size = self._size()
         op = cb[0]
-        data, status = None, 0
-        if op == 0x00:                                   # TEST UNIT READY
-            data = b''
-        elif op == 0x03:                                 # REQUEST SENSE
-            data = bytes([0x70, 0, 0, 0, 0, 0, 0, 10] + [0] * 10)
-        elif op == 0x12:                                 # INQUIRY
-            data = bytes([0, 0x80, 0x04, 0x02, 31, 0, 0, 0]) + b'Emulated' + b'Test Stick      ' + b'1.00'
-        elif op == 0x25:                                 # READ CAPACITY(10)
-            data = struct.pack('>II', size // self.BLOCK - 1, self.BLOCK)
-        elif op == 0x1a:                                 # MODE SENSE(6)
-            data = b'\x03\x00\x00\x00'
-        elif op == 0x28:                                 # READ(10)
-            lba, blocks = struct.unpack_from('>I', cb, 2)[0], struct.unpack_from('>H', cb, 7)[0]
-            with open(self.image, 'rb') as f:
-                f.seek(lba * self.BLOCK)
-                data = f.read(blocks * self.BLOCK)
-        elif op == 0x2a:                                 # WRITE(10)
-            lba, blocks = struct.unpack_from('>I', cb, 2)[0], struct.unpack_from('>H', cb, 7)[0]
-            self.write_at, self.write_left = lba * self.BLOCK, blocks * self.BLOCK
-            self.csw = struct.pack('<IIIB', 0x53425355, tag, 0, 0)
+        key = '%02x' % op
+        self.counters['commands'][key] = self.counters['commands'].get(key, 0) + 1
+        is_in = flags & 0x80 != 0
+        if op in (0x0a, 0x2a, 0x8a):                     # WRITE(6)/(10)/(16)
+            lba, blocks = self._range(cb)
+            if lba + blocks > self._blocks():
+                return self._finish(tag, length, is_in, self.LBA_OUT_OF_RANGE)
+            if is_in and length:
+                return self._finish(tag, length, is_in, self.INVALID_FIELD)
+            self.sense = self.NO_SENSE
+            self.write_at, self.write_left = lba * self.BLOCK, min(blocks * self.BLOCK, length)
+            self.csw = struct.pack('<IIIB', 0x53425355, tag, length - self.write_left, 0)
             self.phase = 'data-out' if self.write_left else 'status'
             return
+        return self._finish(tag, length, is_in, self.scsi(cb))
+
+    def _finish(self, tag, length, is_in, result):
+        """result: the data for the host (bytes) or a failure's sense (tuple)."""
+        if isinstance(result, tuple):
+            self.sense, data, status = result, b'', 1
         else:
-            status = 1
-        residue = length - (len(data) if data is not None else 0)
-        self.csw = struct.pack('<IIIB', 0x53425355, tag, max(residue, 0), status)
-        if data is None and flags & 0x80 and length:
-            self.halted.add(self.BULK_IN)                # unknown command: stall the data stage
-            self.phase = 'status'
-        elif data:
-            self.pending_in = data[:length]
+            data, status = result, 0
+        data = data[:length] if is_in else b''
+        self.csw = struct.pack('<IIIB', 0x53425355, tag, length - len(data), status)
+        if data:
+            self.pending_in = data
             self.phase = 'data-in'
+        elif length and is_in:
+            self.halted.add(self.BULK_IN)                # no data for an IN data stage: stall it
+            self.phase = 'status'
+        elif length:
+            self.halted.add(self.BULK_OUT)               # data-out we will not take: stall it
+            self.phase = 'status'
         else:
             self.phase = 'status'
+
+    def scsi(self, cb):
+        """Runs one command: bytes for the data-in stage, or a sense tuple."""
+        op = cb[0]
+        blocks = self._blocks()
+        if op != 0x03:
+            self.sense = self.NO_SENSE
+        if op in (0x00, 0x1e, 0x1b, 0x35, 0x91):         # TEST UNIT READY, PREVENT ALLOW, START STOP, SYNC CACHE
+            return b''
+        if op == 0x03:                                   # REQUEST SENSE (fixed format), clears the sense
+            k, asc, ascq = self.sense
+            self.sense = self.NO_SENSE
+            return bytes([0x70, 0, k, 0, 0, 0, 0, 10, 0, 0, 0, 0, asc, ascq, 0, 0, 0, 0])[:cb[4]]
+        if op == 0x12:                                   # INQUIRY
+            allocation = struct.unpack_from('>H', cb, 3)[0]
+            if cb[1] & 1:                                # EVPD
+                if cb[2] == 0x00:
+                    return bytes([0, 0, 0, 2, 0x00, 0x80])[:allocation]
+                if cb[2] == 0x80:
+                    serial = self.serial.encode()
+                    return (bytes([0, 0x80, 0, len(serial)]) + serial)[:allocation]
+                return self.INVALID_FIELD
+            if cb[2]:
+                return self.INVALID_FIELD
+            # Direct access, removable, SPC-2, response format 2.
+            return (bytes([0, 0x80, 0x04, 0x02, 31, 0, 0, 0]) + b'Emulated' + b'Test Stick      ' + b'1.00')[:allocation]
+        if op == 0x25:                                   # READ CAPACITY(10)
+            return struct.pack('>II', min(blocks - 1, 0xffffffff), self.BLOCK)
+        if op == 0x9e:                                   # SERVICE ACTION IN(16)
+            if cb[1] & 0x1f != 0x10:                     # only READ CAPACITY(16)
+                return self.INVALID_FIELD
+            allocation = struct.unpack_from('>I', cb, 10)[0]
+            return (struct.pack('>QI', blocks - 1, self.BLOCK) + bytes(20))[:allocation]
+        if op == 0x23:                                   # READ FORMAT CAPACITIES
+            allocation = struct.unpack_from('>H', cb, 7)[0]
+            return (bytes([0, 0, 0, 8]) + struct.pack('>I', blocks) + bytes([2, 0, 2, 0]))[:allocation]
+        if op in (0x1a, 0x5a):                           # MODE SENSE(6)/(10)
+            ten = op == 0x5a
+            page = cb[2] & 0x3f
+            allocation = struct.unpack_from('>H', cb, 7)[0] if ten else cb[4]
+            if page in (0x3f, 0x08):
+                pages = bytes([0x08, 0x12]) + bytes(18)  # caching page, write cache off
+            elif page in (0x1c, 0x00):
+                pages = b''
+            else:
+                return self.INVALID_FIELD
+            header = struct.pack('>HBBBBH', 6 + len(pages), 0, 0, 0, 0, 0) if ten else bytes([3 + len(pages), 0, 0, 0])
+            return (header + pages)[:allocation]
+        if op in (0x08, 0x28, 0x88):                     # READ(6)/(10)/(16)
+            lba, count = self._range(cb)
+            if lba + count > blocks:
+                return self.LBA_OUT_OF_RANGE
+            with open(self.image, 'rb') as f:
+                f.seek(lba * self.BLOCK)
+                return f.read(count * self.BLOCK)
+        if op in (0x2f, 0x8f):                           # VERIFY(10)/(16)
+            lba, count = self._range(cb)
+            return b'' if lba + count <= blocks else self.LBA_OUT_OF_RANGE
+        return self.INVALID_OPCODE
+
+    @staticmethod
+    def _range(cb):
+        """(LBA, blocks) of READ/WRITE/VERIFY (6), (10) and (16)."""
+        op = cb[0]
+        if op in (0x08, 0x0a):
+            return ((cb[1] & 0x1f) << 16) | struct.unpack_from('>H', cb, 2)[0], cb[4] or 256
+        if op in (0x28, 0x2a, 0x2f):
+            return struct.unpack_from('>I', cb, 2)[0], struct.unpack_from('>H', cb, 7)[0]
+        return struct.unpack_from('>Q', cb, 2)[0], struct.unpack_from('>I', cb, 10)[0]
 
     def data_in(self, urb):
         if self.phase == 'data-in':
@@ -128,10 +213,8 @@ class Stick(USBModel):
             return self.csw
         return PENDING      # no command: the device NAKs until one arrives
 
-    def _size(self):
-        with open(self.image, 'rb') as f:
-            f.seek(0, 2)
-            return f.tell()
+    def _blocks(self):
+        return os.path.getsize(self.image) // self.BLOCK
 
 
 # HID boot keyboard report descriptor (HID 1.11, appendix B.1).

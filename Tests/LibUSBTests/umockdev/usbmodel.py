@@ -83,6 +83,8 @@ class USBModel:
         self.configuration = configuration
         self.strings = strings              # index -> text (1 manufacturer, 2 product, 3 serial)
         self.kernel_drivers = dict(drivers)  # interface -> bound kernel driver name
+        self.initial_drivers = dict(drivers)
+        self.generation = 0                 # plugs so far; a handler serves one
         self.log = log
         self.devnode = '/dev/bus/usb/%03d/%03d' % (self.bus, devnum)
         self.handler = None
@@ -125,12 +127,29 @@ class USBModel:
         lines.append('H: descriptors=' + desc.hex())
         return '\n'.join(lines) + '\n'
 
+    # Device numbers for replugged devices, past the ones the testbed hands out.
+    next_devnum = 10
+
     def plug(self):
         """Attaches the ioctl handler first, so libusb can open the device as
-        soon as the add uevent announces it."""
+        soon as the add uevent announces it. A replugged device gets a new
+        device number, as the kernel gives it, hence a new node: the old node
+        keeps its handler, which answers the old handles with ENODEV."""
+        if self.handler is not None:
+            self.devnum = USBModel.next_devnum
+            USBModel.next_devnum += 1
+            self.devnode = '/dev/bus/usb/%03d/%03d' % (self.bus, self.devnum)
+            self.urbs, self.done = [], []
+            self.halted.clear()
+            self.claimed.clear()
+            self.kernel_drivers = dict(self.initial_drivers)   # the kernel binds its drivers again
+            self.config_value = 1
+            self.alt = {}
+            self.reset_state()
+        self.generation += 1
         self.gone = False
         self.handler = UMockdev.IoctlBase()
-        self.handler.connect('handle-ioctl', self._on_ioctl)
+        self.handler.connect('handle-ioctl', self._on_ioctl, self.generation)
         assert self.testbed.attach_ioctl(self.devnode, self.handler)
         assert self.testbed.add_from_string(self.record())
 
@@ -154,7 +173,10 @@ class USBModel:
 
     # -- ioctls ---------------------------------------------------------------
 
-    def _on_ioctl(self, handler, client):
+    def _on_ioctl(self, handler, client, generation):
+        if generation != self.generation:    # a handle on the node of an earlier plug
+            client.complete(-1, U.ENODEV)
+            return True
         try:
             return self._ioctl(client)
         except Exception as e:   # a bug in the model must not hang the client
