@@ -29,7 +29,10 @@ let package = Package(
                        providers: [.apt(["libusbredirparser-dev"])]),
 
         // Layers, lowest first. Dependencies point down only (design.md).
+        // Common: the few helpers every layer shares (hex ids, FNV-1a, version).
+        .target(name: "Common"),
         .target(name: "USBRedirProtocol", dependencies: [
+            "Common",
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .target(name: "Transport", dependencies: [
@@ -42,22 +45,22 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Devices", dependencies: [
-            "CLibUSB",
+            "CLibUSB", "Common",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Session", dependencies: [
-            "USBRedirProtocol", "Transport", "Devices",
+            "USBRedirProtocol", "Transport", "Devices", "Common",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Profile", dependencies: ["CYAML"]),
         .target(name: "Reconciler", dependencies: [
-            "Profile", "Session", "Devices", "Transport",
+            "Profile", "Session", "Devices", "Transport", "Common",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "usbredir", dependencies: [
-            "Reconciler", "Profile", "Devices",
+            "Reconciler", "Profile", "Devices", "Common",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,3 +1,4 @@
+import Common
 import Devices
 import NIOCore
 import USBRedirProtocol
@@ -11,7 +12,7 @@ extension SessionCore {
         case .hello(let hello):
             negotiation = current
             logger.debug("peer hello", metadata: ["version": "\(hello.version)", "caps": "\(hello.capabilities.rawValue)"])
-            await send(.hello(.init(version: Self.version, capabilities: Self.capabilities)))
+            await send(.hello(.init(version: USBRedirVersion.hello, capabilities: Self.capabilities)))
             await announceIfReady()
         case .reset:
             if let device { _ = await device.reset() }

@@ -1,3 +1,4 @@
+import Common
 import Devices
 import Logging
 import NIOCore
@@ -9,7 +10,6 @@ import USBRedirProtocol
 /// Device work runs outside it, on per-endpoint queues.
 actor SessionCore {
     static let capabilities = USBRedirCapabilities.all
-    static let version = "usbredir-swift 0.1.0"
 
     struct InFlight {
         var cancelled = false
@@ -121,7 +121,7 @@ actor SessionCore {
         phase = .connected
         let d = device.descriptor
         logger.info("device connected to the VM", metadata: [
-            "device": "\(hex4(d.vendorID)):\(hex4(d.productID))", "speed": "\(device.speed.rawValue)",
+            "device": "\(Hex.id(d.vendorID)):\(Hex.id(d.productID))", "speed": "\(device.speed.rawValue)",
         ])
     }
 
@@ -162,7 +162,3 @@ actor SessionCore {
     }
 }
 
-func hex4(_ v: UInt16) -> String {
-    let s = String(v, radix: 16)
-    return String(repeating: "0", count: 4 - s.count) + s
-}

@@ -23,13 +23,4 @@ final class ConnectionReader {
         }
         return buffer.readSlice(length: count)!
     }
-
-    /// Whatever is buffered, else the next chunk; nil at end of stream.
-    func readAvailable() async throws -> ByteBuffer? {
-        if buffer.readableBytes > 0 {
-            defer { buffer = ByteBuffer() }
-            return buffer
-        }
-        return try await iterator.next()
-    }
 }

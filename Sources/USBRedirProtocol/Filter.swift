@@ -1,3 +1,4 @@
+import Common
 /// usbredir filter rules, the `class,vendor,product,version,allow` strings
 /// joined by `|` that filter_filter carries (usbredirfilter.h); -1 is "any".
 public struct USBRedirFilterRule: Sendable, Hashable {
@@ -115,9 +116,7 @@ public enum USBRedirFilter {
     }
 
     private static func hex(_ v: Int, digits: Int) -> String {
-        if v == -1 { return "-1" }
-        let s = String(v, radix: 16)
-        return "0x" + String(repeating: "0", count: max(0, digits - s.count)) + s
+        v == -1 ? "-1" : "0x" + Hex.padded(v, digits: digits)
     }
 
     /// strtol(s, &end, 0) that must consume the whole token: C-locale white

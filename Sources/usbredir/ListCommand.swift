@@ -1,3 +1,4 @@
+import Common
 import ArgumentParser
 import Devices
 import Foundation
@@ -38,9 +39,9 @@ struct ListedDevice: Codable {
     var speed: String?
 
     init(_ d: USBDeviceInfo) {
-        vendor = hex(d.vendorID, 4)
-        product = hex(d.productID, 4)
-        `class` = hex(UInt16(d.deviceClass), 2)
+        vendor = Hex.id(d.vendorID)
+        product = Hex.id(d.productID)
+        `class` = Hex.padded(d.deviceClass, digits: 2)
         serial = d.serial
         manufacturer = d.manufacturer
         productName = d.productName
@@ -68,7 +69,3 @@ struct ListedDevice: Codable {
     }
 }
 
-func hex(_ v: UInt16, _ digits: Int) -> String {
-    let s = String(v, radix: 16)
-    return String(repeating: "0", count: max(0, digits - s.count)) + s
-}

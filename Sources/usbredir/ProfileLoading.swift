@@ -1,3 +1,4 @@
+import Common
 import ArgumentParser
 import Foundation
 import Profile
@@ -28,12 +29,10 @@ enum ProfileLoading {
     /// A digest of what apply runs: the file's bytes and the host section chosen.
     static func digest(path: String, host: String?) -> String? {
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in data + Array((host ?? ProfileLoader.currentHostname() ?? "").utf8) {
-            h ^= UInt64(b)
-            h = h &* 0x0000_0100_0000_01b3
-        }
-        return String(h, radix: 16)
+        var h = FNV1a()
+        h.combine(data)
+        h.combine((host ?? ProfileLoader.currentHostname() ?? "").utf8)
+        return String(h.value, radix: 16)
     }
 
     static func profileName(_ path: String) -> String {

@@ -1,3 +1,4 @@
+import Common
 import ArgumentParser
 
 /// The `usbredir` command: reconciles YAML profiles into live usbredir sessions.
@@ -14,8 +15,4 @@ struct USBRedirCommand: AsyncParsableCommand {
         version: USBRedirVersion.string,
         subcommands: [ApplyCommand.self, PlanCommand.self, ValidateCommand.self, StatusCommand.self, ListCommand.self]
     )
-}
-
-enum USBRedirVersion {
-    static let string = "0.1.0"
 }

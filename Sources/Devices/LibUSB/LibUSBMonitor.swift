@@ -1,3 +1,4 @@
+import Common
 import CLibUSB
 import Logging
 
@@ -68,7 +69,7 @@ public final class LibUSBMonitor: USBDeviceMonitor, @unchecked Sendable {
             return nil
         }
         guard let device else {
-            throw DeviceError.notFound("no \(hex4(info.vendorID)):\(hex4(info.productID)) at \(info.port)")
+            throw DeviceError.notFound("no \(Hex.id(info.vendorID)):\(Hex.id(info.productID)) at \(info.port)")
         }
         try await device.open()
         return device
@@ -86,10 +87,6 @@ public final class LibUSBMonitor: USBDeviceMonitor, @unchecked Sendable {
     }
 }
 
-private func hex4(_ v: UInt16) -> String {
-    let s = String(v, radix: 16)
-    return String(repeating: "0", count: 4 - s.count) + s
-}
 
 /// Hotplug subscribers, and what is known of each present device so that
 /// a departure can be reported with the strings sysfs no longer has.

@@ -55,16 +55,3 @@ final class ImageFile: @unchecked Sendable {   // used only from its device's ac
 
     func sync() -> Bool { fsync(fd) == 0 }
 }
-
-public enum DeviceError: Error, Sendable, Equatable, CustomStringConvertible {
-    case io(String)
-    case busy(String)
-    case notFound(String)
-    case access(String)
-
-    public var description: String {
-        switch self {
-        case .io(let s), .busy(let s), .notFound(let s), .access(let s): s
-        }
-    }
-}
