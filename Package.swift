@@ -36,7 +36,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .target(name: "Transport", dependencies: [
-            "CLZ4",
+            "CLZ4", "Common",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -54,9 +54,12 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "Profile", dependencies: ["CYAML"]),
+        .target(name: "Profile", dependencies: ["CYAML", "Common"]),
         .target(name: "Reconciler", dependencies: [
             "Profile", "Session", "Devices", "Transport", "Common",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "usbredir", dependencies: [
@@ -76,18 +79,21 @@ let package = Package(
         // Test support: QEMU and guest harness shared by the test targets.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "TransportTests", dependencies: [
+            "Common",
             "Transport", "USBRedirProtocol", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "SessionTests", dependencies: [
+            "Common",
             "Session", "Devices", "Transport", "USBRedirProtocol", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "ProfileTests", dependencies: ["Profile"]),
+        .testTarget(name: "ProfileTests", dependencies: ["Profile", "Common"]),
         .testTarget(name: "DocsTests", dependencies: ["Profile", "TestSupport"]),
         .testTarget(name: "ReconcilerTests", dependencies: [
+            "Common",
             "Reconciler", "Profile", "TestSupport", "Transport",
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -34,6 +34,8 @@ public struct USBTransferResult: Sendable, Equatable {
     public static func inData(_ data: ByteBuffer) -> USBTransferResult { .init(status: .success, data: data) }
     public static func outDone(_ count: Int) -> USBTransferResult { .init(status: .success, consumed: count) }
     public static func failed(_ status: USBTransferStatus) -> USBTransferResult { .init(status: status) }
+    /// A request with no data stage that ends with `status`, success or not.
+    public static func noData(_ status: USBTransferStatus) -> USBTransferResult { .init(status: status) }
 }
 
 /// A USB setup packet (USB 2.0, 9.3).

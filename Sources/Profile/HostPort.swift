@@ -1,19 +1,7 @@
-/// `host:port` of an endpoint, IPv6 hosts written `[::1]:5930` (design.md).
-/// Profile's own type: Profile depends on none of our modules, and the
-/// Reconciler converts it to Transport's address.
-public struct HostPort: Sendable, Hashable, CustomStringConvertible {
-    public static let ports = 1...65535
+import Common
 
-    public var host: String
-    public var port: Int
-
-    public init(host: String, port: Int) {
-        self.host = host
-        self.port = port
-    }
-
-    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
-
+/// Parsing `host:port` as a profile writes it; the errors become diagnostics.
+extension HostPort {
     enum ParseError: Error, Equatable {
         case malformed
         /// An IPv6 address without brackets.

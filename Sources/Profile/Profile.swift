@@ -1,3 +1,4 @@
+import Common
 /// A profile (design.md, "Profile (version 1)") as typed values. Everything
 /// here has been validated by `ProfileLoader`; paths are absolute.
 public struct Profile: Sendable, Hashable {
@@ -26,6 +27,16 @@ public struct Profile: Sendable, Hashable {
         self.devices = devices
         self.sourcePath = sourcePath
         self.selectedHost = selectedHost
+    }
+
+    /// The profile's name: its file name without the extension
+    /// (`lab.yaml` -> `lab`); it names the status socket.
+    public var name: String { Self.name(forPath: sourcePath) }
+
+    public static func name(forPath path: String) -> String {
+        let file = path.split(separator: "/").last.map(String.init) ?? path
+        guard let dot = file.lastIndex(of: "."), dot != file.startIndex else { return file }
+        return String(file[..<dot])
     }
 
     /// Endpoints in file order.
@@ -170,6 +181,14 @@ public struct Assignment: Sendable {
 extension Assignment: Hashable {
     public static func == (a: Self, b: Self) -> Bool {
         a.name == b.name && a.endpoint == b.endpoint && a.log == b.log && a.channel == b.channel && a.source == b.source
+    }
+
+    /// The same entry with no log level of its own: two entries equal this
+    /// way differ at most in `log:`, which a running session takes live.
+    public var ignoringLog: Assignment {
+        var a = self
+        a.log = nil
+        return a
     }
 
     public func hash(into hasher: inout Hasher) {

@@ -8,14 +8,19 @@ import Transport
 /// Runs one assignment: keeps its usbredir channel connected, retrying with
 /// backoff, and keeps its session (and counters) for its whole life.
 actor AssignmentRunner {
-    let assignment: Assignment
+    nonisolated let name: String
+    /// The entry it runs; only its log level changes in place (see `update`).
+    private(set) var assignment: Assignment
     let endpoint: Endpoint
     let profilePath: String
     let session: RedirectionSession
     private let link: SpiceEndpointLink?
     private let logger: Logger
+    private let logLevel: LiveLogLevel
+    /// `Profile.desiredDigest` of what it runs, for plan.
+    private(set) var desiredDigest: String
     private var loop: Task<Void, Never>?
-    private var state = SessionState.connecting
+    private var state = AssignmentState.connecting
     private var since = Date()
     private var lastError: String?
     private var channel: UInt8?
@@ -26,12 +31,16 @@ actor AssignmentRunner {
     private var listener: RawUSBRedirListener?
     private var backoff = Backoff()
 
-    init(assignment: Assignment, endpoint: Endpoint, profilePath: String, link: SpiceEndpointLink?, logger: Logger) {
+    init(assignment: Assignment, endpoint: Endpoint, profilePath: String, link: SpiceEndpointLink?,
+         logger base: Logger, level: Logger.Level, desiredDigest: String) {
+        self.name = assignment.name
         self.assignment = assignment
         self.endpoint = endpoint
         self.profilePath = profilePath
         self.link = link
-        var logger = logger
+        self.desiredDigest = desiredDigest
+        logLevel = LiveLogLevel(level)
+        var logger = logLevel.logger(from: base)
         logger[metadataKey: "assignment"] = "\(assignment.name)"
         logger[metadataKey: "endpoint"] = "\(endpoint.name)"
         self.logger = logger
@@ -52,6 +61,15 @@ actor AssignmentRunner {
         listener?.close()
         await loop?.value
         loop = nil
+    }
+
+    /// An edit that changed only the assignment's log level: applied to the
+    /// running session, which keeps its connection.
+    func update(_ newAssignment: Assignment, level: Logger.Level, desiredDigest: String) {
+        if level != logLevel.level { logger.notice("log level now \(level)") }
+        assignment = newAssignment
+        logLevel.level = level
+        self.desiredDigest = desiredDigest
     }
 
     /// A file change or SIGHUP: a displaced or rejected session tries again.
@@ -75,7 +93,7 @@ actor AssignmentRunner {
 
     var hasDevice: Bool { get async { await session.hasDevice } }
 
-    func status(profileName: String) async -> SessionStatus {
+    func status(profileName: String) async -> AssignmentStatus {
         let c = await session.counters
         var shown = state
         if state == .connected {
@@ -85,15 +103,16 @@ actor AssignmentRunner {
             case .connecting, .connected: shown = .connected
             }
         }
-        return SessionStatus(name: assignment.name, profile: profileName, endpoint: endpoint.name,
-                             channel: endpoint.isSpice ? channel.map(Int.init) : nil, device: deviceLabel,
-                             state: shown, since: RFC3339.string(since), bytesIn: c.bytesIn, transfersIn: c.transfersIn,
-                             bytesOut: c.bytesOut, transfersOut: c.transfersOut, lastError: lastError)
+        return AssignmentStatus(name: name, profile: profileName, endpoint: endpoint.name,
+                                channel: endpoint.isSpice ? channel.map(Int.init) : nil, device: deviceLabel,
+                                state: shown, since: RFC3339.string(since), bytesIn: c.bytesIn, transfersIn: c.transfersIn,
+                                bytesOut: c.bytesOut, transfersOut: c.transfersOut, lastError: lastError,
+                                desiredDigest: desiredDigest)
     }
 
     // MARK: The connection loop
 
-    private func setState(_ new: SessionState, error: String? = nil) {
+    private func setState(_ new: AssignmentState, error: String? = nil) {
         if let error { lastError = error }
         guard new != state else { return }
         state = new
@@ -125,13 +144,13 @@ actor AssignmentRunner {
             case .failure(TransportError.wrongPassword):
                 setState(.error, error: TransportError.wrongPassword.description)
                 await waitForRetry()
-            case .failure(TransportError.configuration(let why)):
+            case .failure(let error as ReconcilerError):
                 // An unset password variable, an unreadable password file: no
                 // retry helps until the profile changes or SIGHUP.
-                setState(.error, error: why)
+                setState(.error, error: error.description)
                 await waitForRetry()
             case .success(let end):
-                setState(.backoff, error: Self.describe(end))
+                setState(.backoff, error: end.description)
                 await sleep(backoff.nextDelay())
             case .failure(let error):
                 setState(.backoff, error: "\(error)")
@@ -141,8 +160,7 @@ actor AssignmentRunner {
     }
 
     private func connectAndServe() async throws -> SessionEnd {
-        let connector = ChannelConnector(endpoint: endpoint, assignmentName: assignment.name, link: link,
-                                         session: session)
+        let connector = EndpointDialer(endpoint: endpoint, assignmentName: name, link: link, session: session)
         return try await connector.serve(
             onConnected: { [weak self] channel in await self?.connected(channel: channel) },
             onIdle: { [weak self] in await self?.setState(.connecting) },
@@ -166,13 +184,5 @@ actor AssignmentRunner {
 
     private func sleep(_ seconds: Double) async {
         try? await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
-    }
-
-    static func describe(_ end: SessionEnd) -> String {
-        switch end {
-        case .transportClosed(let e): e.description
-        case .protocolError(let why): "malformed usbredir from the VM: \(why)"
-        case .rejectedByFilter: "rejected by the VM's usbredir filter"
-        }
     }
 }

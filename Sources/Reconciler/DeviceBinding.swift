@@ -3,9 +3,9 @@ import Logging
 import Profile
 
 extension Reconciler {
-    /// Binds present physical devices to assignments: each device goes to the
-    /// first matching assignment in file order; a bound device that left is
-    /// unplugged (its channel stays). Nothing that no rule matches is opened.
+    /// Binds present physical devices to assignments by `DeviceChoice` (the
+    /// rule plan shows); a bound device that left is unplugged (its channel
+    /// stays). Nothing that no rule matches is opened.
     func bindPhysicalDevices(_ profile: Profile) async {
         let present: [USBDeviceInfo]
         do {
@@ -14,22 +14,21 @@ extension Reconciler {
             logger.warning("cannot list USB devices: \(error)")
             return
         }
-        let presentKeys = Set(present.map(\.key))
-        var taken: Set<String> = []
-        for assignment in profile.devices {
-            guard case .match = assignment.source, let runner = runners[assignment.name] else { continue }
-            if let bound = await runner.boundDevice {
-                if presentKeys.contains(bound.key) { taken.insert(bound.key); continue }
-                await runner.unplug()
-            }
+        lastPresent = present
+        var bound: [String: USBDeviceInfo] = [:]
+        for (name, runner) in runners {
+            if let device = await runner.boundDevice { bound[name] = device }
+        }
+        let chosen = DeviceChoice.desired(profile, present: present, bound: bound)
+        for (name, device) in bound where chosen[name]?.key != device.key {
+            await runners[name]?.unplug()
         }
         for assignment in profile.devices {
-            guard case .match(let rule) = assignment.source, let runner = runners[assignment.name],
-                  await runner.boundDevice == nil else { continue }
-            guard let device = present.first(where: { !taken.contains($0.key) && Self.matches(rule, $0) }) else { continue }
-            taken.insert(device.key)
+            guard let device = chosen[assignment.name], bound[assignment.name]?.key != device.key,
+                  let runner = runners[assignment.name] else { continue }
             await open(device, for: runner)
         }
+        let presentKeys = Set(present.map(\.key))
         failedOpens = failedOpens.filter { presentKeys.contains($0.key) }
     }
 
@@ -40,11 +39,7 @@ extension Reconciler {
             try await runner.plug(device, info: info, label: info.label)
         } catch {
             failedOpens[info.key] = "\(error)"
-            logger.error("cannot open \(info.label): \(error)", metadata: ["assignment": "\(runner.assignment.name)"])
+            logger.error("cannot open \(info.label): \(error)", metadata: ["assignment": "\(runner.name)"])
         }
-    }
-
-    static func matches(_ rule: MatchRule, _ d: USBDeviceInfo) -> Bool {
-        rule.matches(vendor: d.vendorID, product: d.productID, serial: d.serial, port: d.port)
     }
 }

@@ -12,11 +12,12 @@ public actor Reconciler {
     private let environment: [String: String]
     let logger: Logger
     private var profile: Profile?
-    public private(set) var profileDigest: String?
     var runners: [String: AssignmentRunner] = [:]
     private var links: [String: SpiceEndpointLink] = [:]
     /// Physical devices we could not open, so a pass does not retry them in a loop.
     var failedOpens: [String: String] = [:]
+    /// The devices present at the last pass, for status's conflicts.
+    var lastPresent: [USBDeviceInfo] = []
 
     /// `--log-level`: when set, it wins over the profile's levels.
     private let levelOverride: Logger.Level?
@@ -29,14 +30,9 @@ public actor Reconciler {
         self.levelOverride = levelOverride
     }
 
-    public var profileName: String {
-        profile.map { URL(fileURLWithPath: $0.sourcePath).deletingPathExtension().lastPathComponent } ?? ""
-    }
-
     /// Makes `newProfile` the desired state and converges to it.
-    public func apply(_ newProfile: Profile, digest: String?) async {
+    public func apply(_ newProfile: Profile) async {
         profile = newProfile
-        profileDigest = digest
         await reconcile()
     }
 
@@ -44,15 +40,21 @@ public actor Reconciler {
     public func reconcile() async {
         guard let profile else { return }
         let desired = Dictionary(profile.devices.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        // Stop what is gone or changed (an assignment, or the endpoint it uses).
+        // Stop what is gone or changed (an assignment, or the endpoint it
+        // uses); a change of the log level alone is applied in place.
         for (name, runner) in runners {
             let wanted = desired[name]
             let endpoint = wanted.flatMap { profile.endpoints[$0.endpoint] }
-            if wanted != runner.assignment || endpoint != runner.endpoint {
-                logger.info(wanted == nil ? "assignment removed" : "assignment changed", metadata: ["assignment": "\(name)"])
-                await runner.stop()
-                runners[name] = nil
+            if let wanted, endpoint == runner.endpoint, wanted.ignoringLog == (await runner.assignment).ignoringLog {
+                let digest = profile.desiredDigest(of: wanted)
+                if digest != (await runner.desiredDigest) {
+                    await runner.update(wanted, level: level(for: wanted, in: profile), desiredDigest: digest)
+                }
+                continue
             }
+            logger.info(wanted == nil ? "assignment removed" : "assignment changed", metadata: ["assignment": "\(name)"])
+            await runner.stop()
+            runners[name] = nil
         }
         await updateLinks(profile)
         // Start what is new.
@@ -68,13 +70,20 @@ public actor Reconciler {
         for runner in runners.values { await runner.retry() }
     }
 
-    public func status() async -> [SessionStatus] {
+    public func status() async -> [AssignmentStatus] {
         guard let profile else { return [] }
-        var out: [SessionStatus] = []
+        var out: [AssignmentStatus] = []
         for a in profile.devices {
-            if let r = runners[a.name] { out.append(await r.status(profileName: profileName)) }
+            if let r = runners[a.name] { out.append(await r.status(profileName: profile.name)) }
         }
         return out
+    }
+
+    /// What the status socket answers: sessions, and the match conflicts
+    /// among the devices present at the last pass (as plan shows them).
+    public func report() async -> StatusReport {
+        StatusReport(sessions: await status(), profilePath: profile?.sourcePath,
+                     conflicts: profile.map { MatchConflict.all(in: $0, present: lastPresent) } ?? [])
     }
 
     /// Disconnects every device cleanly and closes every connection.
@@ -104,9 +113,10 @@ public actor Reconciler {
     }
 
     private func start(_ assignment: Assignment, _ endpoint: Endpoint, _ profile: Profile) async {
-        let level = profile.logLevel(for: assignment)
         let runner = AssignmentRunner(assignment: assignment, endpoint: endpoint, profilePath: profile.sourcePath,
-                                      link: links[endpoint.name], logger: logger(for: assignment.name, level))
+                                      link: links[endpoint.name], logger: logger,
+                                      level: level(for: assignment, in: profile),
+                                      desiredDigest: profile.desiredDigest(of: assignment))
         runners[assignment.name] = runner
         await runner.start()
         if case .virtual(let v) = assignment.source {
@@ -117,6 +127,11 @@ public actor Reconciler {
                 logger.error("cannot create virtual device: \(error)", metadata: ["assignment": "\(assignment.name)"])
             }
         }
+    }
+
+    /// The level an assignment logs at: `--log-level`, else the profile's.
+    private func level(for assignment: Assignment, in profile: Profile) -> Logger.Level {
+        levelOverride ?? Logger.Level(rawValue: profile.logLevel(for: assignment).rawValue) ?? .info
     }
 
     private func logger(for name: String, _ level: LogLevel) -> Logger {

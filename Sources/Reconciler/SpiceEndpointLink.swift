@@ -3,9 +3,10 @@ import Profile
 import Transport
 
 /// The one SPICE session this process keeps with a VM; every assignment to
-/// the endpoint links its usbredir channel under it. It also plans which
-/// channel each assignment gets: pinned ones their pin, the others the lowest
-/// free id in file order, and a channel once given stays with its assignment.
+/// the endpoint links its usbredir channel under it. It is also the one
+/// channel allocator: pinned assignments get their pin, the others the
+/// lowest free id in file order, and a channel once given stays with its
+/// assignment (SpiceSession only refuses ids it lacks or has linked).
 actor SpiceEndpointLink {
     let endpoint: Endpoint
     private let environment: [String: String]
@@ -34,20 +35,7 @@ actor SpiceEndpointLink {
     }
 
     private func connect() async throws -> SpiceSession {
-        let password: String
-        do {
-            password = try endpoint.loadPassword(environment: environment) ?? ""
-        } catch {
-            throw TransportError.configuration("endpoint '\(endpoint.name)': \(error)")
-        }
-        var tls: TLSSettings?
-        if case .spiceTLS(_, let caFile, let hostSubject) = endpoint.kind {
-            tls = TLSSettings(caFile: caFile, hostSubject: hostSubject)
-        }
-        let a = endpoint.address
-        let config = SpiceEndpointConfiguration(address: EndpointAddress(host: a.host, port: a.port),
-                                                password: password, tls: tls)
-        return try await SpiceSession.connect(config, logger: logger)
+        try await EndpointDialer.dialSpice(endpoint, environment: environment, logger: logger)
     }
 
     func close() {

@@ -22,12 +22,3 @@ enum VirtualDeviceFactory {
 
     static func label(_ v: VirtualDevice) -> String { "virtual:\(v.kind.rawValue)" }
 }
-
-extension USBDeviceInfo {
-    /// `VVVV:PPPP@PORT`, as status shows a physical device.
-    var label: String { "\(Hex.id(vendorID)):\(Hex.id(productID))@\(port)" }
-    /// Identity of a present device for binding: where it is plugged.
-    var key: String { "\(bus)-\(port)-\(address)" }
-}
-
-

@@ -42,7 +42,7 @@ enum DeviceAnnouncement {
     static func deviceConnect(_ device: any USBDevice) -> USBRedirMessage {
         let d = device.descriptor
         return .deviceConnect(.init(
-            speed: StatusMapping.speed(device.speed).rawValue, deviceClass: d.deviceClass,
+            speed: WireValues.speed(device.speed).rawValue, deviceClass: d.deviceClass,
             deviceSubclass: d.deviceSubclass, deviceProtocol: d.deviceProtocol,
             vendorID: d.vendorID, productID: d.productID, deviceVersionBCD: d.deviceVersion))
     }

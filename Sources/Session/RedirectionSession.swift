@@ -10,7 +10,7 @@ import USBRedirProtocol
 /// device is plugged and unplugged independently of them.
 public final class RedirectionSession: Sendable {
     public let name: String
-    private let core: SessionCore
+    private let core: SessionEngine
     private let logger: Logger
 
     public init(name: String, logger: Logger, limits: SessionLimits = SessionLimits()) {
@@ -18,7 +18,7 @@ public final class RedirectionSession: Sendable {
         var logger = logger
         logger[metadataKey: "session"] = "\(name)"
         self.logger = logger
-        self.core = SessionCore(logger: logger, limits: limits)
+        self.core = SessionEngine(logger: logger, limits: limits)
     }
 
     public var phase: SessionPhase { get async { await core.phase } }
@@ -42,7 +42,7 @@ public final class RedirectionSession: Sendable {
     public func run(_ connection: USBRedirConnection) async -> SessionEnd {
         await core.begin(writer: connection.writer)
         logger.debug("usbredir connection up", metadata: ["peer": "\(connection.peerDescription)"])
-        var parser = USBRedirParser(role: .host, capabilities: SessionCore.capabilities)
+        var parser = USBRedirParser(role: .host, capabilities: SessionEngine.capabilities)
         let end: SessionEnd
         do {
             end = try await serve(connection, &parser)
@@ -56,7 +56,7 @@ public final class RedirectionSession: Sendable {
             end = .transportClosed(.protocolViolation("\(error)"))
         }
         if case .rejectedByFilter = end { connection.writer.close() }
-        await core.end(reason: Self.describe(end))
+        await core.end(reason: end.description)
         return end
     }
 
@@ -66,7 +66,7 @@ public final class RedirectionSession: Sendable {
             do {
                 read = try await connection.reader.read()
             } catch {
-                // A rejection closes the connection itself (see SessionCore.reject).
+                // A rejection closes the connection itself (see SessionEngine.reject).
                 if await core.rejected { return .rejectedByFilter }
                 throw error
             }
@@ -77,14 +77,6 @@ public final class RedirectionSession: Sendable {
             while let packet = try parser.nextPacket() {
                 if let end = await core.handle(packet, negotiation: parser.negotiation) { return end }
             }
-        }
-    }
-
-    static func describe(_ end: SessionEnd) -> String {
-        switch end {
-        case .transportClosed(let why): why.description
-        case .protocolError(let why): "malformed usbredir from the VM: \(why)"
-        case .rejectedByFilter: "rejected by the VM's usbredir filter"
         }
     }
 }

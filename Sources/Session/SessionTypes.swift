@@ -50,8 +50,20 @@ public enum SessionEnd: Sendable, Equatable {
     case rejectedByFilter
 }
 
-enum StatusMapping {
-    static func redir(_ s: USBTransferStatus) -> USBRedirStatus {
+extension SessionEnd: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .transportClosed(let why): why.description
+        case .protocolError(let why): "malformed usbredir from the VM: \(why)"
+        case .rejectedByFilter: "rejected by the VM's usbredir filter"
+        }
+    }
+}
+
+/// Device-side values (Devices' status and speed enums) as the usbredir
+/// wire writes them.
+enum WireValues {
+    static func status(_ s: USBTransferStatus) -> USBRedirStatus {
         switch s {
         case .success: .success
         case .stall: .stall

@@ -15,8 +15,8 @@ struct TransferJob: Sendable {
     var device: any USBDevice
     var kind: Kind
     /// Bytes counted against the in-flight bound, and the gate epoch of its permit.
-    var weight: Int
-    var permit = 0
+    var reservedBytes: Int
+    var gateEpoch = 0
 
     var endpoint: UInt8 {
         switch kind {
@@ -42,7 +42,7 @@ struct TransferJob: Sendable {
     /// The reply: same id and header, the device's status, IN data or the
     /// OUT length consumed.
     func reply(_ r: USBTransferResult) -> USBRedirMessage {
-        let status = StatusMapping.redir(r.status).rawValue
+        let status = WireValues.status(r.status).rawValue
         let isIn = endpointIsIn
         let length = isIn ? (r.data?.readableBytes ?? 0) : r.consumed
         let data = isIn ? (r.data ?? ByteBuffer()) : nil

@@ -1,3 +1,4 @@
+import Common
 import NIOCore
 import NIOPosix
 
@@ -6,7 +7,7 @@ import NIOPosix
 public enum RawUSBRedir {
     /// Connects to a QEMU chardev socket server and runs `body` while connected.
     public static func withConnection<R: Sendable>(
-        to address: EndpointAddress, _ body: (USBRedirConnection) async throws -> R
+        to address: HostPort, _ body: (USBRedirConnection) async throws -> R
     ) async throws -> R {
         let channel = try await TCPConnector.connect(to: address)
         return try await run(channel, peer: "usbredir \(address)", body)
@@ -28,14 +29,14 @@ public enum RawUSBRedir {
 /// Listens for QEMU connecting to us; serves one peer at a time, each anew.
 public final class RawUSBRedirListener: Sendable {
     private let server: NIOAsyncChannel<ByteChannel, Never>
-    public let localAddress: EndpointAddress
+    public let localAddress: HostPort
 
-    private init(server: NIOAsyncChannel<ByteChannel, Never>, localAddress: EndpointAddress) {
+    private init(server: NIOAsyncChannel<ByteChannel, Never>, localAddress: HostPort) {
         self.server = server
         self.localAddress = localAddress
     }
 
-    public static func bind(_ address: EndpointAddress) async throws -> RawUSBRedirListener {
+    public static func bind(_ address: HostPort) async throws -> RawUSBRedirListener {
         do {
             let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -44,7 +45,7 @@ public final class RawUSBRedirListener: Sendable {
                     child.eventLoop.makeCompletedFuture { try ByteChannel(wrappingChannelSynchronously: child) }
                 }
             let port = server.channel.localAddress?.port ?? address.port
-            return RawUSBRedirListener(server: server, localAddress: EndpointAddress(host: address.host, port: port))
+            return RawUSBRedirListener(server: server, localAddress: HostPort(host: address.host, port: port))
         } catch {
             throw TransportError.unreachable("cannot listen on \(address): \(error)")
         }

@@ -1,14 +1,15 @@
+import Common
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 
 /// Where and how to reach a SPICE server.
 public struct SpiceEndpointConfiguration: Sendable {
-    public var address: EndpointAddress
+    public var address: HostPort
     public var password: String
     public var tls: TLSSettings?
 
-    public init(address: EndpointAddress, password: String = "", tls: TLSSettings? = nil) {
+    public init(address: HostPort, password: String = "", tls: TLSSettings? = nil) {
         self.address = address
         self.password = password
         self.tls = tls
@@ -48,7 +49,7 @@ public final class SpiceSession: Sendable {
         let closed = channel.channel.eventLoop.makePromise(of: TransportError.self)
         let ready = channel.channel.eventLoop.makePromise(of: (UInt32, [UInt8]).self)
         Task {
-            let reason = await MainChannelRunner(configuration: configuration, logger: logger)
+            let reason = await MainChannelLoop(configuration: configuration, logger: logger)
                 .run(channel, ready: ready)
             ready.fail(reason)      // no-op once it succeeded
             closed.succeed(reason)
@@ -78,22 +79,16 @@ public final class SpiceSession: Sendable {
     /// Channel ids currently used by this process.
     public var channelsInUse: Set<UInt8> { inUse.withLockedValue { $0 } }
 
-    /// Reserves `pinned`, or the lowest free channel id.
-    func claimChannel(pinned: UInt8?) throws -> UInt8 {
+    /// Reserves channel `id` for this process. Which assignment gets which
+    /// channel is decided above (the Reconciler's channel plan); this only
+    /// refuses an id the VM lacks or one already linked.
+    func reserveChannel(_ id: UInt8) throws -> UInt8 {
         try inUse.withLockedValue { used in
-            if let pinned {
-                guard usbredirChannelIDs.contains(pinned) else {
-                    throw TransportError.noSuchChannel(pinned, available: usbredirChannelIDs)
-                }
-                guard !used.contains(pinned) else { throw TransportError.noFreeChannel(available: usbredirChannelIDs) }
-                used.insert(pinned)
-                return pinned
+            guard usbredirChannelIDs.contains(id) else {
+                throw TransportError.noSuchChannel(id, available: usbredirChannelIDs)
             }
-            guard let free = usbredirChannelIDs.first(where: { !used.contains($0) }) else {
-                throw TransportError.noFreeChannel(available: usbredirChannelIDs)
-            }
-            used.insert(free)
-            return free
+            guard used.insert(id).inserted else { throw TransportError.channelInUse(id) }
+            return id
         }
     }
 
@@ -101,13 +96,13 @@ public final class SpiceSession: Sendable {
         _ = inUse.withLockedValue { $0.remove(id) }
     }
 
-    /// Links a usbredir channel (`pinned`, else the lowest free one) and runs
-    /// `body` with it for as long as the body runs; the channel closes after.
+    /// Links usbredir channel `id` and runs `body` with it for as long as the
+    /// body runs; the channel closes after.
     public func withUSBRedirChannel<R: Sendable>(
-        pinned: UInt8? = nil,
+        _ id: UInt8,
         _ body: (_ connection: USBRedirConnection, _ channelID: UInt8) async throws -> R
     ) async throws -> R {
-        let id = try claimChannel(pinned: pinned)
+        _ = try reserveChannel(id)
         defer { releaseChannel(id) }
         let channel = try await TCPConnector.connect(to: configuration.address, tls: configuration.tls)
         return try await channel.executeThenClose { inbound, outbound in

@@ -1,3 +1,4 @@
+import Common
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -22,7 +23,7 @@ typealias ByteChannel = NIOAsyncChannel<ByteBuffer, ByteBuffer>
 enum TCPConnector {
     static let connectTimeout = TimeAmount.seconds(5)
 
-    static func connect(to address: EndpointAddress, tls: TLSSettings? = nil) async throws -> ByteChannel {
+    static func connect(to address: HostPort, tls: TLSSettings? = nil) async throws -> ByteChannel {
         let sslContext = try tls.map(makeContext)
         let subject = try tls?.hostSubject.map { text in
             guard let s = HostSubject(text) else { throw TransportError.configuration("host-subject '\(text)' is not KEY=VALUE,...") }

@@ -11,6 +11,8 @@ public enum TransportError: Error, Sendable, Equatable {
     case linkRefused(code: UInt32, String)
     /// The requested usbredir channel does not exist on the VM.
     case noSuchChannel(UInt8, available: [UInt8])
+    /// This process has already linked that usbredir channel.
+    case channelInUse(UInt8)
     /// Every usbredir channel of the VM is taken (or it has none).
     case noFreeChannel(available: [UInt8])
     /// Another SPICE client took over the VM; QEMU dropped us.
@@ -36,6 +38,7 @@ extension TransportError: CustomStringConvertible {
         case .linkRefused(let code, let why): "SPICE link refused: \(why) (error \(code))"
         case .noSuchChannel(let id, let ids):
             "the VM has no usbredir channel \(id) (it has \(ids.isEmpty ? "none" : ids.map(String.init).joined(separator: ", ")))"
+        case .channelInUse(let id): "usbredir channel \(id) is already in use"
         case .noFreeChannel(let ids):
             ids.isEmpty ? "the VM has no usbredir channel" : "all \(ids.count) usbredir channels of the VM are in use"
         case .displaced: "displaced by another client"

@@ -4,7 +4,7 @@ import Logging
 /// One line per event on standard error, written with a single write(2) so a
 /// pipe or a log file sees each line at once and lines never interleave.
 struct LineLogHandler: LogHandler {
-    enum Format: String, Sendable { case text, json }
+    enum Format: String, Sendable, CaseIterable { case text, json }
 
     let label: String
     let format: Format

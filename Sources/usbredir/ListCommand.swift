@@ -1,6 +1,7 @@
 import Common
 import ArgumentParser
 import Devices
+import Reconciler
 import Foundation
 
 struct ListCommand: AsyncParsableCommand {
@@ -15,7 +16,7 @@ struct ListCommand: AsyncParsableCommand {
         let devices = try await DeviceMonitors.system().presentDevices()
         if json {
             let entries = devices.map(ListedDevice.init)
-            print(String(decoding: try JSONEncoder.status.encode(["devices": entries]), as: UTF8.self))
+            print(String(decoding: try JSONEncoder.sortedKeys.encode(["devices": entries]), as: UTF8.self))
             return
         }
         printTable(["BUS", "PORT", "ID", "CLASS", "SPEED", "SERIAL", "MANUFACTURER", "PRODUCT"], devices.map { d in
@@ -31,12 +32,12 @@ struct ListedDevice: Codable {
     var vendor: String
     var product: String
     var `class`: String
-    var serial: String?
-    var manufacturer: String?
-    var productName: String?
+    @NullWhenAbsent var serial: String?
+    @NullWhenAbsent var manufacturer: String?
+    @NullWhenAbsent var productName: String?
     var bus: Int
     var port: String
-    var speed: String?
+    @NullWhenAbsent var speed: String?
 
     init(_ d: USBDeviceInfo) {
         vendor = Hex.id(d.vendorID)
@@ -53,19 +54,6 @@ struct ListedDevice: Codable {
     enum CodingKeys: String, CodingKey {
         case vendor, product, `class`, serial, manufacturer, bus, port, speed
         case productName = "product_name"
-    }
-
-    func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(vendor, forKey: .vendor)
-        try c.encode(product, forKey: .product)
-        try c.encode(`class`, forKey: .class)
-        try c.encode(serial, forKey: .serial)
-        try c.encode(manufacturer, forKey: .manufacturer)
-        try c.encode(productName, forKey: .productName)
-        try c.encode(bus, forKey: .bus)
-        try c.encode(port, forKey: .port)
-        try c.encode(speed, forKey: .speed)
     }
 }
 

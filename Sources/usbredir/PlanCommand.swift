@@ -27,14 +27,31 @@ struct PlanCommand: AsyncParsableCommand {
         let (loaded, _) = ProfileLoading.load(profile, host: profileOptions.host, printWarnings: !json)
         guard let p = loaded else { throw Exit.invalidProfile }
         let present = (try? await DeviceMonitors.system().presentDevices()) ?? []
-        let running = await StatusClient.query(socket ?? StatusSocket.path(forProfile: ProfileLoading.profileName(profile)))
-        let plan = Plan.make(p, present: present, running: running,
-                             digest: ProfileLoading.digest(path: profile, host: profileOptions.host))
+        let running = await StatusClient.query(socket ?? StatusSocket.path(forProfile: p.name))
+        let plan = Plan.make(p, present: present, running: running)
         if json {
-            print(String(decoding: try JSONEncoder.status.encode(plan), as: UTF8.self))
+            print(String(decoding: try JSONEncoder.sortedKeys.encode(plan), as: UTF8.self))
         } else {
             plan.printText()
         }
         if detailedExitcode && !plan.upToDate { throw ExitCode(2) }
+    }
+}
+
+extension Plan {
+    /// The plan for people: endpoints, their assignments marked
+    /// + (add), = (keep), ~ (update), - (remove), then conflicts.
+    func printText() {
+        print("profile \(profile): " + (runningApply ? (upToDate ? "running, up to date" : "running, changes pending")
+                                                       : "not running"))
+        for e in endpoints {
+            print("endpoint \(e.name) (\(e.kind) \(e.address))")
+            for a in assignments where a.endpoint == e.name {
+                let sign = switch a.action { case .add: "+"; case .keep: "="; case .update: "~" }
+                print("  \(sign) \(a.name)  channel \(a.channel.map(String.init) ?? "auto")  device \(a.device ?? "none present")")
+            }
+        }
+        for r in removals { print("  - \(r)") }
+        for c in conflicts { print(c.text) }
     }
 }

@@ -1,4 +1,3 @@
-import Common
 import ArgumentParser
 import Foundation
 import Profile
@@ -24,18 +23,5 @@ enum ProfileLoading {
             FileHandle.standardError.write(Data((d.description + "\n").utf8))
         }
         return (result.profile, result.diagnostics)
-    }
-
-    /// A digest of what apply runs: the file's bytes and the host section chosen.
-    static func digest(path: String, host: String?) -> String? {
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        var h = FNV1a()
-        h.combine(data)
-        h.combine((host ?? ProfileLoader.currentHostname() ?? "").utf8)
-        return String(h.value, radix: 16)
-    }
-
-    static func profileName(_ path: String) -> String {
-        URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
     }
 }

@@ -16,19 +16,21 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         let paths = socket.map { [$0] } ?? StatusSocket.all()
-        var sessions: [SessionStatus] = []
+        var sessions: [AssignmentStatus] = []
+        var conflicts: [MatchConflict] = []
         var answered = 0
         for path in paths {
             guard let report = await StatusClient.query(path) else { continue }
             answered += 1
             sessions += report.sessions
+            conflicts += report.conflicts
         }
         if socket != nil && answered == 0 {
             FileHandle.standardError.write(Data("usbredir: no apply answers on \(socket!)\n".utf8))
             throw Exit.runtimeFailure
         }
         if json {
-            let data = try JSONEncoder.status.encode(StatusReport(sessions: sessions))
+            let data = try JSONEncoder.sortedKeys.encode(StatusReport(sessions: sessions, conflicts: conflicts))
             print(String(decoding: data, as: UTF8.self))
             return
         }
@@ -41,6 +43,7 @@ struct StatusCommand: AsyncParsableCommand {
              "\(s.bytesIn)/\(s.bytesOut)", s.lastError ?? ""]
         }
         printTable(["NAME", "ENDPOINT", "CHANNEL", "DEVICE", "STATE", "BYTES IN/OUT", "LAST ERROR"], rows)
+        for c in conflicts { print(c.text) }
     }
 }
 

@@ -1,3 +1,4 @@
+import Common
 import Foundation
 import Logging
 import Reconciler
@@ -62,7 +63,7 @@ struct ApplyEndToEndTests {
         guard rename(tmp.path, url.path) == 0 else { throw CocoaError(.fileWriteUnknown) }
     }
 
-    static func status(_ lab: Lab) throws -> [SessionStatus] {
+    static func status(_ lab: Lab) throws -> [AssignmentStatus] {
         let out = try runCommand(builtProduct("usbredir"), ["status", "--json", "--socket", lab.socket])
         return try JSONDecoder().decode(StatusReport.self, from: Data(out.utf8)).sessions
     }
@@ -181,7 +182,7 @@ struct ApplyEndToEndTests {
         defer { vm.stop(); apply.signal(SIGKILL) }
         // Another SPICE client takes the VM over (as remote-viewer would).
         let other = try await SpiceSession.connect(
-            SpiceEndpointConfiguration(address: EndpointAddress(host: "127.0.0.1", port: lab.vm2Port)),
+            SpiceEndpointConfiguration(address: HostPort(host: "127.0.0.1", port: lab.vm2Port)),
             logger: Logger(label: "other-client"))
         let displaced = try await waitUntil(10) { try Self.status(lab).first?.state == .displaced }
         #expect(displaced != nil, "apply:\n\(apply.log)")

@@ -74,7 +74,7 @@ import TestSupport
         let plan = try JSONDecoder().decode(Plan.self, from: Data(json.output.utf8))
         #expect(plan.assignments.map(\.name) == ["gadget", "board", "board-serial"])
         #expect(plan.assignments.first?.device == "virtual:source-sink")
-        #expect(plan.assignments.allSatisfy { $0.action == "add" } && !plan.runningApply)
+        #expect(plan.assignments.allSatisfy { $0.action == .add } && !plan.runningApply)
         #expect(plan.conflicts.count == 1 && plan.conflicts.first?.first == "board")
         #expect(try runCommandStatus(usbredir, ["plan", "--detailed-exitcode", "--socket", socket, profile.path]).status == 2)
 

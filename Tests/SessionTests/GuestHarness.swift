@@ -1,3 +1,4 @@
+import Common
 import Devices
 import Foundation
 import Logging
@@ -34,12 +35,12 @@ func runGuest(append: String, link: GuestLink, session: RedirectionSession, time
         serve = {
             let spice = try await SpiceSession.connect(config, logger: testLogger)
             defer { spice.close() }
-            _ = try await spice.withUSBRedirChannel { connection, _ in await session.run(connection) }
+            _ = try await spice.withUSBRedirChannel(0) { connection, _ in await session.run(connection) }
         }
     case .raw(let controller):
         o.controller = controller
         o.redirListenPort = freeLoopbackPort()
-        let address = EndpointAddress(host: "127.0.0.1", port: o.redirListenPort!)
+        let address = HostPort(host: "127.0.0.1", port: o.redirListenPort!)
         serve = { _ = try await RawUSBRedir.withConnection(to: address) { await session.run($0) } }
     }
     let vm = try QEMUVM(o)

@@ -1,3 +1,4 @@
+import Common
 import Foundation
 import NIOCore
 import NIOPosix
@@ -62,7 +63,7 @@ import Transport
         }
         defer { serverTask.cancel() }
         let session = try await SpiceSession.connect(
-            SpiceEndpointConfiguration(address: EndpointAddress(host: "127.0.0.1", port: port)), logger: testLogger)
+            SpiceEndpointConfiguration(address: HostPort(host: "127.0.0.1", port: port)), logger: testLogger)
         defer { session.close() }
         #expect(session.sessionID == 0x1234 && session.usbredirChannelIDs == [0])
         // The script ends by closing; wait for the client to have answered everything.

@@ -1,3 +1,4 @@
+import Common
 import Logging
 import NIOCore
 import Testing
@@ -66,7 +67,7 @@ func spiceVM(channels: Int = 2, password: String? = nil, configure: (inout QEMUV
     o.spicePassword = password
     configure(&o)
     let vm = try QEMUVM(o)
-    let config = SpiceEndpointConfiguration(address: EndpointAddress(host: "127.0.0.1", port: o.spicePort!),
+    let config = SpiceEndpointConfiguration(address: HostPort(host: "127.0.0.1", port: o.spicePort!),
                                             password: password ?? "")
     return (vm, config)
 }

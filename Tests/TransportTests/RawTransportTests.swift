@@ -1,3 +1,4 @@
+import Common
 import Foundation
 import NIOCore
 import NIOPosix
@@ -14,7 +15,7 @@ struct RawTransportTests {
         o.redirListenPort = freeLoopbackPort()
         let vm = try QEMUVM(o)
         defer { vm.stop() }
-        let address = EndpointAddress(host: "127.0.0.1", port: o.redirListenPort!)
+        let address = HostPort(host: "127.0.0.1", port: o.redirListenPort!)
         try await withTimeout(10) {
             try await RawUSBRedir.withConnection(to: address) {
                 try await expectQEMUHello($0)
@@ -23,7 +24,7 @@ struct RawTransportTests {
     }
 
     @Test func acceptsQEMUConnectingToUsAndServesEachPeerAnew() async throws {
-        let listener = try await RawUSBRedirListener.bind(EndpointAddress(host: "127.0.0.1", port: 0))
+        let listener = try await RawUSBRedirListener.bind(HostPort(host: "127.0.0.1", port: 0))
         defer { listener.close() }
         var o = QEMUVM.Options()
         o.redirConnectPort = listener.localAddress.port
@@ -56,7 +57,7 @@ struct RawTransportTests {
 
     /// A listener whose single peer gets `chunks` chunks.
     static func sender(chunks: Int) async throws -> (RawUSBRedirListener, Task<Void, Never>) {
-        let listener = try await RawUSBRedirListener.bind(EndpointAddress(host: "127.0.0.1", port: 0))
+        let listener = try await RawUSBRedirListener.bind(HostPort(host: "127.0.0.1", port: 0))
         let task = Task<Void, Never> {
             try? await listener.serve { c in
                 for _ in 0..<chunks { try await c.writer.write(chunk, compressible: false) }

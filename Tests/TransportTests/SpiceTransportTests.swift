@@ -1,3 +1,4 @@
+import Common
 import Foundation
 import NIOCore
 import Testing
@@ -15,7 +16,7 @@ struct SpiceTransportTests {
         defer { session.close() }
         #expect(session.usbredirChannelIDs == [0, 1])
         try await withTimeout(10) {
-            try await session.withUSBRedirChannel { connection, id in
+            try await session.withUSBRedirChannel(0) { connection, id in
                 #expect(id == 0)
                 try await expectQEMUHello(connection)
             }
@@ -26,7 +27,7 @@ struct SpiceTransportTests {
         let (vm, config) = try spiceVM(channels: 1, password: "s3cret-pass")
         defer { vm.stop() }
         let session = try await SpiceSession.connect(config, logger: testLogger)
-        try await session.withUSBRedirChannel { connection, _ in try await expectQEMUHello(connection) }
+        try await session.withUSBRedirChannel(0) { connection, _ in try await expectQEMUHello(connection) }
         session.close()
 
         var wrong = config
@@ -44,9 +45,9 @@ struct SpiceTransportTests {
         let hellos = Counter()
         try await withTimeout(15) {
             try await withThrowingTaskGroup(of: UInt8.self) { group in
-                for _ in 0..<2 {
+                for channel: UInt8 in [0, 1] {
                     group.addTask {
-                        try await session.withUSBRedirChannel { connection, id in
+                        try await session.withUSBRedirChannel(channel) { connection, id in
                             try await expectQEMUHello(connection)
                             // Hold the channel until the other one has its hello too.
                             await hellos.increment()
@@ -63,19 +64,19 @@ struct SpiceTransportTests {
         #expect(!session.isClosed, "the main channel stays up while channels come and go")
     }
 
-    @Test func choosesPinnedOrLowestFreeChannelAndExplainsRefusals() async throws {
+    @Test func linksTheChannelAskedForAndExplainsRefusals() async throws {
         let (vm, config) = try spiceVM(channels: 2)
         defer { vm.stop() }
         let session = try await SpiceSession.connect(config, logger: testLogger)
         defer { session.close() }
         await #expect(throws: TransportError.noSuchChannel(5, available: [0, 1])) {
-            try await session.withUSBRedirChannel(pinned: 5) { _, _ in }
+            try await session.withUSBRedirChannel(5) { _, _ in }
         }
-        try await session.withUSBRedirChannel(pinned: 1) { connection, id in
+        try await session.withUSBRedirChannel(1) { connection, id in
             #expect(id == 1)
-            try await session.withUSBRedirChannel { _, free in #expect(free == 0) }
-            await #expect(throws: TransportError.noFreeChannel(available: [0, 1])) {
-                try await session.withUSBRedirChannel(pinned: 1) { _, _ in }
+            try await session.withUSBRedirChannel(0) { _, other in #expect(other == 0) }
+            await #expect(throws: TransportError.channelInUse(1)) {
+                try await session.withUSBRedirChannel(1) { _, _ in }
             }
             try await expectQEMUHello(connection)
         }
@@ -83,8 +84,8 @@ struct SpiceTransportTests {
         defer { bare.stop() }
         let none = try await SpiceSession.connect(bareConfig, logger: testLogger)
         defer { none.close() }
-        await #expect(throws: TransportError.noFreeChannel(available: [])) {
-            try await none.withUSBRedirChannel { _, _ in }
+        await #expect(throws: TransportError.noSuchChannel(0, available: [])) {
+            try await none.withUSBRedirChannel(0) { _, _ in }
         }
     }
 
@@ -100,7 +101,7 @@ struct SpiceTransportTests {
         let session = try await SpiceSession.connect(config, logger: testLogger)
         defer { session.close() }
         try await withTimeout(10) {
-            try await session.withUSBRedirChannel { connection, _ in
+            try await session.withUSBRedirChannel(0) { connection, _ in
                 var parser = USBRedirParser(role: .host, capabilities: .all)
                 _ = try await readPackets(connection, count: 1, parser: &parser)   // hello
                 var ours = ByteBuffer()
@@ -123,7 +124,7 @@ struct SpiceTransportTests {
         defer { vm.stop() }
         let session = try await SpiceSession.connect(config, logger: testLogger)
         defer { session.close() }
-        try await session.withUSBRedirChannel { connection, _ in
+        try await session.withUSBRedirChannel(0) { connection, _ in
             var parser = USBRedirParser(role: .host, capabilities: .all)
             _ = try await readPackets(connection, count: 1, parser: &parser)
             var out = ByteBuffer()
@@ -151,7 +152,7 @@ struct SpiceTransportTests {
     @Test func noticesAKilledQEMUWithinOneSecond() async throws {
         let (vm, config) = try spiceVM(channels: 1)
         let session = try await SpiceSession.connect(config, logger: testLogger)
-        try await session.withUSBRedirChannel { connection, _ in
+        try await session.withUSBRedirChannel(0) { connection, _ in
             try await expectQEMUHello(connection)
             let killed = Date()
             vm.kill()
@@ -168,7 +169,7 @@ struct SpiceTransportTests {
         let (vm, config) = try spiceVM(channels: 1)
         defer { vm.stop() }
         let first = try await SpiceSession.connect(config, logger: testLogger)
-        try await first.withUSBRedirChannel { connection, _ in
+        try await first.withUSBRedirChannel(0) { connection, _ in
             try await expectQEMUHello(connection)
             let second = try await SpiceSession.connect(config, logger: testLogger)
             defer { second.close() }
@@ -191,11 +192,11 @@ struct SpiceTransportTests {
         options.extraArgs = []
         let vm = try QEMUVM(options)
         defer { vm.stop() }
-        let address = EndpointAddress(host: "localhost", port: options.spiceTLSPort!)
+        let address = HostPort(host: "localhost", port: options.spiceTLSPort!)
         let good = SpiceEndpointConfiguration(address: address, tls: TLSSettings(caFile: pki.appendingPathComponent("ca-cert.pem").path))
         let session = try await SpiceSession.connect(good, logger: testLogger)
         try await withTimeout(10) {
-            try await session.withUSBRedirChannel { connection, _ in try await expectQEMUHello(connection) }
+            try await session.withUSBRedirChannel(0) { connection, _ in try await expectQEMUHello(connection) }
         }
         session.close()
 
@@ -222,12 +223,12 @@ struct SpiceTransportTests {
         let vm = try QEMUVM(options)
         defer { vm.stop() }
         // The certificate names lab-vm.example, not 127.0.0.1: only the pinned subject makes it acceptable.
-        let address = EndpointAddress(host: "127.0.0.1", port: options.spiceTLSPort!)
+        let address = HostPort(host: "127.0.0.1", port: options.spiceTLSPort!)
         let ca = pki.appendingPathComponent("ca-cert.pem").path
         let pinned = SpiceEndpointConfiguration(address: address, tls: TLSSettings(caFile: ca, hostSubject: "CN=lab-vm.example"))
         let session = try await SpiceSession.connect(pinned, logger: testLogger)
         try await withTimeout(10) {
-            try await session.withUSBRedirChannel { connection, _ in try await expectQEMUHello(connection) }
+            try await session.withUSBRedirChannel(0) { connection, _ in try await expectQEMUHello(connection) }
         }
         session.close()
         let wrong = SpiceEndpointConfiguration(address: address, tls: TLSSettings(caFile: ca, hostSubject: "CN=other-vm.example"))

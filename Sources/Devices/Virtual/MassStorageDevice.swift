@@ -2,7 +2,7 @@ import NIOCore
 
 /// A USB 2.0 high-speed mass-storage stick over a raw image file:
 /// Bulk-Only Transport with the SCSI transparent command set (design.md).
-public actor MassStorageDevice: USBDevice {
+public actor MassStorageDevice: VirtualUSBDevice {
     public static let vendorID: UInt16 = 0x0525
     public static let productID: UInt16 = 0xa4a5
     public static let bulkIn: UInt8 = 0x81, bulkOut: UInt8 = 0x02
@@ -14,7 +14,7 @@ public actor MassStorageDevice: USBDevice {
     public nonisolated let speed: USBSpeed = .high
     public nonisolated let imagePath: String
     public nonisolated let readOnly: Bool
-    private var core: VirtualDeviceCore
+    public var core: VirtualDeviceCore
     private let image: ImageFile
     private var bot = BulkOnlyState.idle
     var scsi: SCSIState
@@ -36,22 +36,11 @@ public actor MassStorageDevice: USBDevice {
         scsi = SCSIState(blocks: image.size / UInt64(Self.blockSize), serial: serial)
     }
 
-    public var activeConfiguration: USBConfigurationDescriptor? { core.activeConfiguration }
-    public func open() async throws {}
     /// Makes every write durable before the device goes away.
     public func close() async { _ = image.sync() }
-    public func setConfiguration(_ value: UInt8) async -> USBTransferStatus { core.setConfiguration(value) }
-    public func setAltSetting(interface: UInt8, alt: UInt8) async -> USBTransferStatus {
-        core.setAltSetting(interface: interface, alt: alt)
-    }
-    public func altSetting(interface: UInt8) async -> UInt8? { core.altSettings[interface] ?? 0 }
     public func reset() async -> USBTransferStatus {
         core.reset()
         bot = .idle
-        return .success
-    }
-    public func clearHalt(endpoint: UInt8) async -> USBTransferStatus {
-        core.halted.remove(endpoint)
         return .success
     }
 
@@ -66,10 +55,6 @@ public actor MassStorageDevice: USBDevice {
         default:
             return .failed(.stall)
         }
-    }
-
-    public func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult {
-        .failed(.invalid)
     }
 
     public func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {

@@ -4,7 +4,7 @@ import NIOCore
 /// (design.md): bulk IN returns byte i = i % 63 counted from the start of
 /// each transfer, bulk OUT swallows anything, interrupt IN sends 64-byte
 /// packets of one repeated byte every interval.
-public actor SourceSinkDevice: USBDevice {
+public actor SourceSinkDevice: VirtualUSBDevice {
     public static let vendorID: UInt16 = 0x0525
     public static let productID: UInt16 = 0xa4a0
     public static let bulkIn: UInt8 = 0x81, bulkOut: UInt8 = 0x02, interruptIn: UInt8 = 0x83
@@ -13,7 +13,7 @@ public actor SourceSinkDevice: USBDevice {
 
     public nonisolated let descriptor: USBDeviceDescriptor
     public nonisolated let speed: USBSpeed = .high
-    private var core: VirtualDeviceCore
+    public var core: VirtualDeviceCore
     private var interruptCounter: UInt8 = 0
     /// Bytes and transfers seen on bulk OUT, for tests and benchmarks.
     public private(set) var bytesSunk = 0
@@ -36,16 +36,8 @@ public actor SourceSinkDevice: USBDevice {
         core = VirtualDeviceCore(descriptor: d, configuration: .init(value: 1, interfaces: [interface]))
     }
 
-    public var activeConfiguration: USBConfigurationDescriptor? { core.activeConfiguration }
-    public func open() async throws {}
     public func close() async {}
-    public func setConfiguration(_ value: UInt8) async -> USBTransferStatus { core.setConfiguration(value) }
-    public func setAltSetting(interface: UInt8, alt: UInt8) async -> USBTransferStatus {
-        core.setAltSetting(interface: interface, alt: alt)
-    }
-    public func altSetting(interface: UInt8) async -> UInt8? { core.altSettings[interface] ?? 0 }
     public func reset() async -> USBTransferStatus { core.reset(); return .success }
-    public func clearHalt(endpoint: UInt8) async -> USBTransferStatus { core.halted.remove(endpoint); return .success }
 
     public func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult {
         core.standardControl(setup) ?? .failed(.stall)
@@ -71,10 +63,6 @@ public actor SourceSinkDevice: USBDevice {
         default:
             return .failed(.invalid)
         }
-    }
-
-    public func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult {
-        .failed(.invalid)
     }
 
     /// byte i = i % 63, built with doubling copies rather than per byte.

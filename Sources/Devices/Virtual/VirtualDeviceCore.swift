@@ -3,7 +3,7 @@ import NIOCore
 /// What every virtual device shares: its descriptors, configuration and
 /// alt-setting state, halted endpoints, and the standard control requests
 /// (USB 2.0, 9.4) answered from the descriptor model.
-struct VirtualDeviceCore: Sendable {
+public struct VirtualDeviceCore: Sendable {
     let descriptor: USBDeviceDescriptor
     let configuration: USBConfigurationDescriptor
     /// A virtual device starts configured, as a host-side driver would leave it.
@@ -71,11 +71,11 @@ struct VirtualDeviceCore: Sendable {
         case (8, true):     // GET_CONFIGURATION
             return .inData(ByteBuffer(bytes: [configurationValue].prefix(Int(s.length))))
         case (9, false):    // SET_CONFIGURATION
-            return .failed(setConfiguration(UInt8(s.value & 0xff)) == .success ? .success : .stall)
+            return .noData(setConfiguration(UInt8(s.value & 0xff)))
         case (10, true):    // GET_INTERFACE
             return .inData(ByteBuffer(bytes: [altSettings[UInt8(s.index & 0xff)] ?? 0].prefix(Int(s.length))))
         case (11, false):   // SET_INTERFACE
-            return .failed(setAltSetting(interface: UInt8(s.index & 0xff), alt: UInt8(s.value & 0xff)))
+            return .noData(setAltSetting(interface: UInt8(s.index & 0xff), alt: UInt8(s.value & 0xff)))
         case (5, false):    // SET_ADDRESS: the host side owns addressing
             return .outDone(0)
         default:

@@ -3,7 +3,7 @@ import Devices
 import NIOCore
 import USBRedirProtocol
 
-extension SessionCore {
+extension SessionEngine {
     /// Handles one packet from the VM. Returns an end when the session must stop.
     func handle(_ packet: USBRedirPacket, negotiation current: USBRedirNegotiation) async -> SessionEnd? {
         counters.packetsReceived += 1
@@ -38,11 +38,11 @@ extension SessionCore {
         case .deviceDisconnectAck:
             acknowledgeDisconnect()
         case .controlPacket(let p):
-            await submit(id: id, kind: .control(p), weight: Int(p.length))
+            await submit(id: id, kind: .control(p), reserving: Int(p.length))
         case .bulkPacket(let p):
-            await submit(id: id, kind: .bulk(p), weight: Int(p.length))
+            await submit(id: id, kind: .bulk(p), reserving: Int(p.length))
         case .interruptPacket(let p):
-            await submit(id: id, kind: .interrupt(p), weight: Int(p.length))
+            await submit(id: id, kind: .interrupt(p), reserving: Int(p.length))
         case .isoPacket(let p):
             await isoOut(p)
         case .startInterruptReceiving, .stopInterruptReceiving, .startIsoStream, .stopIsoStream,
@@ -67,7 +67,7 @@ extension SessionCore {
         noteIsochronous(config)
         await send(DeviceAnnouncement.interfaceInfo(config))
         await send(DeviceAnnouncement.epInfo(config, maxPacketSize0: device.descriptor.maxPacketSize0))
-        await send(.configurationStatus(.init(status: StatusMapping.redir(status).rawValue,
+        await send(.configurationStatus(.init(status: WireValues.status(status).rawValue,
                                               configuration: config?.value ?? 0)), id: id)
     }
 
@@ -81,7 +81,7 @@ extension SessionCore {
         noteIsochronous(config)
         await send(DeviceAnnouncement.epInfo(config, maxPacketSize0: device.descriptor.maxPacketSize0))
         let current = await device.altSetting(interface: interface) ?? 0
-        await send(.altSettingStatus(.init(status: StatusMapping.redir(status).rawValue,
+        await send(.altSettingStatus(.init(status: WireValues.status(status).rawValue,
                                            interface: interface, alt: current)), id: id)
     }
 

@@ -49,14 +49,18 @@ final class FileWatcher: @unchecked Sendable {   // fd and thread are owned here
     }
 }
 
-/// SIGINT/SIGTERM/SIGHUP as an async stream (Dispatch signal sources).
+/// SIGINT/SIGTERM (stops) and SIGHUP (hangups) as async streams, from
+/// Dispatch signal sources.
 final class SignalWatcher: @unchecked Sendable {   // sources are kept alive here
-    let signals: AsyncStream<Int32>
+    let stops: AsyncStream<Int32>
+    let hangups: AsyncStream<Int32>
     private var sources: [DispatchSourceSignal] = []
 
     init(_ numbers: [Int32]) {
-        let (stream, continuation) = AsyncStream<Int32>.makeStream()
-        signals = stream
+        let (stops, stopFeed) = AsyncStream<Int32>.makeStream()
+        let (hangups, hangupFeed) = AsyncStream<Int32>.makeStream()
+        self.stops = stops
+        self.hangups = hangups
         // A parent may have started us with these signals blocked (a child
         // inherits its spawning thread's mask); unblock them here.
         var set = sigset_t()
@@ -66,7 +70,8 @@ final class SignalWatcher: @unchecked Sendable {   // sources are kept alive her
         for n in numbers {
             signal(n, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: n, queue: .global())
-            source.setEventHandler { continuation.yield(n) }
+            let feed = n == SIGHUP ? hangupFeed : stopFeed
+            source.setEventHandler { feed.yield(n) }
             source.resume()
             sources.append(source)
         }

@@ -1,3 +1,14 @@
+/// The keys of profile version 1 (design.md), one list per mapping.
+enum Keys {
+    static let root = ["version", "log", "endpoints", "devices", "hosts"]
+    static let endpointKinds = ["spice", "spice-tls", "usbredir", "listen"]
+    static let endpoint = endpointKinds + ["password-file", "password-env", "ca-file", "host-subject"]
+    static let device = ["name", "to", "log", "channel", "match", "virtual"]
+    static let match = ["vendor", "product", "serial", "port"]
+    static let virtual = ["kind", "image", "read-only"]
+    static let host = ["devices"]
+}
+
 /// The keys of profile version 1 as the decoder knows them (the `Keys`
 /// tables of Schema.swift), for tools and tests outside this module, such
 /// as the check that man/usbredir-profile.5 documents every key.

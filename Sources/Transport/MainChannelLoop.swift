@@ -3,7 +3,7 @@ import NIOCore
 
 /// Runs the SPICE main channel: link, MAIN_INIT, ATTACH_CHANNELS and
 /// CHANNELS_LIST, then keeps answering until the server closes it.
-struct MainChannelRunner {
+struct MainChannelLoop {
     let configuration: SpiceEndpointConfiguration
     let logger: Logger
 

@@ -5,14 +5,14 @@ import USBRedirProtocol
 /// Streams the VM starts and stops: interrupt receiving, isochronous streams,
 /// buffered bulk receiving, and bulk stream allocation. Each receiving stream
 /// is a loop on its own task that reads the device and sends what it gets.
-extension SessionCore {
+extension SessionEngine {
     func handleStreamControl(_ message: USBRedirMessage, id: UInt64) async {
         switch message {
         case .startInterruptReceiving(let m):
             let length = await maxPacketSize(m.endpoint)
             let ok = startStream(m.endpoint) { core, device in
                 let r = await device.transfer(endpoint: m.endpoint, length: length, data: nil, streamID: 0)
-                return .interruptPacket(.init(endpoint: m.endpoint, status: StatusMapping.redir(r.status).rawValue,
+                return .interruptPacket(.init(endpoint: m.endpoint, status: WireValues.status(r.status).rawValue,
                                               length: UInt16(clamping: r.data?.readableBytes ?? 0), data: r.data ?? ByteBuffer()))
             }
             await send(.interruptReceivingStatus(.init(status: status(ok), endpoint: m.endpoint)), id: id)
@@ -25,7 +25,7 @@ extension SessionCore {
                 let length = await maxPacketSize(m.endpoint)
                 ok = startStream(m.endpoint) { core, device in
                     let r = await device.isoTransfer(endpoint: m.endpoint, length: length, data: nil)
-                    return .isoPacket(.init(endpoint: m.endpoint, status: StatusMapping.redir(r.status).rawValue,
+                    return .isoPacket(.init(endpoint: m.endpoint, status: WireValues.status(r.status).rawValue,
                                             length: UInt16(clamping: r.data?.readableBytes ?? 0), data: r.data ?? ByteBuffer()))
                 }
             }
@@ -39,7 +39,7 @@ extension SessionCore {
                                               streamID: m.streamID)
                 let data = r.data ?? ByteBuffer()
                 return .bufferedBulkPacket(.init(streamID: m.streamID, length: UInt32(data.readableBytes),
-                                                 endpoint: m.endpoint, status: StatusMapping.redir(r.status).rawValue,
+                                                 endpoint: m.endpoint, status: WireValues.status(r.status).rawValue,
                                                  data: data))
             }
             await send(.bulkReceivingStatus(.init(streamID: m.streamID, endpoint: m.endpoint, status: status(ok))), id: id)
@@ -49,11 +49,11 @@ extension SessionCore {
         case .allocBulkStreams(let m):
             let s = await device?.allocateStreams(endpoints: Self.endpoints(inMask: m.endpoints), count: m.streamCount)
             await send(.bulkStreamsStatus(.init(endpoints: m.endpoints, streamCount: m.streamCount,
-                                                status: StatusMapping.redir(s ?? .noDevice).rawValue)), id: id)
+                                                status: WireValues.status(s ?? .noDevice).rawValue)), id: id)
         case .freeBulkStreams(let m):
             let s = await device?.freeStreams(endpoints: Self.endpoints(inMask: m.endpoints))
             await send(.bulkStreamsStatus(.init(endpoints: m.endpoints, streamCount: 0,
-                                                status: StatusMapping.redir(s ?? .noDevice).rawValue)), id: id)
+                                                status: WireValues.status(s ?? .noDevice).rawValue)), id: id)
         default:
             break
         }
@@ -72,7 +72,7 @@ extension SessionCore {
 
     /// Starts a receiving loop on `endpoint`; false without a device.
     private func startStream(_ endpoint: UInt8,
-                             _ next: @escaping @Sendable (SessionCore, any USBDevice) async -> USBRedirMessage) -> Bool {
+                             _ next: @escaping @Sendable (SessionEngine, any USBDevice) async -> USBRedirMessage) -> Bool {
         guard let device else { return false }
         stopStream(endpoint)
         let generation = self.generation

@@ -2,25 +2,25 @@ import Devices
 import NIOCore
 import USBRedirProtocol
 
-extension SessionCore {
+extension SessionEngine {
     /// Queues a data packet on its endpoint. Waits (so reading from the VM
     /// pauses) while the in-flight bounds are reached.
-    func submit(id: UInt64, kind: TransferJob.Kind, weight: Int) async {
+    func submit(id: UInt64, kind: TransferJob.Kind, reserving: Int) async {
         guard let device else {
-            await send(TransferJob(id: id, generation: generation, device: NoDevice.shared, kind: kind, weight: 0)
+            await send(TransferJob(id: id, generation: generation, device: NoDevice.shared, kind: kind, reservedBytes: 0)
                 .reply(.failed(.noDevice)), id: id)
             return
         }
-        var job = TransferJob(id: id, generation: generation, device: device, kind: kind, weight: weight)
-        if weight > limits.maxTransferLength {
+        var job = TransferJob(id: id, generation: generation, device: device, kind: kind, reservedBytes: reserving)
+        if reserving > limits.maxTransferLength {
             await send(job.reply(.failed(.invalid)), id: id)
             return
         }
         // OUT data is already held; IN requests reserve what they asked for.
-        job.weight = max(weight, 1)
-        job.permit = await gate.acquire(bytes: job.weight)
+        job.reservedBytes = max(reserving, 1)
+        job.gateEpoch = await gate.acquire(bytes: job.reservedBytes)
         guard job.generation == generation else {
-            await gate.release(bytes: job.weight, epoch: job.permit)
+            await gate.release(bytes: job.reservedBytes, epoch: job.gateEpoch)
             return
         }
         inFlight[id] = InFlight()
@@ -38,7 +38,7 @@ extension SessionCore {
     /// so cancel_data_packet can cancel it.
     private func run(_ job: TransferJob) async {
         guard var entry = inFlight[job.id], job.generation == generation else {
-            await gate.release(bytes: job.weight, epoch: job.permit)
+            await gate.release(bytes: job.reservedBytes, epoch: job.gateEpoch)
             return
         }
         let result: USBTransferResult
@@ -54,7 +54,7 @@ extension SessionCore {
     }
 
     private func complete(_ job: TransferJob, _ result: USBTransferResult) async {
-        await gate.release(bytes: job.weight, epoch: job.permit)
+        await gate.release(bytes: job.reservedBytes, epoch: job.gateEpoch)
         guard inFlight.removeValue(forKey: job.id) != nil, job.generation == generation else { return }
         if result.status == .noDevice {
             logger.warning("device stopped answering during a transfer")
@@ -82,40 +82,4 @@ extension SessionCore {
         entry.task?.cancel()
         inFlight[id] = entry
     }
-
-    func setPeerFilter(_ rules: String) {
-        do {
-            peerFilter = try USBRedirFilter.parse(rules)
-        } catch {
-            logger.warning("ignoring the VM's unreadable usbredir filter: \(error)")
-        }
-    }
-
-    func rejectByVM() {
-        reject("the VM rejected the device (usbredir filter_reject)")
-    }
-
-    func acknowledgeDisconnect() {
-        awaitingAck = false
-    }
-}
-
-/// Stands in for a device that is gone, so replies can still be built.
-final class NoDevice: USBDevice {
-    static let shared = NoDevice()
-    let descriptor = USBDeviceDescriptor(vendorID: 0, productID: 0)
-    let speed = USBSpeed.full
-    var activeConfiguration: USBConfigurationDescriptor? { nil }
-    func open() async throws {}
-    func close() async {}
-    func setConfiguration(_ value: UInt8) async -> USBTransferStatus { .noDevice }
-    func setAltSetting(interface: UInt8, alt: UInt8) async -> USBTransferStatus { .noDevice }
-    func altSetting(interface: UInt8) async -> UInt8? { nil }
-    func reset() async -> USBTransferStatus { .noDevice }
-    func clearHalt(endpoint: UInt8) async -> USBTransferStatus { .noDevice }
-    func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult { .failed(.noDevice) }
-    func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
-        .failed(.noDevice)
-    }
-    func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult { .failed(.noDevice) }
 }

@@ -5,10 +5,11 @@ import NIOCore
 import Transport
 import USBRedirProtocol
 
-/// The state of one redirection session, serialised by the actor: the
-/// negotiated protocol, the plugged device, transfers in flight, streams.
-/// Device work runs outside it, on per-endpoint queues.
-actor SessionCore {
+/// The engine behind a `RedirectionSession` (the public handle an assignment
+/// keeps for its whole life): the state of the session, serialised by the
+/// actor: the negotiated protocol, the plugged device, transfers in flight,
+/// streams. Device work runs outside it, on per-endpoint queues.
+actor SessionEngine {
     static let capabilities = USBRedirCapabilities.all
 
     struct InFlight {

@@ -1,10 +1,15 @@
+import Common
+import Logging
 import Profile
 import Session
 import Transport
 
-/// Connects one assignment's usbredir channel the way its endpoint wants
-/// (SPICE channel, raw connect, or listen) and runs the session on it.
-struct ChannelConnector: Sendable {
+/// The Reconciler's one seam to the Transport layer: every connection it
+/// makes starts here. `EndpointDialer` connects one assignment's usbredir
+/// channel the way its endpoint wants (a SPICE channel, a raw connect, or a
+/// listen) and runs the session on it; `dialSpice` links an endpoint's one
+/// SPICE session.
+struct EndpointDialer: Sendable {
     let endpoint: Endpoint
     let assignmentName: String
     let link: SpiceEndpointLink?
@@ -15,17 +20,16 @@ struct ChannelConnector: Sendable {
     func serve(onConnected: @escaping @Sendable (UInt8?) async -> Void,
                onIdle: @escaping @Sendable () async -> Void,
                onListening: @escaping @Sendable (RawUSBRedirListener) async -> Void) async throws -> SessionEnd {
-        let a = endpoint.address
-        let address = EndpointAddress(host: a.host, port: a.port)
+        let address = endpoint.address
         let session = self.session
         switch endpoint.kind {
         case .spice, .spiceTLS:
-            guard let link else { throw TransportError.configuration("no SPICE link for '\(endpoint.name)'") }
+            guard let link else { preconditionFailure("a SPICE endpoint always has its link (Reconciler.updateLinks)") }
             let spice = try await link.session()
             guard let wanted = await link.channel(for: assignmentName, available: spice.usbredirChannelIDs) else {
                 throw TransportError.noFreeChannel(available: spice.usbredirChannelIDs)
             }
-            return try await spice.withUSBRedirChannel(pinned: wanted) { connection, id in
+            return try await spice.withUSBRedirChannel(wanted) { connection, id in
                 await onConnected(id)
                 return await session.run(connection)
             }
@@ -45,5 +49,22 @@ struct ChannelConnector: Sendable {
             }
             return .transportClosed(.closedLocally)
         }
+    }
+
+    /// Links the SPICE session of `endpoint` (password and TLS settings from
+    /// the profile).
+    static func dialSpice(_ endpoint: Endpoint, environment: [String: String], logger: Logger) async throws -> SpiceSession {
+        let password: String
+        do {
+            password = try endpoint.loadPassword(environment: environment) ?? ""
+        } catch {
+            throw ReconcilerError.password(endpoint: endpoint.name, "\(error)")
+        }
+        var tls: TLSSettings?
+        if case .spiceTLS(_, let caFile, let hostSubject) = endpoint.kind {
+            tls = TLSSettings(caFile: caFile, hostSubject: hostSubject)
+        }
+        let config = SpiceEndpointConfiguration(address: endpoint.address, password: password, tls: tls)
+        return try await SpiceSession.connect(config, logger: logger)
     }
 }

@@ -1,0 +1,102 @@
+import Devices
+import Foundation
+import Logging
+import Profile
+
+/// The apply loop: what makes the reconciler run. It reconciles on start,
+/// on a change of the profile file, on SIGHUP, on device hotplug and on a
+/// slow tick, and stops every session cleanly on SIGINT/SIGTERM. It also
+/// serves the status socket for as long as it runs.
+public struct Controller: Sendable {
+    public let profilePath: String
+    /// `--host`: the hosts: section to use instead of this machine's.
+    public let host: String?
+    public let socketPath: String
+    let reconciler: Reconciler
+    let logger: Logger
+    /// A safety net for a level-triggered loop: reconcile now and then anyway.
+    static let tickSeconds: UInt64 = 5
+    /// Lets an editor finish writing before the file is read again.
+    static let settleNanoseconds: UInt64 = 100_000_000
+
+    enum Trigger: Sendable { case file, hangup, device, tick }
+
+    public init(profilePath: String, host: String?, socketPath: String, reconciler: Reconciler, logger: Logger) {
+        self.profilePath = profilePath
+        self.host = host
+        self.socketPath = socketPath
+        self.reconciler = reconciler
+        self.logger = logger
+    }
+
+    /// Runs until SIGINT or SIGTERM, then disconnects every device.
+    public func run(initial: Profile) async {
+        let signals = SignalWatcher([SIGINT, SIGTERM, SIGHUP])
+        await reconciler.apply(initial)
+        let server = await startStatusServer()
+        logger.info("applied profile", metadata: ["profile": "\(profilePath)", "assignments": "\(initial.devices.count)"])
+        let (triggers, feed) = AsyncStream<Trigger>.makeStream()
+        let sources = startTriggerSources(feed, signals: signals)
+        // Triggers are served on their own task, so a stop signal is seen
+        // even while a pass is still busy.
+        let passes = Task { for await trigger in triggers { await handle(trigger) } }
+        for await signal in signals.stops { _ = signal; break }
+        logger.info("stopping: disconnecting every device")
+        passes.cancel()
+        sources.forEach { $0.cancel() }
+        feed.finish()
+        await reconciler.shutdown()
+        server?.stop()
+    }
+
+    private func startStatusServer() async -> StatusServer? {
+        let reconciler = self.reconciler
+        do {
+            return try await StatusServer.start(path: socketPath) { await reconciler.report() }
+        } catch {
+            logger.warning("status socket unavailable", metadata: ["path": "\(socketPath)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    private func startTriggerSources(_ feed: AsyncStream<Trigger>.Continuation, signals: SignalWatcher) -> [Task<Void, Never>] {
+        let watcher = FileWatcher(path: profilePath)
+        if watcher == nil { logger.warning("cannot watch the profile file; reload with SIGHUP") }
+        let monitor = reconciler.monitor
+        return [
+            Task { for await _ in watcher?.changes ?? AsyncStream(unfolding: { nil }) { feed.yield(.file) } },
+            Task { for await _ in signals.hangups { feed.yield(.hangup) } },
+            Task { for await _ in monitor.events() { feed.yield(.device) } },
+            Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(nanoseconds: Self.tickSeconds * 1_000_000_000)
+                    feed.yield(.tick)
+                }
+            },
+        ]
+    }
+
+    private func handle(_ trigger: Trigger) async {
+        switch trigger {
+        case .file, .hangup:
+            try? await Task.sleep(nanoseconds: Self.settleNanoseconds)
+            await reload(reason: trigger == .file ? "profile changed" : "SIGHUP")
+        case .device, .tick:
+            await reconciler.reconcile()
+        }
+    }
+
+    /// Reads the profile again; an invalid one is reported and the running
+    /// state is kept (design.md).
+    private func reload(reason: String) async {
+        let result = ProfileLoader.load(path: profilePath, hostname: host)
+        guard let profile = result.profile else {
+            for d in result.errors { logger.error("\(d.description)") }
+            logger.error("\(reason): the new profile is invalid; keeping the running state")
+            return
+        }
+        logger.info("\(reason): reconciling")
+        await reconciler.apply(profile)
+        await reconciler.retryWaiting()
+    }
+}

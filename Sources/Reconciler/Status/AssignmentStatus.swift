@@ -1,0 +1,68 @@
+import Common
+import Foundation
+
+/// The state of one assignment, as `status` reports it.
+public enum AssignmentState: String, Sendable, Codable {
+    case waitingForDevice = "waiting-for-device"
+    case connecting
+    case connected
+    case backoff
+    case displaced
+    case rejected
+    case error
+}
+
+/// One assignment's row in `status --json` (design.md lists the fields).
+public struct AssignmentStatus: Sendable, Codable, Equatable {
+    public var name: String
+    public var profile: String
+    public var endpoint: String
+    @NullWhenAbsent public var channel: Int?
+    @NullWhenAbsent public var device: String?
+    public var state: AssignmentState
+    public var since: String
+    public var bytesIn: Int
+    public var transfersIn: Int
+    public var bytesOut: Int
+    public var transfersOut: Int
+    @NullWhenAbsent public var lastError: String?
+    /// Digest of the desired state this session runs (its entry, effective
+    /// log level and endpoint), so `plan` can tell which assignments an
+    /// edit changes.
+    public var desiredDigest: String
+
+    enum CodingKeys: String, CodingKey {
+        case name, profile, endpoint, channel, device, state, since
+        case bytesIn = "bytes_in", transfersIn = "transfers_in", bytesOut = "bytes_out", transfersOut = "transfers_out"
+        case lastError = "last_error", desiredDigest = "desired_digest"
+    }
+}
+
+/// What a running apply answers on its status socket.
+public struct StatusReport: Sendable, Codable, Equatable {
+    public var sessions: [AssignmentStatus]
+    @NullWhenAbsent public var profilePath: String?
+    /// Assignments whose rules overlap, with the present devices both match.
+    public var conflicts: [MatchConflict]
+
+    public init(sessions: [AssignmentStatus], profilePath: String? = nil, conflicts: [MatchConflict] = []) {
+        self.sessions = sessions
+        self.profilePath = profilePath
+        self.conflicts = conflicts
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case sessions, conflicts
+        case profilePath = "profile_path"
+    }
+
+}
+
+enum RFC3339 {
+    static func string(_ date: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        f.timeZone = TimeZone(identifier: "UTC")
+        return f.string(from: date)
+    }
+}

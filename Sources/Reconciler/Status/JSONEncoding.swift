@@ -1,0 +1,12 @@
+import Foundation
+
+extension JSONEncoder {
+    /// The encoder of every JSON document the tool prints or serves
+    /// (status, list, plan, the status socket): keys sorted, so output is
+    /// stable and diffable.
+    public static var sortedKeys: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }
+}

@@ -1,0 +1,23 @@
+import Foundation
+
+/// Where running applies listen for `status`: $XDG_RUNTIME_DIR when set,
+/// else /run/usbredir (design.md).
+public enum StatusSocket {
+    public static var directory: String {
+        if let dir = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"], !dir.isEmpty { return dir }
+        return "/run/usbredir"
+    }
+
+    public static func path(forProfile name: String) -> String { "\(directory)/usbredir-\(name).sock" }
+
+    /// Every status socket in the directory.
+    public static func all() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasPrefix("usbredir-") && $0.hasSuffix(".sock") }.sorted().map { "\(directory)/\($0)" }
+    }
+
+    /// Largest request line we read; the protocol has one word.
+    static let maxRequest = 64
+    /// Largest answer a client accepts.
+    static let maxReply = 16 * 1024 * 1024
+}

@@ -1,0 +1,22 @@
+import Devices
+import NIOCore
+
+/// Stands in for a device that is gone, so replies can still be built.
+final class NoDevice: USBDevice {
+    static let shared = NoDevice()
+    let descriptor = USBDeviceDescriptor(vendorID: 0, productID: 0)
+    let speed = USBSpeed.full
+    var activeConfiguration: USBConfigurationDescriptor? { nil }
+    func open() async throws {}
+    func close() async {}
+    func setConfiguration(_ value: UInt8) async -> USBTransferStatus { .noDevice }
+    func setAltSetting(interface: UInt8, alt: UInt8) async -> USBTransferStatus { .noDevice }
+    func altSetting(interface: UInt8) async -> UInt8? { nil }
+    func reset() async -> USBTransferStatus { .noDevice }
+    func clearHalt(endpoint: UInt8) async -> USBTransferStatus { .noDevice }
+    func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult { .failed(.noDevice) }
+    func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
+        .failed(.noDevice)
+    }
+    func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult { .failed(.noDevice) }
+}

@@ -1,0 +1,129 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Devices
+import Foundation
+import Logging
+import Profile
+import Reconciler
+import Testing
+import TestSupport
+
+/// A monitor with a fixed set of present devices (a Swift double beside the
+/// umockdev tests of LibUSBTests); opening one gives a source-sink device.
+struct FixedDevicesMonitor: USBDeviceMonitor {
+    let devices: [USBDeviceInfo]
+    func presentDevices() async throws -> [USBDeviceInfo] { devices }
+    func events() -> AsyncStream<USBDeviceEvent> { AsyncStream { _ in } }
+    func open(_ info: USBDeviceInfo) async throws -> any USBDevice { SourceSinkDevice(serial: info.serial ?? "") }
+}
+
+func device(_ product: UInt16, serial: String, port: String, address: Int) -> USBDeviceInfo {
+    USBDeviceInfo(vendorID: 0x1234, productID: product, deviceClass: 0, serial: serial, manufacturer: nil,
+                  productName: nil, bus: 1, port: port, address: address, speed: .high)
+}
+
+/// One truth for plan and apply (issue 12): the same devices, and "update"
+/// only where an assignment's own desired state changed.
+@Suite(.serialized, .timeLimit(.minutes(1))) struct PlanApplyAgreementTests {
+    let present = [device(1, serial: "A", port: "1-1", address: 2), device(2, serial: "B", port: "1-2", address: 3)]
+
+    func load(_ text: String) throws -> Profile {
+        let url = try makeTemporaryDirectory("usbredir-plan").appendingPathComponent("lab.yaml")
+        try text.write(to: url, atomically: true, encoding: .utf8)
+        let result = ProfileLoader.load(path: url.path, hostname: "nohost")
+        #expect(result.errors.isEmpty, "\(result.errors)")
+        return try #require(result.profile)
+    }
+
+    func profile(ports: [Int], bySerialFirst: Bool, vendorLog: String? = nil) -> String {
+        let bySerial = "  - {name: by-serial, to: e0, match: {serial: \"A\"}}\n"
+        let byVendor = "  - {name: by-vendor, to: e1, match: {vendor: 0x1234}\(vendorLog.map { ", log: \($0)" } ?? "")}\n"
+        return "version: 1\nendpoints:\n  e0: {listen: 127.0.0.1:\(ports[0])}\n  e1: {listen: 127.0.0.1:\(ports[1])}\n"
+            + "devices:\n" + (bySerialFirst ? bySerial : "") + byVendor
+    }
+
+    func devices(_ plan: Plan) -> [String: String] {
+        Dictionary(uniqueKeysWithValues: plan.assignments.map { ($0.name, $0.device ?? "none") })
+    }
+
+    func devices(_ sessions: [AssignmentStatus]) -> [String: String] {
+        Dictionary(uniqueKeysWithValues: sessions.map { ($0.name, $0.device ?? "none") })
+    }
+
+    @Test func planShowsTheDevicesApplyKeepsWithOverlappingRulesAndABoundDevice() async throws {
+        let ports = [freeLoopbackPort(), freeLoopbackPort()]
+        let reconciler = Reconciler(monitor: FixedDevicesMonitor(devices: present), environment: [:],
+                                    logger: Logger(label: "test"))
+        // First only the vendor rule: it takes the first device, 1-1 (serial A).
+        await reconciler.apply(try load(profile(ports: ports, bySerialFirst: false)))
+        #expect(devices(await reconciler.status()) == ["by-vendor": "1234:0001@1-1"])
+        // Then a serial rule for that same device, earlier in the file. The
+        // bound device stays where it is, so by-serial gets none.
+        let edited = try load(profile(ports: ports, bySerialFirst: true))
+        let plan = Plan.make(edited, present: present, running: await reconciler.report())
+        await reconciler.apply(edited)
+        let applied = devices(await reconciler.status())
+        #expect(applied == ["by-vendor": "1234:0001@1-1", "by-serial": "none"])
+        #expect(devices(plan) == applied)
+        await reconciler.shutdown()
+    }
+
+    @Test func aLogLevelEditKeepsTheSessionAndPlanMarksOnlyThatAssignment() async throws {
+        let ports = [freeLoopbackPort(), freeLoopbackPort()]
+        let reconciler = Reconciler(monitor: FixedDevicesMonitor(devices: present), environment: [:],
+                                    logger: Logger(label: "test"))
+        await reconciler.apply(try load(profile(ports: ports, bySerialFirst: true)))
+        // A peer connected to by-vendor's listen endpoint: a restart would close it.
+        let peer = try connectLoopback(port: ports[1])
+        defer { close(peer) }
+        try await waitUntil(timeout: 10) { await reconciler.status().first { $0.name == "by-vendor" }?.state == .connected }
+        let before = try #require(await reconciler.status().first { $0.name == "by-vendor" })
+
+        let edited = try load(profile(ports: ports, bySerialFirst: true, vendorLog: "debug"))
+        let plan = Plan.make(edited, present: present, running: await reconciler.report())
+        #expect(Dictionary(uniqueKeysWithValues: plan.assignments.map { ($0.name, $0.action) })
+                == ["by-serial": .keep, "by-vendor": .update])
+        #expect(!plan.upToDate)
+
+        await reconciler.apply(edited)
+        let after = try #require(await reconciler.status().first { $0.name == "by-vendor" })
+        #expect(after.state == .connected && after.since == before.since, "the session was restarted: \(after)")
+        #expect(!peerClosed(peer), "the edit closed the VM's connection")
+        let replanned = Plan.make(edited, present: present, running: await reconciler.report())
+        #expect(replanned.upToDate && replanned.assignments.allSatisfy { $0.action == .keep })
+        await reconciler.shutdown()
+    }
+}
+
+/// A TCP connection to 127.0.0.1:port.
+func connectLoopback(port: Int) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard rc == 0 else { close(fd); throw POSIXError(.ECONNREFUSED) }
+    return fd
+}
+
+/// Whether the other side has closed: the host sends nothing before the
+/// VM's hello, so anything readable here is the end of the stream.
+func peerClosed(_ fd: Int32) -> Bool {
+    var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    guard poll(&p, 1, 200) > 0 else { return false }
+    var byte: UInt8 = 0
+    return recv(fd, &byte, 1, Int32(MSG_DONTWAIT)) == 0
+}
+
+/// Polls `condition` until it holds or `timeout` seconds pass.
+private func waitUntil(timeout: Double, _ condition: () async -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while !(await condition()) {
+        guard Date() < deadline else { throw POSIXError(.ETIMEDOUT) }
+        try await Task.sleep(nanoseconds: 20_000_000)
+    }
+}
