@@ -88,9 +88,15 @@ import TestSupport
             if status != 0 { try await Task.sleep(nanoseconds: 100_000_000) }
         }
         #expect(status == 0, "apply:\n\(apply.log)")
+        // An edited copy (the running apply watches the original, so it
+        // cannot catch up before plan looks): only the edited entry is an update.
+        let copy = profile.deletingLastPathComponent().appendingPathComponent("edited.yaml")
         try (try String(contentsOf: profile, encoding: .utf8)).replacingOccurrences(of: "X1", with: "X2")
-            .write(to: profile, atomically: true, encoding: .utf8)
-        #expect(try runCommandStatus(usbredir, ["plan", "--detailed-exitcode", "--socket", socket, profile.path]).status == 2)
+            .write(to: copy, atomically: true, encoding: .utf8)
+        #expect(try runCommandStatus(usbredir, ["plan", "--detailed-exitcode", "--socket", socket, copy.path]).status == 2)
+        let edited = try JSONDecoder().decode(Plan.self, from: Data(
+            try runCommandStatus(usbredir, ["plan", "--json", "--socket", socket, copy.path]).output.utf8))
+        #expect(edited.assignments.map(\.action) == [.keep, .keep, .update])
         apply.signal(SIGTERM)
         #expect(await apply.waitForExit(timeout: 10) == 0)
     }
