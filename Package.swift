@@ -52,6 +52,7 @@ let package = Package(
         .target(name: "Session", dependencies: [
             "USBRedirProtocol", "Transport", "Devices", "Common",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Profile", dependencies: ["CYAML", "Common"]),
@@ -94,7 +95,8 @@ let package = Package(
         .testTarget(name: "DocsTests", dependencies: ["Profile", "TestSupport"]),
         .testTarget(name: "ReconcilerTests", dependencies: [
             "Common",
-            "Reconciler", "Profile", "TestSupport", "Transport",
+            "Reconciler", "Profile", "TestSupport", "Transport", "USBRedirProtocol",
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "LibUSBTests", dependencies: ["Devices", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),

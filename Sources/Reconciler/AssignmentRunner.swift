@@ -30,9 +30,12 @@ actor AssignmentRunner {
     private var retryGeneration = 0
     private var listener: RawUSBRedirListener?
     private var backoff = Backoff()
+    private let openDevices: OpenDevices
+    private var plugged: (any USBDevice)?
 
     init(assignment: Assignment, endpoint: Endpoint, profilePath: String, link: SpiceEndpointLink?,
-         logger base: Logger, level: Logger.Level, desiredDigest: String) {
+         logger base: Logger, level: Logger.Level, desiredDigest: String, openDevices: OpenDevices) {
+        self.openDevices = openDevices
         self.name = assignment.name
         self.assignment = assignment
         self.endpoint = endpoint
@@ -54,14 +57,21 @@ actor AssignmentRunner {
         loop = Task { await self.run() }
     }
 
-    /// Disconnects the device cleanly (device_disconnect), then the channel.
+    /// Closes the device first, tells the VM (device_disconnect, with a
+    /// deadline), then ends the connection loop. Bounded: a loop that does
+    /// not end within `stopLoopSeconds` is left to finish on its own.
     func stop() async {
         await session.unplug()
+        forgetDevice()
         loop?.cancel()
         listener?.close()
-        await loop?.value
+        if let loop, !(await completes(within: Self.stopLoopSeconds, { await loop.value })) {
+            logger.warning("the connection loop did not end in \(Self.stopLoopSeconds) s; leaving it")
+        }
         loop = nil
     }
+
+    static let stopLoopSeconds = 2.0
 
     /// An edit that changed only the assignment's log level: applied to the
     /// running session, which keeps its connection.
@@ -77,13 +87,21 @@ actor AssignmentRunner {
 
     func plug(_ device: any USBDevice, info: USBDeviceInfo?, label: String) async throws {
         try await session.plug(device)
+        openDevices.add(device)
+        plugged = device
         boundDevice = info
         deviceLabel = label
         logger.info("device bound", metadata: ["device": "\(label)"])
     }
 
+    private func forgetDevice() {
+        if let plugged { openDevices.remove(plugged) }
+        plugged = nil
+    }
+
     func unplug() async {
         await session.unplug()
+        forgetDevice()
         if let label = deviceLabel, boundDevice != nil {
             logger.info("device gone", metadata: ["device": "\(label)"])
             deviceLabel = nil    // status shows null while no device is bound

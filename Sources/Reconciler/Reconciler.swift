@@ -13,6 +13,8 @@ public actor Reconciler {
     let logger: Logger
     private var profile: Profile?
     var runners: [String: AssignmentRunner] = [:]
+    /// Every device the runners have open (for an emergency stop).
+    public nonisolated let openDevices = OpenDevices()
     private var links: [String: SpiceEndpointLink] = [:]
     /// Physical devices we could not open, so a pass does not retry them in a loop.
     var failedOpens: [String: String] = [:]
@@ -88,7 +90,10 @@ public actor Reconciler {
 
     /// Disconnects every device cleanly and closes every connection.
     public func shutdown() async {
-        for (_, runner) in runners { await runner.stop() }
+        // In parallel: each stop is bounded, so the whole is bounded by the slowest.
+        await withTaskGroup(of: Void.self) { group in
+            for runner in runners.values { group.addTask { await runner.stop() } }
+        }
         runners = [:]
         for (_, link) in links { await link.close() }
         links = [:]
@@ -116,7 +121,7 @@ public actor Reconciler {
         let runner = AssignmentRunner(assignment: assignment, endpoint: endpoint, profilePath: profile.sourcePath,
                                       link: links[endpoint.name], logger: logger,
                                       level: level(for: assignment, in: profile),
-                                      desiredDigest: profile.desiredDigest(of: assignment))
+                                      desiredDigest: profile.desiredDigest(of: assignment), openDevices: openDevices)
         runners[assignment.name] = runner
         await runner.start()
         if case .virtual(let v) = assignment.source {

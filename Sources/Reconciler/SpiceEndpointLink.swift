@@ -25,13 +25,19 @@ actor SpiceEndpointLink {
     /// The live session, connecting first when there is none.
     func session() async throws -> SpiceSession {
         if let s = current, !s.isClosed { return s }
-        if let pending = connecting { return try await pending.value }
+        if let pending = connecting { return try await Self.value(of: pending) }
         let task = Task { try await connect() }
         connecting = task
         defer { connecting = nil }
-        let s = try await task.value
+        let s = try await Self.value(of: task)
         current = s
         return s
+    }
+
+    /// The shared connect, abandoned (and cancelled) when the caller is
+    /// cancelled: a stop must not wait for a link to a silent server.
+    private static func value(of task: Task<SpiceSession, Error>) async throws -> SpiceSession {
+        try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
     }
 
     private func connect() async throws -> SpiceSession {

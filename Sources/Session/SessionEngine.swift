@@ -86,18 +86,26 @@ actor SessionEngine {
         await announceIfReady()
     }
 
+    /// Takes the device away: its transfers are cancelled and it is closed
+    /// first (writes made durable, kernel drivers re-attached), then the VM
+    /// is told with device_disconnect. A VM that does not read gets
+    /// `limits.disconnectWriteTimeoutNanoseconds`, then its connection is closed.
     func unplug() async {
         guard let old = device else { return }
         device = nil
         await stopDeviceWork()
+        phase = .waitingForDevice
+        await old.close()
         if announced {
             announced = false
             awaitingAck = negotiation?.isActive(.deviceDisconnectAck) ?? false
-            await send(.deviceDisconnect)
-            logger.info("device disconnected from the VM")
+            let sent = await send(.deviceDisconnect, deadlineNanoseconds: limits.disconnectWriteTimeoutNanoseconds)
+            if sent {
+                logger.info("device disconnected from the VM")
+            } else {
+                logger.warning("the VM did not take device_disconnect in time; closing its connection")
+            }
         }
-        phase = .waitingForDevice
-        await old.close()
     }
 
     func announceIfReady() async {
@@ -155,6 +163,22 @@ actor SessionEngine {
         } catch {
             logger.debug("send failed", metadata: ["type": "\(message.type)", "error": "\(error)"])
         }
+    }
+
+    /// `send`, bounded: when the write has not completed after the deadline
+    /// (a peer that stopped reading), the connection is closed, which ends
+    /// the write. Returns whether it completed in time.
+    func send(_ message: USBRedirMessage, deadlineNanoseconds: UInt64) async -> Bool {
+        guard let writer else { return false }
+        let expired = ExpiryFlag()
+        let watchdog = Task {
+            try await Task.sleep(nanoseconds: deadlineNanoseconds)
+            expired.set()
+            writer.close()
+        }
+        await send(message)
+        watchdog.cancel()
+        return !expired.isSet
     }
 
     func nextStreamPacketID() -> UInt64 {

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Devices
 import Transport
 import USBRedirProtocol
@@ -12,6 +13,9 @@ public struct SessionLimits: Sendable {
     public var maxTransferLength = USBRedirLimits.maxDataLength
     /// How long an unplugged device waits for device_disconnect_ack.
     public var disconnectAckTimeoutNanoseconds: UInt64 = 2_000_000_000
+    /// How long the device_disconnect write may take before the connection
+    /// is closed (a VM that stopped reading must not hold up a stop).
+    public var disconnectWriteTimeoutNanoseconds: UInt64 = 1_000_000_000
 
     public init() {}
 }
@@ -83,4 +87,11 @@ enum WireValues {
         case .super: .super
         }
     }
+}
+
+/// A flag set once from any thread (a watchdog) and read by its owner.
+final class ExpiryFlag: Sendable {
+    private let value = NIOLockedValueBox(false)
+    func set() { value.withLockedValue { $0 = true } }
+    var isSet: Bool { value.withLockedValue { $0 } }
 }

@@ -64,10 +64,17 @@ struct MainChannelLoop {
     }
 
     /// QEMU drops the earlier client when another connects, but keeps
-    /// listening; a VM that went away refuses connections.
+    /// listening; a VM that went away refuses connections. A dying process
+    /// closes our connection a moment before its listening socket, so the
+    /// probe waits that moment out and must succeed twice.
     private func isServerStillThere() async -> Bool {
-        guard let probe = try? await TCPConnector.connect(to: configuration.address) else { return false }
-        try? await probe.channel.close()
+        for _ in 0..<2 {
+            try? await Task.sleep(nanoseconds: Self.probeDelayNanoseconds)
+            guard let probe = try? await TCPConnector.connect(to: configuration.address) else { return false }
+            try? await probe.channel.close()
+        }
         return true
     }
+
+    static let probeDelayNanoseconds: UInt64 = 100_000_000
 }

@@ -1,3 +1,5 @@
+import NIOCore
+
 /// SPICE protocol numbers (spice-protocol's protocol.h and enums.h).
 enum Spice {
     static let magic: UInt32 = 0x5144_4552      // "REDQ"
@@ -6,6 +8,10 @@ enum Spice {
     static let ticketPubkeyBytes = 162          // DER SubjectPublicKeyInfo, RSA-1024
     static let encryptedTicketBytes = 128
     static let maxPasswordLength = 60
+    /// How long a link (TCP connected to MAIN_CHANNELS_LIST, or a usbredir
+    /// channel's link reply) may take: a silent server must not hold a
+    /// reconcile or a stop for ever (design.md, Lifecycle and faults).
+    static let handshakeTimeout = TimeAmount.seconds(10)
     /// Largest link reply body we accept (the reply plus a few caps words).
     static let maxLinkReplySize = 4096
     /// Largest message body we buffer: a usbredir packet at our limit, plus slack

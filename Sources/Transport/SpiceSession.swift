@@ -54,7 +54,18 @@ public final class SpiceSession: Sendable {
             ready.fail(reason)      // no-op once it succeeded
             closed.succeed(reason)
         }
-        let (sessionID, channels) = try await ready.futureResult.get()
+        // The handshake has a deadline, and a cancelled caller closes the
+        // connection (a future alone would wait for ever on a silent server).
+        let deadline = channel.channel.eventLoop.scheduleTask(in: Spice.handshakeTimeout) {
+            ready.fail(TransportError.unreachable("no SPICE handshake within \(Spice.handshakeTimeout.nanoseconds / 1_000_000_000) s"))
+            channel.channel.close(promise: nil)
+        }
+        defer { deadline.cancel() }
+        let (sessionID, channels) = try await withTaskCancellationHandler {
+            try await ready.futureResult.get()
+        } onCancel: {
+            channel.channel.close(promise: nil)
+        }
         logger.debug("SPICE session linked", metadata: [
             "endpoint": "\(configuration.address)", "session": "\(sessionID)", "usbredir-channels": "\(channels)",
         ])
@@ -110,6 +121,10 @@ public final class SpiceSession: Sendable {
             let link = SpiceLink(connectionID: sessionID, channelType: .usbredir, channelID: id,
                                  channelCaps: [1 << UInt32(Spice.spicevmcCapLZ4)], password: configuration.password)
             let linked: SpiceLink.Result
+            let deadline = channel.channel.eventLoop.scheduleTask(in: Spice.handshakeTimeout) {
+                channel.channel.close(promise: nil)
+            }
+            defer { deadline.cancel() }
             do {
                 linked = try await link.run(reader: reader, outbound: outbound)
             } catch TransportError.closedByPeer {

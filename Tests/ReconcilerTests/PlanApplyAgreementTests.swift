@@ -77,7 +77,7 @@ func device(_ product: UInt16, serial: String, port: String, address: Int) -> US
         // A peer connected to by-vendor's listen endpoint: a restart would close it.
         let peer = try connectLoopback(port: ports[1])
         defer { close(peer) }
-        try await waitUntil(timeout: 10) { await reconciler.status().first { $0.name == "by-vendor" }?.state == .connected }
+        try await waitFor(timeout: 10, "the peer to connect") { await reconciler.status().first { $0.name == "by-vendor" }?.state == .connected }
         let before = try #require(await reconciler.status().first { $0.name == "by-vendor" })
 
         let edited = try load(profile(ports: ports, bySerialFirst: true, vendorLog: "debug"))
@@ -119,11 +119,3 @@ func peerClosed(_ fd: Int32) -> Bool {
     return recv(fd, &byte, 1, Int32(MSG_DONTWAIT)) == 0
 }
 
-/// Polls `condition` until it holds or `timeout` seconds pass.
-private func waitUntil(timeout: Double, _ condition: () async -> Bool) async throws {
-    let deadline = Date().addingTimeInterval(timeout)
-    while !(await condition()) {
-        guard Date() < deadline else { throw POSIXError(.ETIMEDOUT) }
-        try await Task.sleep(nanoseconds: 20_000_000)
-    }
-}

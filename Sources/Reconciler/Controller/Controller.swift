@@ -40,14 +40,27 @@ public struct Controller: Sendable {
         // Triggers are served on their own task, so a stop signal is seen
         // even while a pass is still busy.
         let passes = Task { for await trigger in triggers { await handle(trigger) } }
-        for await signal in signals.stops { _ = signal; break }
-        logger.info("stopping: disconnecting every device")
+        var stops = signals.stops.makeAsyncIterator()
+        _ = await stops.next()
+        logger.info("stopping: disconnecting every device (a second SIGINT/SIGTERM stops at once)")
+        let impatient = Task { [reconciler, logger] in
+            guard await stops.next() != nil else { return }
+            logger.warning("stopping at once: closing every device")
+            await reconciler.openDevices.closeAll(within: Self.emergencyCloseSeconds)
+            exit(Self.interruptedStatus)
+        }
         passes.cancel()
         sources.forEach { $0.cancel() }
         feed.finish()
         await reconciler.shutdown()
+        impatient.cancel()
         server?.stop()
     }
+
+    /// A second stop signal: how long devices get to close (drivers re-attached).
+    static let emergencyCloseSeconds = 1.0
+    /// The exit status after a second stop signal (not a clean stop).
+    static let interruptedStatus: Int32 = 1
 
     private func startStatusServer() async -> StatusServer? {
         let reconciler = self.reconciler
