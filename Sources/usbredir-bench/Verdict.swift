@@ -27,6 +27,7 @@ func printVerdicts(engine: EngineResults?, guest: GuestResults?, footprint: Foot
             line("control GET_DESCRIPTOR p50 <= 1.2x reference", r <= 1.2,
                  "\(fmt(r, 2))x (\(fmt(ctl.ours.p50)) vs \(fmt(ctl.reference.p50)) us)")
         } else { line("control GET_DESCRIPTOR p50 <= 1.2x reference", nil, "") }
+        if e.incomplete != nil { print("   (engine: incomplete; the three lines above cover the cases measured)") }
         let errors = e.cases.reduce(0) { $0 + $1.ours.errors + $1.reference.errors }
         if errors > 0 { print("   (engine: \(errors) transfers failed verification; see the table)") }
     } else {
