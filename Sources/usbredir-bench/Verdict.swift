@@ -6,7 +6,7 @@ func printVerdicts(engine: EngineResults?, guest: GuestResults?, footprint: Foot
     print("== verdict (issue #9 targets)")
     func line(_ target: String, _ met: Bool?, _ value: String) {
         let word = met.map { $0 ? "MET" : "NOT MET" } ?? "NOT MEASURED"
-        print("   " + pad(target, 58) + " " + pad(word, 13) + value)
+        print("   " + pad(target, 64) + " " + pad(word, 13) + value)
     }
     func worst(_ cases: [(EngineCase, ours: EngineStats, reference: EngineStats)],
                _ ratio: (EngineStats, EngineStats) -> Double, lowest: Bool) -> (Double, EngineCase)? {

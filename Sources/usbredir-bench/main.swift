@@ -84,7 +84,7 @@ struct BenchConfig {
     var usbredir = "", refhost = "", loadgen = "", guestScript = "", outDir = "out/bench"
     var quick = false
     var skip: Set<String> = []
-    var rounds = 3, warmup = 0.2, seconds = 0.8, idleSeconds = 5.0
+    var rounds = 5, warmup = 0.15, seconds = 0.5, idleSeconds = 5.0
 }
 
 func parseArguments() throws -> BenchConfig {
@@ -104,7 +104,7 @@ func parseArguments() throws -> BenchConfig {
     }
     let quick = ProcessInfo.processInfo.environment["BENCH_QUICK"] ?? ""
     c.quick = !quick.isEmpty && quick != "0"
-    if c.quick { c.rounds = 1; c.seconds = 0.4; c.idleSeconds = 3 }
+    if c.quick { c.rounds = 2; c.seconds = 0.3; c.idleSeconds = 3 }
     for (name, path) in [("--usbredir", c.usbredir), ("--refhost", c.refhost), ("--loadgen", c.loadgen)]
     where path.isEmpty || !FileManager.default.isExecutableFile(atPath: path) {
         throw BenchError("\(name) \(path.isEmpty ? "is required" : path + " is not an executable") "
@@ -121,6 +121,7 @@ do { config = try parseArguments() } catch {
     exit(64)
 }
 let started = Date()
+setvbuf(stdout, nil, _IOLBF, 0)   // results interleave with the progress on stderr as they come
 print("usbredir-bench\(config.quick ? " (BENCH_QUICK=1: reduced set)" : ""): logs and generated profiles in \(config.outDir)/")
 
 if !config.skip.contains("parser") {
