@@ -3,6 +3,7 @@ import Foundation
 
 /// Progress for the person waiting: one line on stderr, at once.
 func progress(_ line: String) {
+    fflush(nil)   // the results printed so far come first (stdout is a buffered stream)
     FileHandle.standardError.write(Data(("bench: " + line + "\n").utf8))
 }
 

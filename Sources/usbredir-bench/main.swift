@@ -121,7 +121,6 @@ do { config = try parseArguments() } catch {
     exit(64)
 }
 let started = Date()
-setvbuf(stdout, nil, _IOLBF, 0)   // results interleave with the progress on stderr as they come
 print("usbredir-bench\(config.quick ? " (BENCH_QUICK=1: reduced set)" : ""): logs and generated profiles in \(config.outDir)/")
 
 if !config.skip.contains("parser") {
