@@ -20,15 +20,16 @@ struct EngineCase: Hashable {
 /// One measured run (one line of the load generator).
 struct EngineRun {
     let transfers: Double, bytes: Double, seconds: Double
-    let p50: Double, p99: Double, cpuMicroseconds: Double, rssKB: Int, errors: Int
+    let p50: Double, p99: Double, cpuMicroseconds: Double, schedMicroseconds: Double, rssKB: Int, errors: Int
     var mbps: Double { bytes / seconds / 1e6 }
     var perSecond: Double { transfers / seconds }
     var cpuPerTransfer: Double { cpuMicroseconds >= 0 && transfers > 0 ? cpuMicroseconds / transfers : .nan }
+    var schedPerTransfer: Double { schedMicroseconds >= 0 && transfers > 0 ? schedMicroseconds / transfers : .nan }
 }
 
 /// Medians over the rounds of one host for one case.
 struct EngineStats {
-    let mbps, perSecond, p50, p99, cpuPerTransfer: Double
+    let mbps, perSecond, p50, p99, cpuPerTransfer, schedPerTransfer: Double
     let errors: Int
     init(_ runs: [EngineRun]) {
         mbps = median(runs.map(\.mbps))
@@ -36,6 +37,7 @@ struct EngineStats {
         p50 = median(runs.map(\.p50))
         p99 = median(runs.map(\.p99))
         cpuPerTransfer = median(runs.map(\.cpuPerTransfer))
+        schedPerTransfer = median(runs.map(\.schedPerTransfer))
         errors = runs.reduce(0) { $0 + $1.errors }
     }
 }
@@ -112,7 +114,7 @@ func runEngine(_ config: BenchConfig) throws -> EngineResults {
         let f = fields(line)
         func d(_ k: String) -> Double { Double(f[k] ?? "") ?? .nan }
         let run = EngineRun(transfers: d("transfers"), bytes: d("bytes"), seconds: d("seconds"), p50: d("p50_us"),
-                            p99: d("p99_us"), cpuMicroseconds: d("cpu_us"), rssKB: Int(f["rss_kb"] ?? "") ?? -1,
+                            p99: d("p99_us"), cpuMicroseconds: d("cpu_us"), schedMicroseconds: d("sched_us"), rssKB: Int(f["rss_kb"] ?? "") ?? -1,
                             errors: Int(f["errors"] ?? "") ?? 0)
         runs[f["case"] ?? "", default: [:]][f["target"] ?? "", default: []].append(run)
         if f["target"] == "ours" { results.oursStreamingRSSKB = max(results.oursStreamingRSSKB ?? 0, run.rssKB) }
@@ -137,17 +139,19 @@ func printEngine(_ r: EngineResults, config: BenchConfig) {
     print("")
     print("== engine: source-sink over loopback raw usbredir TCP; median of \(r.rounds) round(s) of \(config.seconds) s, "
           + "interleaved ours/reference")
-    print("   hosts pinned to CPU 0, load generator on CPU 1; CPU = utime+stime of the host (/proc/PID/stat) / transfers")
+    print("   hosts pinned to CPU 0, load generator on CPU 1; CPU us/x = utime+stime of the host (/proc/PID/stat, 10 ms ticks)")
+    print("   / transfers; CPU(s) = the same ratio from the host threads' schedstat (ns-exact on-CPU time)")
     let head = pad("case", 26) + " | " + ["MB/s", "xfer/s", "p50 us", "p99 us", "CPU us/x"].map { lpad($0, 9) }.joined()
     print(pad("", 26) + " | " + pad("ours (usbredir apply)", 45) + " | " + pad("reference (C, libusbredirparser)", 45)
           + " | ours/reference")
     print(head + " | " + ["MB/s", "xfer/s", "p50 us", "p99 us", "CPU us/x"].map { lpad($0, 9) }.joined()
-          + " | " + ["MB/s", "CPU", "p50"].map { lpad($0, 7) }.joined())
+          + " | " + ["MB/s", "CPU", "p50", "CPU(s)"].map { lpad($0, 7) }.joined())
     for (c, o, ref) in r.cases {
         func cols(_ s: EngineStats) -> String {
             [fmt(s.mbps), fmt(s.perSecond, 0), fmt(s.p50), fmt(s.p99), fmt(s.cpuPerTransfer, 2)].map { lpad($0, 9) }.joined()
         }
-        let ratios = [o.mbps / ref.mbps, o.cpuPerTransfer / ref.cpuPerTransfer, o.p50 / ref.p50]
+        let ratios = [o.mbps / ref.mbps, o.cpuPerTransfer / ref.cpuPerTransfer, o.p50 / ref.p50,
+                      o.schedPerTransfer / ref.schedPerTransfer]
             .map { lpad(fmt($0, 2) + "x", 7) }.joined()
         var line = pad(c.title, 26) + " | " + cols(o) + " | " + cols(ref) + " | " + ratios
         if o.errors + ref.errors > 0 { line += "  ERRORS ours=\(o.errors) reference=\(ref.errors)" }

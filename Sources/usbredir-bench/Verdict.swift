@@ -20,7 +20,11 @@ func printVerdicts(engine: EngineResults?, guest: GuestResults?, footprint: Foot
                  "lowest \(fmt(r, 2))x (\(c.title))")
         } else { line("engine MB/s >= 1.0x reference, every size at 4 and 16 in flight", nil, "") }
         if let (r, c) = worst(e.cases, { $0.cpuPerTransfer / $1.cpuPerTransfer }, lowest: false) {
-            line("engine host CPU per transfer <= 1.0x reference", r <= 1.0, "highest \(fmt(r, 2))x (\(c.title))")
+            var value = "highest \(fmt(r, 2))x (\(c.title))"
+            if let (rs, cs) = worst(e.cases, { $0.schedPerTransfer / $1.schedPerTransfer }, lowest: false) {
+                value += "; schedstat: highest \(fmt(rs, 2))x (\(cs.title))"
+            }
+            line("engine host CPU per transfer <= 1.0x reference", r <= 1.0, value)
         } else { line("engine host CPU per transfer <= 1.0x reference", nil, "") }
         if let ctl = e.cases.first(where: { $0.0.kind == "ctl" }) {
             let r = ctl.ours.p50 / ctl.reference.p50
