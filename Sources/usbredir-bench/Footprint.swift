@@ -7,6 +7,8 @@ struct FootprintResults {
     let sessions: Int
     let rssKB: Int?
     let idleCPUPercent: Double?
+    /// The same from utime+stime (10 ms ticks; counts threads that ended in the window).
+    let idleCPUPercentFromStat: Double?
     let idleSeconds: Double
 }
 
@@ -39,12 +41,15 @@ func runFootprint(_ config: BenchConfig, sessions: Int = 8) throws -> FootprintR
     Thread.sleep(forTimeInterval: 1)   // let the announcements settle
     let rss = ProcStat.statusKB(pid: apply.pid, "VmRSS")
     progress("footprint: idle CPU over \(config.idleSeconds) s")
-    let t0 = Date(), c0 = ProcStat.cpuNanoseconds(pid: apply.pid)
+    let t0 = Date(), c0 = ProcStat.cpuNanosecondsByThread(pid: apply.pid), s0 = ProcStat.cpuSecondsFromStat(pid: apply.pid)
     Thread.sleep(forTimeInterval: config.idleSeconds)
-    let c1 = ProcStat.cpuNanoseconds(pid: apply.pid), elapsed = Date().timeIntervalSince(t0)
-    var idle: Double?
-    if let c0, let c1 { idle = Double(c1 &- c0) / 1e9 / elapsed * 100 }
-    return FootprintResults(sessions: sessions, rssKB: rss, idleCPUPercent: idle, idleSeconds: elapsed)
+    let c1 = ProcStat.cpuNanosecondsByThread(pid: apply.pid), s1 = ProcStat.cpuSecondsFromStat(pid: apply.pid)
+    let elapsed = Date().timeIntervalSince(t0)
+    var idle: Double?, idleStat: Double?
+    if let c0, let c1 { idle = Double(ProcStat.cpuDelta(c0, c1)) / 1e9 / elapsed * 100 }
+    if let s0, let s1 { idleStat = (s1 - s0) / elapsed * 100 }
+    return FootprintResults(sessions: sessions, rssKB: rss, idleCPUPercent: idle, idleCPUPercentFromStat: idleStat,
+                            idleSeconds: elapsed)
 }
 
 func mb(_ kb: Int?) -> String { kb.map { fmt(Double($0) * 1024 / 1e6) + " MB" } ?? "n/a" }
@@ -55,7 +60,8 @@ func printFootprint(_ f: FootprintResults?, engine: EngineResults?) {
     if let f {
         print("   \(f.sessions) idle connected sessions: VmRSS \(mb(f.rssKB)), idle CPU "
               + (f.idleCPUPercent.map { fmt($0, 3) + " % of one core" } ?? "n/a")
-              + " over \(fmt(f.idleSeconds)) s (sum of /proc/PID/task/*/schedstat)")
+              + " over \(fmt(f.idleSeconds)) s (threads' schedstat; utime+stime ticks say "
+              + (f.idleCPUPercentFromStat.map { fmt($0, 2) + " %" } ?? "n/a") + ")")
     } else {
         print("   8 idle sessions: not measured")
     }

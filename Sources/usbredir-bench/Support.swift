@@ -135,15 +135,33 @@ enum ProcStat {
     /// CPU time of the whole process in nanoseconds: the sum of its threads'
     /// /proc/PID/task/TID/schedstat run times (ns resolution; utime+stime of
     /// /proc/PID/stat count 10 ms ticks, too coarse for an idle process).
-    static func cpuNanoseconds(pid: Int32) -> UInt64? {
+    /// Per thread, so a delta can skip threads that ended in between (a sum
+    /// would go down when one does).
+    static func cpuNanosecondsByThread(pid: Int32) -> [String: UInt64]? {
         guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return nil }
-        var total: UInt64 = 0
+        var byThread: [String: UInt64] = [:]
         for t in tasks {
             guard let s = try? String(contentsOfFile: "/proc/\(pid)/task/\(t)/schedstat", encoding: .utf8),
                   let first = s.split(separator: " ").first, let ns = UInt64(first) else { continue }
-            total += ns
+            byThread[t] = ns
         }
-        return total
+        return byThread
+    }
+
+    /// On-CPU nanoseconds between two samples: threads alive at the end count
+    /// what they ran since the first sample (or since they started).
+    static func cpuDelta(_ a: [String: UInt64], _ b: [String: UInt64]) -> UInt64 {
+        b.reduce(0) { sum, e in sum + (e.value >= (a[e.key] ?? 0) ? e.value - (a[e.key] ?? 0) : 0) }
+    }
+
+    /// utime+stime of the whole process (threads that ended included), in seconds.
+    static func cpuSecondsFromStat(pid: Int32) -> Double? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return nil }
+        let f = text[text.index(after: close)...].split(separator: " ")
+        // f[0] is field 3 (state); utime and stime are fields 14 and 15.
+        guard f.count > 12, let u = Double(f[11]), let s = Double(f[12]) else { return nil }
+        return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 }
 

@@ -69,15 +69,20 @@ apply=$!
 # The guest powers off when done (QEMU exits).
 deadline=$((SECONDS + 100 + rounds * mib * 2))
 shown=0
-while kill -0 "$qemu" 2>/dev/null; do
-  ((SECONDS < deadline)) || { log "timed out"; break; }
+show_new() { # the guest's result lines not shown yet, as progress
+  local n
   n=$(grep -ac "USBTEST bench-" "$out/console.log" 2>/dev/null || true)
   if ((n > shown)); then
     grep -a "USBTEST bench-" "$out/console.log" | sed -n "$((shown + 1)),${n}p" | sed 's/^.*USBTEST /bench: guest: /' >&2
     shown=$n
   fi
+}
+while kill -0 "$qemu" 2>/dev/null; do
+  ((SECONDS < deadline)) || { log "timed out"; break; }
+  show_new
   sleep 0.5
 done
+show_new
 
 grep -a "USBTEST error" "$out/console.log" | sed 's/^.*USBTEST error/GUEST error/' || true
 grep -a "USBTEST bench-read\|USBTEST bench-write" "$out/console.log" | while read -r line; do
