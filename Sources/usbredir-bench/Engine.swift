@@ -31,6 +31,8 @@ struct EngineRun {
 struct EngineStats {
     let mbps, perSecond, p50, p99, cpuPerTransfer, schedPerTransfer: Double
     let errors: Int
+    /// Largest over smallest MB/s of the rounds: how much the machine moved under us.
+    let spread: Double
     init(_ runs: [EngineRun]) {
         mbps = median(runs.map(\.mbps))
         perSecond = median(runs.map(\.perSecond))
@@ -39,6 +41,8 @@ struct EngineStats {
         cpuPerTransfer = median(runs.map(\.cpuPerTransfer))
         schedPerTransfer = median(runs.map(\.schedPerTransfer))
         errors = runs.reduce(0) { $0 + $1.errors }
+        let m = runs.map(\.perSecond)
+        spread = (m.max() ?? .nan) / (m.min() ?? .nan)
     }
 }
 
@@ -158,4 +162,12 @@ func printEngine(_ r: EngineResults, config: BenchConfig) {
         print(line)
     }
     if let why = r.incomplete { print("   INCOMPLETE: \(why)") }
+    // The noise floor: how far apart the rounds of the same host were.
+    let spreads = r.cases.flatMap { [($0.ours.spread, $0.0.title, "ours"), ($0.reference.spread, $0.0.title, "reference")] }
+        .filter { $0.0.isFinite }
+    if let worst = spreads.max(by: { $0.0 < $1.0 }), r.rounds > 1 {
+        print("   round-to-round spread of transfers/s (largest / smallest round of one host): median "
+              + fmt(median(spreads.map(\.0)), 2) + "x, worst " + fmt(worst.0, 2) + "x (\(worst.1), \(worst.2)); "
+              + "ratios within that spread are noise")
+    }
 }
