@@ -20,10 +20,26 @@ test: deps
 demo: deps
 	bash scripts/demo.sh
 
-# Throughput of the hot paths, as ratios against reference runs (release build).
-bench: deps
+# Speed and footprint as ratios against references measured in the same run
+# (release builds): parser micro-benches; the engine against the C reference
+# host (source-sink, loopback raw usbredir); the guest reading and writing our
+# stick against QEMU's own usb-storage; memory and idle CPU of 8 idle sessions;
+# a verdict per target of issue #9. BENCH_QUICK=1 runs a reduced set.
+BENCH_OUT := out/bench
+BENCH_C := Sources/usbredir-bench/reference
+
+bench: deps $(BENCH_OUT)/usbredir-refhost $(BENCH_OUT)/usbredir-loadgen
 	$(SWIFT) build -c release --product usbredir-bench
-	$$($(SWIFT) build -c release --show-bin-path)/usbredir-bench
+	$(SWIFT) build -c release --product usbredir
+	bin=$$($(SWIFT) build -c release --show-bin-path) && \
+	  $$bin/usbredir-bench --usbredir $$bin/usbredir \
+	    --refhost $(BENCH_OUT)/usbredir-refhost --loadgen $(BENCH_OUT)/usbredir-loadgen \
+	    --guest-script Sources/usbredir-bench/scripts/guest-bench.sh --out $(BENCH_OUT)
+
+# The C side of the bench (not SwiftPM targets): gcc on libusbredirparser.
+$(BENCH_OUT)/usbredir-%: $(BENCH_C)/%.c
+	@mkdir -p $(BENCH_OUT)
+	gcc -O2 -Wall -Wextra -o $@ $< $$(pkg-config --cflags --libs libusbredirparser-0.5)
 
 lint-man:
 	mandoc -Tlint -Wwarning man/*.[0-9]

@@ -72,10 +72,12 @@ let package = Package(
         ]),
 
         // Benchmarks: ratios against reference runs (make bench).
+        // reference/ (the C reference host and load generator) and scripts/
+        // are built and run by the Makefile, not by SwiftPM.
         .executableTarget(name: "usbredir-bench", dependencies: [
             "USBRedirProtocol",
             .product(name: "NIOCore", package: "swift-nio"),
-        ]),
+        ], exclude: ["reference", "scripts"]),
 
         // Test support: QEMU and guest harness shared by the test targets.
         .target(name: "TestSupport", path: "Tests/TestSupport"),

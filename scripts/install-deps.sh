@@ -25,6 +25,7 @@ if [[ "${1:-}" == "--all" ]]; then
   PACKAGES+=(
     umockdev gir1.2-umockdev-1.0 python3-gi  # emulated USB devices
     mandoc                                   # man page lint
+    gcc libc6-dev util-linux                 # make bench: C reference host and load generator, taskset
   )
 fi
 

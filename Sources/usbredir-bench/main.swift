@@ -78,5 +78,86 @@ func parserBenchmark() throws {
     report(serialized, against: reference)
 }
 
-print("usbredir-bench: best of 5 runs each; ratio = subject / reference")
-try parserBenchmark()
+// --- the system benchmarks (make bench) -------------------------------------
+
+struct BenchConfig {
+    var usbredir = "", refhost = "", loadgen = "", guestScript = "", outDir = "out/bench"
+    var quick = false
+    var skip: Set<String> = []
+    var rounds = 5, warmup = 0.15, seconds = 0.5, idleSeconds = 5.0
+}
+
+func parseArguments() throws -> BenchConfig {
+    var c = BenchConfig()
+    var args = CommandLine.arguments.dropFirst()
+    while let a = args.popFirst() {
+        guard let v = args.popFirst() else { throw BenchError("\(a) needs a value") }
+        switch a {
+        case "--usbredir": c.usbredir = v
+        case "--refhost": c.refhost = v
+        case "--loadgen": c.loadgen = v
+        case "--guest-script": c.guestScript = v
+        case "--out": c.outDir = v
+        case "--skip": c.skip.formUnion(v.split(separator: ",").map(String.init))
+        default: throw BenchError("unknown option \(a)")
+        }
+    }
+    let quick = ProcessInfo.processInfo.environment["BENCH_QUICK"] ?? ""
+    c.quick = !quick.isEmpty && quick != "0"
+    if c.quick { c.rounds = 2; c.seconds = 0.3; c.idleSeconds = 3 }
+    for (name, path) in [("--usbredir", c.usbredir), ("--refhost", c.refhost), ("--loadgen", c.loadgen)]
+    where path.isEmpty || !FileManager.default.isExecutableFile(atPath: path) {
+        throw BenchError("\(name) \(path.isEmpty ? "is required" : path + " is not an executable") "
+                         + "(usage: usbredir-bench --usbredir BIN --refhost BIN --loadgen BIN --guest-script SH "
+                         + "[--out DIR] [--skip parser,engine,guest,footprint]; make bench does this)")
+    }
+    try FileManager.default.createDirectory(atPath: c.outDir, withIntermediateDirectories: true)
+    return c
+}
+
+let config: BenchConfig
+do { config = try parseArguments() } catch {
+    FileHandle.standardError.write(Data("usbredir-bench: \(error)\n".utf8))
+    exit(64)
+}
+let started = Date()
+print("usbredir-bench\(config.quick ? " (BENCH_QUICK=1: reduced set)" : ""): logs and generated profiles in \(config.outDir)/")
+
+if !config.skip.contains("parser") {
+    progress("parser: micro-benchmarks")
+    print("")
+    print("== parser: best of 5 runs each; ratio = subject / reference")
+    try parserBenchmark()
+}
+
+var engine: EngineResults?
+if !config.skip.contains("engine") {
+    do {
+        let e = try runEngine(config)
+        engine = e
+        printEngine(e, config: config)
+    } catch {
+        print("")
+        print("== engine: FAILED: \(error)")
+    }
+}
+
+var footprint: FootprintResults?
+if !config.skip.contains("footprint") {
+    do { footprint = try runFootprint(config) } catch { print("== footprint: FAILED: \(error)") }
+}
+printFootprint(footprint, engine: engine)
+
+var guest: GuestResults?
+if !config.skip.contains("guest") {
+    if config.guestScript.isEmpty {
+        print("== guest view: FAILED: --guest-script is required")
+    } else {
+        do { guest = try runGuest(config) } catch { print("== guest view: FAILED: \(error)") }
+    }
+}
+printGuest(guest)
+
+printVerdicts(engine: engine, guest: guest, footprint: footprint)
+print("")
+print("usbredir-bench: done in \(fmt(Date().timeIntervalSince(started), 0)) s")

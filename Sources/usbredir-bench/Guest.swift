@@ -1,0 +1,42 @@
+// Guest view: the test guest reads and writes our stick (SPICE, qemu-xhci)
+// and QEMU's own usb-storage in turn, in one boot (scripts/guest-bench.sh).
+import Foundation
+
+struct GuestResults {
+    var mbps: [String: [String: [Double]]] = [:]   // op -> dev -> per round
+    var errors: [String] = []
+    let rounds: Int, mib: Int
+    func med(_ op: String, _ dev: String) -> Double { median(mbps[op]?[dev] ?? []) }
+    func ratio(_ op: String) -> Double { med(op, "ours") / med(op, "native") }
+}
+
+func runGuest(_ config: BenchConfig) throws -> GuestResults {
+    let rounds = config.quick ? 1 : 3, mib = 64
+    progress("guest: one boot, \(rounds) round(s): read then write \(mib) MiB of each stick (ours over SPICE, QEMU's usb-storage)")
+    let child = try Child("/bin/bash", [config.guestScript, config.usbredir, config.outDir + "/guest", "\(rounds)", "\(mib)"],
+                          captureStdout: true)
+    let (status, text) = child.output()
+    var r = GuestResults(rounds: rounds, mib: mib)
+    for line in text.split(separator: "\n") {
+        if line.hasPrefix("GUEST error") { r.errors.append(String(line.dropFirst("GUEST error ".count))); continue }
+        guard line.hasPrefix("GUEST ") else { continue }
+        let f = fields(line)
+        guard let op = f["op"], let dev = f["dev"], let v = Double(f["mbps"] ?? "") else { continue }
+        r.mbps[op, default: [:]][dev, default: []].append(v)
+    }
+    if status != 0 { r.errors.append("guest-bench.sh exited with status \(status)") }
+    return r
+}
+
+func printGuest(_ g: GuestResults?) {
+    print("")
+    guard let g else { print("== guest view: not measured"); return }
+    print("== guest view: test guest on qemu-xhci (TCG), \(g.mib) MiB dd O_DIRECT, median of \(g.rounds) round(s), "
+          + "ours and native in turn in one boot")
+    for (op, what) in [("read", "read (dd iflag=direct)"), ("write", "write (dd oflag=direct, fsync)")] {
+        print(pad("   " + what, 36) + " ours (SPICE usbredir) " + lpad(fmt(g.med(op, "ours")), 8) + " MB/s"
+              + "   native usb-storage " + lpad(fmt(g.med(op, "native")), 8) + " MB/s"
+              + "   ratio " + fmt(g.ratio(op), 2) + "x")
+    }
+    for e in g.errors { print("   error: \(e)") }
+}
