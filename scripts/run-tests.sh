@@ -1,8 +1,29 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Called by `make test`, hence by .ci/run.
+#
+# A skipped test is a failed run: the tests skip only when something they
+# need is missing (TestSupport's Requirement), and everything they need is
+# installed by scripts/install-deps.sh --all. With CI set, such a test
+# fails by itself; this check also catches a skip that goes around that gate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/opt/swift/usr/bin:$PATH
 bash scripts/install-deps.sh --all
 swift build --build-tests
-swift test --skip-build --no-parallel "$@"
+
+log=$(mktemp "${TMPDIR:-/tmp}/usbredir-tests.XXXXXX")
+trap 'rm -f "$log"' EXIT
+set +e
+swift test --skip-build --no-parallel "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+# XCTest: "Test Case '...' skipped (...)" and "Executed N tests, with M tests skipped ...";
+# Swift Testing: "Test foo() skipped" / "Suite Foo skipped" (with or without a reason).
+skips=$(grep -E "Test Case '[^']*' skipped|with [1-9][0-9]* tests? skipped|(Test|Suite) .* skipped" "$log" || true)
+if [ -n "$skips" ]; then
+    echo "run-tests.sh: FAILED: the run skipped tests (install what they need: scripts/install-deps.sh --all):" >&2
+    echo "$skips" >&2
+    [ "$status" -ne 0 ] || status=1
+fi
+exit "$status"

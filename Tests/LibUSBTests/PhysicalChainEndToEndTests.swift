@@ -26,7 +26,7 @@ final class PhysicalChainEndToEndTests: XCTestCase {
     /// guest sees the stick, drops it, and sees (and reads) it again, all
     /// with the same apply process, and `status` follows.
     func testReplugWithTheSameApplyProcess() async throws {
-        guard try Self.toolsPresent() else { return }
+        try Self.requireTools()
         let lab = try ChainLab(absent: ["stick"],
                                match: "vendor: 0x0951\n      product: 0x1666\n      serial: STICK0001")
         defer { lab.stop() }
@@ -103,7 +103,7 @@ final class PhysicalChainEndToEndTests: XCTestCase {
     // MARK: - The read test
 
     func readThroughTheChain(controller: String, match: String) async throws {
-        guard try Self.toolsPresent() else { return }
+        try Self.requireTools()
         let lab = try ChainLab(absent: [], match: match)
         defer { lab.stop() }
         var options = try Guest.options(append: "usbtest=read usbtest.mib=\(Self.imageMiB) usbtest.wait=30 usbtest.dmesg=1")
@@ -159,19 +159,11 @@ final class PhysicalChainEndToEndTests: XCTestCase {
               + "whole run \(String(format: "%.1f", seconds)) s; SCSI commands: \(try lab.control("state stick").commandCounts)")
     }
 
-    /// True when umockdev and QEMU are there. CI must have them
+    /// Returns when umockdev and QEMU are there. CI must have them
     /// (scripts/install-deps.sh --all): a missing one fails the test there;
-    /// elsewhere the test is skipped with the reason.
-    static func toolsPresent() throws -> Bool {
-        var missing: [String] = []
-        if let reason = Umockdev.unavailableReason { missing.append("umockdev unavailable: \(reason)") }
-        if !QEMUVM.isAvailable { missing.append("qemu-system-x86_64 is not installed") }
-        guard !missing.isEmpty else { return true }
-        if ProcessInfo.processInfo.environment["CI"] != nil {
-            XCTFail("needed in CI: \(missing.joined(separator: "; "))")
-            return false
-        }
-        throw XCTSkip(missing.joined(separator: "; "))
+    /// elsewhere the test is skipped with the reason (TestSupport's Requirement).
+    static func requireTools() throws {
+        try Requirement.all(Umockdev.requirement, .qemu).xctGate()
     }
 }
 
