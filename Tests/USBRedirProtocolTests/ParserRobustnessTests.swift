@@ -336,7 +336,7 @@ struct ParserRobustnessTests {
     /// parser must return the legal packet, report dataTooLong for the second
     /// from its header, and never hold more than one packet's worth.
     @Test("declared lengths near the limit, fed past it: bounded buffer, the error reported",
-          arguments: [(0, 1), (-1, 1), (0, 4096), (-1, 1 << 20)])
+          arguments: [(0, 1), (-1, 1), (0, 4096), (-1, 1 << 20), (0, 8 << 20)])
     func nearTheLimit(firstOffset: Int, overBy: Int) throws {
         let limit = USBRedirLimits.maxDataLength
         var p = try Self.parser(.guest)
@@ -351,9 +351,11 @@ struct ParserRobustnessTests {
         w.bytes += [0x81, 0, 0, 0, 0, 0, 0, 0, 0, 0]
         stream.writeBytes(w.bytes)
         let secondHeaderEnd = stream.writerIndex
-        // More than the limit after the over-long header: a parser that
-        // waited for its data would end up holding more than maxBufferedBytes.
-        stream.writeRepeatingByte(0x5a, count: limit + (1 << 20))
+        // All the declared data and more: a parser that waited for it would
+        // report a different error, and late (every case), and with the larger
+        // excesses hold more than maxBufferedBytes on the way (8 MiB: well
+        // past the bound even with a 1 MiB chunk still to come).
+        stream.writeRepeatingByte(0x5a, count: declared + (1 << 20))
 
         var got: [USBRedirPacket] = []
         var reported: USBRedirProtocolError?
