@@ -13,10 +13,18 @@ swift build --build-tests
 
 log=$(mktemp "${TMPDIR:-/tmp}/usbredir-tests.XXXXXX")
 trap 'rm -f "$log"' EXIT
+# A hung test fails the run instead of holding it for ever: Swift Testing's
+# .timeLimit records the failure but cannot end a test stuck in an await that
+# ignores cancellation, and the test process blocks SIGTERM on its concurrency
+# threads, hence SIGKILL 30 s after the SIGTERM.
+limit=${USBREDIR_TEST_TIMEOUT:-3600}
 set +e
-swift test --skip-build --no-parallel "$@" 2>&1 | tee "$log"
+timeout -k 30 "$limit" swift test --skip-build --no-parallel "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    echo "run-tests.sh: FAILED: the tests did not finish within $limit s (USBREDIR_TEST_TIMEOUT)" >&2
+fi
 
 # XCTest: "Test Case '...' skipped (...)" and "Executed N tests, with M tests skipped ...";
 # Swift Testing: "Test foo() skipped" / "Suite Foo skipped" (with or without a reason).
