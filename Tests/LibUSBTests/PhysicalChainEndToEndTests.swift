@@ -14,18 +14,30 @@ import XCTest
 final class PhysicalChainEndToEndTests: XCTestCase {
     static let imageMiB = 4
 
+    /// Each test as a whole has a deadline: a hang fails it (every wait
+    /// inside is bounded too, this catches what is not).
+    static let deadline: Double = 300
+
     func testGuestReadsTheEmulatedStickMatchedByIDOnXHCI() async throws {
-        try await readThroughTheChain(controller: "qemu-xhci", match: "vendor: 0x0951\n      product: 0x1666")
+        try await withDeadline(Self.deadline, "the chain read on qemu-xhci") {
+            try await Self.readThroughTheChain(controller: "qemu-xhci", match: "vendor: 0x0951\n      product: 0x1666")
+        }
     }
 
     func testGuestReadsTheEmulatedStickMatchedByPortOnEHCI() async throws {
-        try await readThroughTheChain(controller: "usb-ehci", match: "port: \"1-1.1\"")
+        try await withDeadline(Self.deadline, "the chain read on usb-ehci") {
+            try await Self.readThroughTheChain(controller: "usb-ehci", match: "port: \"1-1.1\"")
+        }
     }
 
     /// Apply runs before the stick exists; plug, unplug and plug again: the
     /// guest sees the stick, drops it, and sees (and reads) it again, all
     /// with the same apply process, and `status` follows.
     func testReplugWithTheSameApplyProcess() async throws {
+        try await withDeadline(Self.deadline, "the replug test") { try await Self.replug() }
+    }
+
+    static func replug() async throws {
         try Self.requireTools()
         let lab = try ChainLab(absent: ["stick"],
                                match: "vendor: 0x0951\n      product: 0x1666\n      serial: STICK0001")
@@ -102,7 +114,7 @@ final class PhysicalChainEndToEndTests: XCTestCase {
 
     // MARK: - The read test
 
-    func readThroughTheChain(controller: String, match: String) async throws {
+    static func readThroughTheChain(controller: String, match: String) async throws {
         try Self.requireTools()
         let lab = try ChainLab(absent: [], match: match)
         defer { lab.stop() }
