@@ -1,5 +1,6 @@
 import Devices
 import Foundation
+import TestSupport
 import NIOCore
 import XCTest
 
@@ -107,16 +108,34 @@ final class LibUSBMonitorTests: XCTestCase {
         }
     }
 
-    /// On this machine (no /dev/bus/usb) libusb works and sees nothing. Runs
-    /// in the test process itself, without umockdev.
-    func testMachineWithoutUSBListsNothing() async throws {
+    /// The list is what the kernel shows in sysfs, whatever the machine: on
+    /// this one (no /dev/bus/usb) that is nothing, and libusb still works.
+    /// Runs in the test process itself, without umockdev.
+    func testListIsWhatSysfsShowsOnThisMachine() async throws {
         guard !Umockdev.isChild else { return }
         let monitor = try LibUSBMonitor()
         let devices = try await monitor.presentDevices()
+        let expected = sysfsUSBDevicePorts()
+        XCTAssertEqual(devices.map(\.port).sorted(), expected)
         if !FileManager.default.fileExists(atPath: "/dev/bus/usb") {
-            XCTAssertEqual(devices, [])
+            XCTAssertEqual(devices, [], "no /dev/bus/usb, yet libusb listed devices")
         }
+        print("LIBUSB this machine: /dev/bus/usb \(FileManager.default.fileExists(atPath: "/dev/bus/usb") ? "present" : "absent"), "
+              + "\(devices.count) device(s) listed, sysfs shows \(expected)")
         _ = monitor.events()
+    }
+
+    /// The same comparison where /dev/bus/usb is present: the emulated bus,
+    /// whose sysfs shows the hub and the two devices behind it.
+    func testListIsWhatSysfsShowsWithABus() async throws {
+        try await Umockdev.run(self) {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: "/dev/bus/usb"), "umockdev shows /dev/bus/usb")
+            let expected = sysfsUSBDevicePorts()
+            XCTAssertEqual(expected, ["1-1", "1-1.1", "1-1.2"], "the testbed's sysfs")
+            let monitor = try LibUSBMonitor()
+            let devices = try await monitor.presentDevices()
+            XCTAssertEqual(devices.map(\.port).sorted(), expected)
+        }
     }
 }
 

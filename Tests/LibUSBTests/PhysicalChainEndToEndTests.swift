@@ -14,19 +14,31 @@ import XCTest
 final class PhysicalChainEndToEndTests: XCTestCase {
     static let imageMiB = 4
 
+    /// Each test as a whole has a deadline: a hang fails it (every wait
+    /// inside is bounded too, this catches what is not).
+    static let deadline: Double = 300
+
     func testGuestReadsTheEmulatedStickMatchedByIDOnXHCI() async throws {
-        try await readThroughTheChain(controller: "qemu-xhci", match: "vendor: 0x0951\n      product: 0x1666")
+        try await withDeadline(Self.deadline, "the chain read on qemu-xhci") {
+            try await Self.readThroughTheChain(controller: "qemu-xhci", match: "vendor: 0x0951\n      product: 0x1666")
+        }
     }
 
     func testGuestReadsTheEmulatedStickMatchedByPortOnEHCI() async throws {
-        try await readThroughTheChain(controller: "usb-ehci", match: "port: \"1-1.1\"")
+        try await withDeadline(Self.deadline, "the chain read on usb-ehci") {
+            try await Self.readThroughTheChain(controller: "usb-ehci", match: "port: \"1-1.1\"")
+        }
     }
 
     /// Apply runs before the stick exists; plug, unplug and plug again: the
     /// guest sees the stick, drops it, and sees (and reads) it again, all
     /// with the same apply process, and `status` follows.
     func testReplugWithTheSameApplyProcess() async throws {
-        guard try Self.toolsPresent() else { return }
+        try await withDeadline(Self.deadline, "the replug test") { try await Self.replug() }
+    }
+
+    static func replug() async throws {
+        try Self.requireTools()
         let lab = try ChainLab(absent: ["stick"],
                                match: "vendor: 0x0951\n      product: 0x1666\n      serial: STICK0001")
         defer { lab.stop() }
@@ -102,8 +114,8 @@ final class PhysicalChainEndToEndTests: XCTestCase {
 
     // MARK: - The read test
 
-    func readThroughTheChain(controller: String, match: String) async throws {
-        guard try Self.toolsPresent() else { return }
+    static func readThroughTheChain(controller: String, match: String) async throws {
+        try Self.requireTools()
         let lab = try ChainLab(absent: [], match: match)
         defer { lab.stop() }
         var options = try Guest.options(append: "usbtest=read usbtest.mib=\(Self.imageMiB) usbtest.wait=30 usbtest.dmesg=1")
@@ -159,19 +171,11 @@ final class PhysicalChainEndToEndTests: XCTestCase {
               + "whole run \(String(format: "%.1f", seconds)) s; SCSI commands: \(try lab.control("state stick").commandCounts)")
     }
 
-    /// True when umockdev and QEMU are there. CI must have them
+    /// Returns when umockdev and QEMU are there. CI must have them
     /// (scripts/install-deps.sh --all): a missing one fails the test there;
-    /// elsewhere the test is skipped with the reason.
-    static func toolsPresent() throws -> Bool {
-        var missing: [String] = []
-        if let reason = Umockdev.unavailableReason { missing.append("umockdev unavailable: \(reason)") }
-        if !QEMUVM.isAvailable { missing.append("qemu-system-x86_64 is not installed") }
-        guard !missing.isEmpty else { return true }
-        if ProcessInfo.processInfo.environment["CI"] != nil {
-            XCTFail("needed in CI: \(missing.joined(separator: "; "))")
-            return false
-        }
-        throw XCTSkip(missing.joined(separator: "; "))
+    /// elsewhere the test is skipped with the reason (TestSupport's Requirement).
+    static func requireTools() throws {
+        try Requirement.all(Umockdev.requirement, .qemu).xctGate()
     }
 }
 

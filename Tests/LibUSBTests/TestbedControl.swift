@@ -20,6 +20,8 @@ enum TestbedControl {
         var streams: [String: Int]
         var detached: [Int]?
         var attached: [Int]?
+        /// URBs submitted and not yet finished (a NAKed transfer stays here).
+        var in_flight: Int?
     }
 
     @discardableResult
@@ -37,6 +39,10 @@ enum TestbedControl {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestbedError(message: "socket failed") }
         defer { close(fd) }
+        // A testbed that stops answering fails the test instead of hanging it.
+        var limit = timeval(tv_sec: 15, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
@@ -50,7 +56,13 @@ enum TestbedControl {
         guard write(fd, line, line.count) == line.count else { throw TestbedError(message: "write failed") }
         var reply = [UInt8]()
         var byte: UInt8 = 0
-        while reply.count < 1 << 16, read(fd, &byte, 1) == 1, byte != UInt8(ascii: "\n") { reply.append(byte) }
+        var got = 0
+        while reply.count < 1 << 16 {
+            got = read(fd, &byte, 1)
+            guard got == 1, byte != UInt8(ascii: "\n") else { break }
+            reply.append(byte)
+        }
+        if got < 0 { throw TestbedError(message: "testbed: \(command): no reply within 15 s (errno \(errno))") }
         let text = String(decoding: reply, as: UTF8.self)
         if text.hasPrefix("error") { throw TestbedError(message: "testbed: \(command): \(text)") }
         return text

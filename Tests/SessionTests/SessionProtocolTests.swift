@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import Session
 import Testing
+import TestSupport
 import Transport
 import USBRedirProtocol
 
@@ -82,7 +83,7 @@ extension USBRedirPacket {
     var controlStatus: UInt8? { if case .controlPacket(let p) = message { p.status } else { nil } }
 }
 
-@Suite("SessionProtocolTests")
+@Suite("SessionProtocolTests", .timeLimit(.minutes(2)))
 struct SessionProtocolTests {
     static let status = (success: USBRedirStatus.success.rawValue, cancelled: USBRedirStatus.cancelled.rawValue,
                          invalid: USBRedirStatus.invalid.rawValue, stall: USBRedirStatus.stall.rawValue)
@@ -632,8 +633,12 @@ struct SessionProtocolTests {
         let endpoints = SlowDevice.slowEndpoints + SlowDevice.slowEndpoints
         for (i, ep) in endpoints.enumerated() { try await peer.sendBulkIn(endpoint: ep, length: 256, id: UInt64(i + 1)) }
         try await eventually("two transfers reach the device") { await device.pendingCount >= 2 }
-        // A session without the bound would take all eight now (four endpoints in parallel).
-        try await Task.sleep(nanoseconds: 50_000_000)
+        // Observed, not slept for: the session has read the third request and
+        // holds it, waiting for a permit. From here a bounded session cannot
+        // move until a transfer ends, so the counts below are exact; one
+        // without the bound would take all eight (four endpoints in parallel),
+        // which these counts or the maxConcurrent checks below then show.
+        try await waitFor("the session read a third request", timeout: 5) { peer.toSession.chunksRead - readBefore >= 3 }
         #expect(await device.pendingCount == 2)
         #expect(await device.maxConcurrent == 2)
         // Two admitted and one read but waiting for a permit; the rest unread.

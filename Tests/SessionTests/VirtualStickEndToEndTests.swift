@@ -5,7 +5,7 @@ import Testing
 import TestSupport
 
 /// A real Linux guest reads and writes a virtual stick served by the tool.
-@Suite(.serialized, .enabled(if: QEMUVM.isAvailable, "qemu-system-x86_64 is not installed"))
+@Suite(.serialized, .requires(.qemu), .timeLimit(.minutes(10)))
 struct VirtualStickEndToEndTests {
     static let readMiB = 64
 
@@ -67,8 +67,18 @@ struct VirtualStickEndToEndTests {
         let before = try sha256(ofFile: image)
         let session = RedirectionSession(name: "stick", logger: testLogger)
         try await session.plug(MassStorageDevice(imagePath: image, readOnly: true, serial: "E2E0003"))
-        let (report, _) = try await runGuest(append: "usbtest=write usbtest.mib=4 usbtest.seed=ro", link: .spice(controller: "qemu-xhci"),
-                                             session: session)
+        let (report, _) = try await runGuest(append: "usbtest=write usbtest.mib=4 usbtest.seed=ro usbtest.wait=30",
+                                             link: .spice(controller: "qemu-xhci"), session: session)
+        // The disk must have appeared (a guest without it also reports
+        // write-status=error), with the image's size, and the write must
+        // have been refused because the kernel saw it write-protected
+        // (MODE SENSE WP bit). The stick's own DATA PROTECT answer to a
+        // WRITE, which the kernel never sends here, is checked by
+        // MassStorageProtocolTests.
+        let disk = try #require(report.line("disk name=").flatMap { _ in report.value("name") },
+                                "no disk appeared in the guest:\n\(report)")
+        #expect(report.line("disk name=") == "disk name=\(disk) size=\(8 << 20)", "guest report:\n\(report)")
+        #expect(report.has("write-error disk=\(disk) read-only"), "guest report:\n\(report)")
         #expect(report.has("write-status=error"), "guest report:\n\(report)")
         #expect(try sha256(ofFile: image) == before)
     }

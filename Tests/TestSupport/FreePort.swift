@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bind to 0, read it back).
 public func freeLoopbackPort() -> Int {
@@ -35,4 +36,12 @@ public func isListening(port: Int) -> Bool {
             connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
         }
     }
+}
+
+/// Port paths ("1-3.2") of the USB devices the kernel shows in sysfs, root
+/// hubs ("usb1") and interfaces ("1-3:1.0") left out, sorted. Empty on a
+/// machine without USB (no /sys/bus/usb/devices).
+public func sysfsUSBDevicePorts(_ folder: String = "/sys/bus/usb/devices") -> [String] {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+    return names.filter { !$0.hasPrefix("usb") && !$0.contains(":") }.sorted()
 }

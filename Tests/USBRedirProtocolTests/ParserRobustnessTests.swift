@@ -329,6 +329,57 @@ struct ParserRobustnessTests {
         #expect(p.bufferedByteCount == 0)
     }
 
+    /// The fuzz streams above stay far below the limit, so their bound
+    /// check cannot fail. Here a legal packet of `limit + firstOffset` data
+    /// bytes is followed by a header declaring `limit + overBy` and then more
+    /// than the limit of further bytes, fed in chunks as a socket would: the
+    /// parser must return the legal packet, report dataTooLong for the second
+    /// from its header, and never hold more than one packet's worth.
+    @Test("declared lengths near the limit, fed past it: bounded buffer, the error reported",
+          arguments: [(0, 1), (-1, 1), (0, 4096), (-1, 1 << 20), (0, 8 << 20)])
+    func nearTheLimit(firstOffset: Int, overBy: Int) throws {
+        let limit = USBRedirLimits.maxDataLength
+        var p = try Self.parser(.guest)
+        let n = USBRedirNegotiation(role: .host, ours: .all, peer: .all)
+        let size = limit + firstOffset
+        let packet = USBRedirPacket(id: 1, .bulkPacket(.init(endpoint: 0x81, status: 0, length: UInt32(size),
+                                                              streamID: 0, data: ByteBuffer(repeating: 0xa5, count: size))))
+        var stream = try ByteBuffer.usbRedirStream([packet], n)
+        let declared = limit + overBy
+        var w = WireWriter()
+        w.header(.bulkPacket, length: UInt32(10 + declared), wide: true)
+        w.bytes += [0x81, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        stream.writeBytes(w.bytes)
+        let secondHeaderEnd = stream.writerIndex
+        // All the declared data and more: a parser that waited for it would
+        // report a different error, and late (every case), and with the larger
+        // excesses hold more than maxBufferedBytes on the way (8 MiB: well
+        // past the bound even with a 1 MiB chunk still to come).
+        stream.writeRepeatingByte(0x5a, count: declared + (1 << 20))
+
+        var got: [USBRedirPacket] = []
+        var reported: USBRedirProtocolError?
+        var largest = 0
+        while stream.readableBytes > 0 && reported == nil {
+            p.append(stream.readSlice(length: min(stream.readableBytes, (1 << 20) + 7))!)
+            do {
+                while let next = try p.nextPacket() { got.append(next) }
+            } catch {
+                reported = error
+            }
+            largest = max(largest, p.bufferedByteCount)
+            #expect(p.bufferedByteCount <= USBRedirParser.maxBufferedBytes, "after \(stream.readerIndex) bytes fed")
+        }
+        #expect(got == [packet])
+        #expect(reported == .dataTooLong(.bulkPacket, length: UInt64(declared), limit: limit))
+        // Refused from the header, within one chunk of it, not after its data.
+        #expect(stream.readerIndex < secondHeaderEnd + (1 << 20) + 7, "error after \(stream.readerIndex) of \(stream.writerIndex) bytes")
+        #expect(largest <= USBRedirParser.maxBufferedBytes, "held at most \(largest) bytes")
+        // Sticky: more bytes change nothing.
+        p.append(stream.readSlice(length: min(stream.readableBytes, 4096)) ?? ByteBuffer())
+        #expect(throws: USBRedirProtocolError.dataTooLong(.bulkPacket, length: UInt64(declared), limit: limit)) { try p.nextPacket() }
+    }
+
     @Test("data length not the declared transfer length")
     func dataLengthMismatch() throws {
         var p = try Self.parser(.guest)

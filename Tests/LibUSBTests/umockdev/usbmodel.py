@@ -169,7 +169,8 @@ class USBModel:
                 'drivers': {str(k): v for k, v in self.kernel_drivers.items()},
                 'config': self.config_value, 'alt': {str(k): v for k, v in self.alt.items()},
                 'halted': sorted(self.halted), 'last_stream_id': self.last_stream_id,
-                'streams': {str(k): v for k, v in self.streams.items()}, **self.counters}
+                'streams': {str(k): v for k, v in self.streams.items()},
+                'in_flight': len(self.urbs), **self.counters}   # in_flight: submitted, not finished
 
     # -- ioctls ---------------------------------------------------------------
 
