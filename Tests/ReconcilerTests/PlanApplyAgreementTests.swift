@@ -77,7 +77,7 @@ func device(_ product: UInt16, serial: String, port: String, address: Int) -> US
         // A peer connected to by-vendor's listen endpoint: a restart would close it.
         let peer = try connectLoopback(port: ports[1])
         defer { close(peer) }
-        try await waitFor(timeout: 10, "the peer to connect") { await reconciler.status().first { $0.name == "by-vendor" }?.state == .connected }
+        try await waitFor("the peer to connect", timeout: 10) { await reconciler.status().first { $0.name == "by-vendor" }?.state == .connected }
         let before = try #require(await reconciler.status().first { $0.name == "by-vendor" })
 
         let edited = try load(profile(ports: ports, bySerialFirst: true, vendorLog: "debug"))
