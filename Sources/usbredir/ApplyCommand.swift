@@ -39,6 +39,11 @@ struct ApplyCommand: AsyncParsableCommand {
         let controller = Controller(profilePath: profile, host: profileOptions.host,
                                     socketPath: socket ?? StatusSocket.path(forProfile: initial.name),
                                     reconciler: reconciler, logger: logger)
-        await controller.run(initial: initial)
+        do {
+            try await controller.run(initial: initial)
+        } catch {
+            logger.critical("\(error)")
+            throw Exit.runtimeFailure
+        }
     }
 }

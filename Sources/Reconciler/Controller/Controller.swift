@@ -29,11 +29,12 @@ public struct Controller: Sendable {
         self.logger = logger
     }
 
-    /// Runs until SIGINT or SIGTERM, then disconnects every device.
-    public func run(initial: Profile) async {
+    /// Runs until SIGINT or SIGTERM, then disconnects every device. Throws
+    /// before touching anything when another apply serves the status socket.
+    public func run(initial: Profile) async throws {
         let signals = SignalWatcher([SIGINT, SIGTERM, SIGHUP])
+        let server = try await startStatusServer()
         await reconciler.apply(initial)
-        let server = await startStatusServer()
         logger.info("applied profile", metadata: ["profile": "\(profilePath)", "assignments": "\(initial.devices.count)"])
         let (triggers, feed) = AsyncStream<Trigger>.makeStream()
         let sources = startTriggerSources(feed, signals: signals)
@@ -62,10 +63,12 @@ public struct Controller: Sendable {
     /// The exit status after a second stop signal (not a clean stop).
     static let interruptedStatus: Int32 = 1
 
-    private func startStatusServer() async -> StatusServer? {
+    private func startStatusServer() async throws -> StatusServer? {
         let reconciler = self.reconciler
         do {
             return try await StatusServer.start(path: socketPath) { await reconciler.report() }
+        } catch let error as StatusSocketError {
+            throw error
         } catch {
             logger.warning("status socket unavailable", metadata: ["path": "\(socketPath)", "error": "\(error)"])
             return nil

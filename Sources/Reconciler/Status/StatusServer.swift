@@ -12,9 +12,15 @@ final class StatusServer: Sendable {
         self.path = path
     }
 
+    /// Binds the socket, owner-only (it tells what runs where). Refuses when
+    /// another apply answers there: that one keeps its socket.
     static func start(path: String, report: @escaping @Sendable () async -> StatusReport) async throws -> StatusServer {
-        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
-                                                withIntermediateDirectories: true)
+        let folder = (path as NSString).deletingLastPathComponent
+        if !FileManager.default.fileExists(atPath: folder) {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        }
+        if await StatusClient.query(path) != nil { throw StatusSocketError.inUse(path) }
         unlink(path)   // a socket left by an apply that died
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .bind(unixDomainSocketPath: path) { child in
@@ -22,6 +28,10 @@ final class StatusServer: Sendable {
                     try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
                 }
             }
+        guard chmod(path, 0o600) == 0 else {
+            try? await channel.channel.close()
+            throw StatusSocketError.permissions(path, String(cString: strerror(errno)))
+        }
         let server = StatusServer(channel: channel, path: path)
         Task { try? await server.serve(report) }
         return server
@@ -31,6 +41,11 @@ final class StatusServer: Sendable {
         try await channel.executeThenClose { inbound in
             for try await client in inbound {
                 Task {
+                    // A client that does not ask in time is dropped.
+                    let idle = client.channel.eventLoop.scheduleTask(in: StatusSocket.idleTimeout) {
+                        client.channel.close(promise: nil)
+                    }
+                    defer { idle.cancel() }
                     try? await client.executeThenClose { input, output in
                         var request = ByteBuffer()
                         for try await var chunk in input {
@@ -55,5 +70,18 @@ final class StatusServer: Sendable {
     func stop() {
         channel.channel.close(promise: nil)
         unlink(path)
+    }
+}
+
+public enum StatusSocketError: Error, CustomStringConvertible {
+    case inUse(String)
+    case permissions(String, String)
+
+    public var description: String {
+        switch self {
+        case .inUse(let path):
+            "another apply already answers on \(path); stop it first, or give this one its own --socket"
+        case .permissions(let path, let why): "cannot make \(path) owner-only: \(why)"
+        }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 
 /// Where running applies listen for `status`: $XDG_RUNTIME_DIR when set,
 /// else /run/usbredir (design.md).
@@ -18,6 +19,8 @@ public enum StatusSocket {
 
     /// Largest request line we read; the protocol has one word.
     static let maxRequest = 64
+    /// How long a client may take to send its request line.
+    static let idleTimeout = TimeAmount.seconds(5)
     /// Largest answer a client accepts.
     static let maxReply = 16 * 1024 * 1024
 }
