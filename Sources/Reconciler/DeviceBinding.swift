@@ -1,3 +1,4 @@
+import Foundation
 import Devices
 import Logging
 import Profile
@@ -32,14 +33,37 @@ extension Reconciler {
         failedOpens = failedOpens.filter { presentKeys.contains($0.key) }
     }
 
+    /// Opens a chosen device for its runner. A device that failed (busy, a
+    /// udev permission race) is retried with the endpoint backoff while it
+    /// stays plugged; SIGHUP retries at once (`retryWaiting`).
     private func open(_ info: USBDeviceInfo, for runner: AssignmentRunner) async {
-        if failedOpens[info.key] != nil { return }
+        if let failed = failedOpens[info.key], Date() < failed.retryAt { return }
         do {
             let device = try await monitor.open(info)
             try await runner.plug(device, info: info, label: info.label)
+            failedOpens[info.key] = nil
         } catch {
-            failedOpens[info.key] = "\(error)"
-            logger.error("cannot open \(info.label): \(error)", metadata: ["assignment": "\(runner.name)"])
+            var failed = failedOpens[info.key] ?? FailedOpen(error: "")
+            let why = "\(error)"
+            let delay = failed.backoff.nextDelay()
+            // One line per distinct failure, not one per attempt.
+            if why != failed.error {
+                logger.error("cannot open \(info.label): \(why); retrying", metadata: ["assignment": "\(runner.name)"])
+            }
+            failed.error = why
+            failed.retryAt = Date().addingTimeInterval(delay)
+            failedOpens[info.key] = failed
+            Task { [weak self] in
+                try? await Task.sleep(nanoseconds: UInt64(delay * 1e9))
+                await self?.reconcile()
+            }
         }
     }
+}
+
+/// A present device whose last open failed, and when to try again.
+struct FailedOpen {
+    var error: String
+    var backoff = Backoff()
+    var retryAt = Date.distantPast
 }

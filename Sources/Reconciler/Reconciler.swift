@@ -16,8 +16,8 @@ public actor Reconciler {
     /// Every device the runners have open (for an emergency stop).
     public nonisolated let openDevices = OpenDevices()
     private var links: [String: SpiceEndpointLink] = [:]
-    /// Physical devices we could not open, so a pass does not retry them in a loop.
-    var failedOpens: [String: String] = [:]
+    /// Physical devices whose open failed, retried with backoff (not in a loop).
+    var failedOpens: [String: FailedOpen] = [:]
     /// The devices present at the last pass, for status's conflicts.
     var lastPresent: [USBDeviceInfo] = []
 
@@ -67,8 +67,10 @@ public actor Reconciler {
         await bindPhysicalDevices(profile)
     }
 
-    /// SIGHUP or a file change: displaced and rejected sessions try again.
+    /// SIGHUP or a file change: displaced and rejected sessions, and devices
+    /// that failed to open, try again at once.
     public func retryWaiting() async {
+        failedOpens = [:]
         for runner in runners.values { await runner.retry() }
     }
 

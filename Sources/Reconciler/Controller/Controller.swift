@@ -112,7 +112,7 @@ public struct Controller: Sendable {
             return
         }
         logger.info("\(reason): reconciling")
-        await reconciler.apply(profile)
         await reconciler.retryWaiting()
+        await reconciler.apply(profile)
     }
 }
