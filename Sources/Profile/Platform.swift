@@ -44,6 +44,13 @@ enum Platform {
     }
 
     static func isReadable(_ path: String) -> Bool { access(path, R_OK) == 0 }
+
+    /// The permission bits of `path` (nil when it cannot be read).
+    static func permissions(_ path: String) -> UInt32? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return UInt32(info.st_mode) & 0o7777
+    }
     static func isWritable(_ path: String) -> Bool { access(path, W_OK) == 0 }
 
     static func currentDirectory() -> String {

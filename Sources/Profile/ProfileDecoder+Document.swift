@@ -80,7 +80,13 @@ extension ProfileDecoder {
             error("endpoint '\(name)' has both password-file and password-env; give one", at: entry.keyLocation)
             valid = false
         } else if let file {
-            if let path = filePath(file, "password file") { password = .file(path) } else { valid = false }
+            if let path = filePath(file, "password file") {
+                password = .file(path)
+                if checkFiles, let mode = Platform.permissions(path), mode & 0o077 != 0 {
+                    warning("password file \(path) can be read by other users (mode \(String(mode, radix: 8)))",
+                            at: file.valueLocation, hint: "chmod 600 it; --strict refuses it")
+                }
+            } else { valid = false }
         } else if let variable {
             if let variableName = string(variable) {
                 password = .env(variableName)

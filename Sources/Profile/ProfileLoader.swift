@@ -10,6 +10,16 @@ public enum ProfileLoader {
         public var errors: [Diagnostic] { diagnostics.filter { $0.severity == .error } }
         public var warnings: [Diagnostic] { diagnostics.filter { $0.severity == .warning } }
         public var isValid: Bool { profile != nil }
+
+        /// `--strict`: warnings count as errors, so a profile with any is refused.
+        public var strict: Result {
+            guard !warnings.isEmpty else { return self }
+            return Result(profile: nil, diagnostics: diagnostics.map { d in
+                var d = d
+                d.severity = .error
+                return d
+            })
+        }
     }
 
     /// - Parameters:

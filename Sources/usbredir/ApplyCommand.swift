@@ -27,7 +27,7 @@ struct ApplyCommand: AsyncParsableCommand {
     var profile: String
 
     func run() async throws {
-        let (loaded, _) = ProfileLoading.load(profile, host: profileOptions.host)
+        let (loaded, _) = ProfileLoading.load(profile, profileOptions)
         guard let initial = loaded else { throw Exit.invalidProfile }
         let override = logOptions.level?.loggerLevel
         let level = override ?? Logger.Level(rawValue: initial.log.rawValue) ?? .info
@@ -36,7 +36,7 @@ struct ApplyCommand: AsyncParsableCommand {
         logger.logLevel = level
         let reconciler = Reconciler(monitor: DeviceMonitors.system(), environment: ProcessInfo.processInfo.environment,
                                     logger: logger, levelOverride: override)
-        let controller = Controller(profilePath: profile, host: profileOptions.host,
+        let controller = Controller(profilePath: profile, host: profileOptions.host, strict: profileOptions.strict,
                                     socketPath: socket ?? StatusSocket.path(forProfile: initial.name),
                                     reconciler: reconciler, logger: logger)
         do {

@@ -24,7 +24,7 @@ struct PlanCommand: AsyncParsableCommand {
     var profile: String
 
     func run() async throws {
-        let (loaded, _) = ProfileLoading.load(profile, host: profileOptions.host, printWarnings: !json)
+        let (loaded, _) = ProfileLoading.load(profile, profileOptions, printWarnings: !json)
         guard let p = loaded else { throw Exit.invalidProfile }
         let present = (try? await DeviceMonitors.system().presentDevices()) ?? []
         let running = await StatusClient.query(socket ?? StatusSocket.path(forProfile: p.name))

@@ -12,13 +12,17 @@ enum Exit {
 struct ProfileOptions: ParsableArguments {
     @Option(name: .long, help: "Use the hosts: section of this host instead of this machine's hostname.")
     var host: String?
+
+    @Flag(help: "Treat warnings (an unset password variable, a password file others can read) as errors.")
+    var strict = false
 }
 
 enum ProfileLoading {
     /// Loads a profile, printing its diagnostics to standard error.
-    static func load(_ path: String, host: String?, checkFiles: Bool = true,
+    static func load(_ path: String, _ options: ProfileOptions, checkFiles: Bool = true,
                      printWarnings: Bool = true) -> (Profile?, [Diagnostic]) {
-        let result = ProfileLoader.load(path: path, hostname: host, checkFiles: checkFiles)
+        var result = ProfileLoader.load(path: path, hostname: options.host, checkFiles: checkFiles)
+        if options.strict { result = result.strict }
         for d in result.diagnostics where d.severity == .error || printWarnings {
             FileHandle.standardError.write(Data((d.description + "\n").utf8))
         }

@@ -19,7 +19,7 @@ struct ValidateCommand: AsyncParsableCommand {
     func run() async throws {
         var failed = false
         for path in profiles {
-            let (profile, _) = ProfileLoading.load(path, host: profileOptions.host)
+            let (profile, _) = ProfileLoading.load(path, profileOptions)
             if profile == nil { failed = true } else { print("\(path): ok") }
         }
         if failed { throw Exit.invalidProfile }

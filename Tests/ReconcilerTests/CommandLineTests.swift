@@ -21,6 +21,25 @@ import TestSupport
         for command in ["apply", "plan", "validate", "status", "list"] { #expect(h.output.contains(command)) }
     }
 
+    /// Issue 10, finding 11: a password file others can read is a warning,
+    /// and with --strict an error.
+    @Test func aPasswordFileOthersCanReadIsAWarningAndRefusedWithStrict() throws {
+        let profile = try write("version: 1\nendpoints:\n  vm:\n    spice: 127.0.0.1:5930\n    password-file: vm.pass\n"
+                                + "devices:\n  - {name: a, to: vm, virtual: {kind: source-sink}}\n")
+        let secret = profile.deletingLastPathComponent().appendingPathComponent("vm.pass")
+        try "hunter2\n".write(to: secret, atomically: true, encoding: .utf8)
+        chmod(secret.path, 0o644)
+        let loose = try runCommandStatus(usbredir, ["validate", profile.path])
+        #expect(loose.status == 0)
+        #expect(loose.output.contains("\(profile.path):5:20: warning: password file \(secret.path) can be read by other users (mode 644)"),
+                "\(loose.output)")
+        let strict = try runCommandStatus(usbredir, ["validate", "--strict", profile.path])
+        #expect(strict.status == 65)
+        #expect(strict.output.contains("error: password file"), "\(strict.output)")
+        chmod(secret.path, 0o600)
+        #expect(try runCommandStatus(usbredir, ["validate", "--strict", profile.path]).status == 0)
+    }
+
     @Test func usageErrorsExit64() throws {
         #expect(try runCommandStatus(usbredir, ["validate", "--no-such-flag", "x.yaml"]).status == 64)
         #expect(try runCommandStatus(usbredir, ["frobnicate"]).status == 64)

@@ -11,6 +11,8 @@ public struct Controller: Sendable {
     public let profilePath: String
     /// `--host`: the hosts: section to use instead of this machine's.
     public let host: String?
+    /// `--strict`: a reloaded profile with warnings is refused too.
+    public let strict: Bool
     public let socketPath: String
     let reconciler: Reconciler
     let logger: Logger
@@ -21,9 +23,11 @@ public struct Controller: Sendable {
 
     enum Trigger: Sendable { case file, hangup, device, tick }
 
-    public init(profilePath: String, host: String?, socketPath: String, reconciler: Reconciler, logger: Logger) {
+    public init(profilePath: String, host: String?, strict: Bool = false, socketPath: String,
+                reconciler: Reconciler, logger: Logger) {
         self.profilePath = profilePath
         self.host = host
+        self.strict = strict
         self.socketPath = socketPath
         self.reconciler = reconciler
         self.logger = logger
@@ -105,7 +109,8 @@ public struct Controller: Sendable {
     /// Reads the profile again; an invalid one is reported and the running
     /// state is kept (design.md).
     private func reload(reason: String) async {
-        let result = ProfileLoader.load(path: profilePath, hostname: host)
+        var result = ProfileLoader.load(path: profilePath, hostname: host)
+        if strict { result = result.strict }
         guard let profile = result.profile else {
             for d in result.errors { logger.error("\(d.description)") }
             logger.error("\(reason): the new profile is invalid; keeping the running state")
