@@ -139,7 +139,14 @@ public actor MassStorageDevice: USBDevice {
         var csw = CommandStatusWrapper(tag: cbw.tag, residue: cbw.dataLength, status: 0)
         switch outcome {
         case .data(let data, let sense) where cbw.isIn || expected == 0:
-            if data.readableBytes > expected { return .status(csw.phaseError) }
+            if data.readableBytes > expected {
+                // The command has more than the host asked for (BOT 6.7.2, case 7, Hi < Di):
+                // the host gets what it asked for, then a phase error.
+                csw.residue = 0
+                guard expected > 0 else { return .status(csw.phaseError) }
+                return .dataIn(.init(data: data.getSlice(at: data.readerIndex, length: expected)!, sent: 0,
+                                     csw: csw.phaseError))
+            }
             csw.status = sense == .none ? 0 : 1
             csw.residue = UInt32(expected - data.readableBytes)
             scsi.sense = sense
