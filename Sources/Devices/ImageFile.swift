@@ -13,6 +13,18 @@ final class ImageFile: @unchecked Sendable {   // used only from its device's ac
     init(path: String, readOnly: Bool) throws(DeviceError) {
         let fd = Glibc.open(path, readOnly ? O_RDONLY : O_RDWR)
         guard fd >= 0 else { throw .io("cannot open \(path): \(String(cString: strerror(errno)))") }
+        // One writer or any number of readers, across assignments and
+        // processes: flock is per open file, so two opens in one process
+        // exclude each other too. Released when the file is closed (deinit).
+        guard flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0 else {
+            let e = errno
+            Glibc.close(fd)
+            if e == EWOULDBLOCK {
+                throw .busy("image \(path) is in use: another assignment or process has it open"
+                            + (readOnly ? " read-write" : ""))
+            }
+            throw .io("cannot lock \(path): \(String(cString: strerror(e)))")
+        }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             Glibc.close(fd)
@@ -54,6 +66,17 @@ final class ImageFile: @unchecked Sendable {   // used only from its device's ac
     }
 
     func sync() -> Bool { fsync(fd) == 0 }
+
+    /// fdatasync calls that succeeded (tests check a write was made durable).
+    private(set) var dataSyncs = 0
+
+    /// Makes the written data durable (fdatasync: data and the metadata
+    /// needed to read it back, not timestamps).
+    func syncData() -> Bool {
+        guard fdatasync(fd) == 0 else { return false }
+        dataSyncs += 1
+        return true
+    }
 }
 
 public enum DeviceError: Error, Sendable, Equatable, CustomStringConvertible {

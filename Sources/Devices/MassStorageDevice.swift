@@ -105,6 +105,9 @@ public actor MassStorageDevice: USBDevice {
             }
             phase.received += accepted
             if phase.received >= phase.expected {
+                // Write-through: the caching page says the write cache is off,
+                // so the data is on disk before the CSW can report success.
+                if phase.writable > 0 && phase.sense == .none && !image.syncData() { phase.sense = .writeError }
                 if phase.sense != .none { scsi.sense = phase.sense }
                 bot = .status(phase.csw)
             } else {
@@ -175,6 +178,8 @@ public actor MassStorageDevice: USBDevice {
     }
 
     func syncImage() -> Bool { image.sync() }
+    /// Successful fdatasync calls on the image (tests).
+    var imageDataSyncs: Int { image.dataSyncs }
     var imageBlocks: UInt64 { image.size / UInt64(Self.blockSize) }
     func readImage(lba: UInt64, blocks: Int) -> ByteBuffer? {
         image.read(offset: lba * UInt64(Self.blockSize), count: blocks * Self.blockSize)

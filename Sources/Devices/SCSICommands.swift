@@ -110,8 +110,9 @@ extension MassStorageDevice {
     private func modeSense(_ cdb: [UInt8], ten: Bool) -> SCSIOutcome {
         let page = cdb[2] & 0x3f
         let allocation = ten ? SCSI.be16(cdb, 7) : Int(cdb[4])
-        // Caching page (0x08): write cache off, so the guest needs no flush
-        // to trust a completed write; we still fsync on SYNCHRONIZE CACHE.
+        // Caching page (0x08): write cache off (WCE 0), and true: every WRITE
+        // is fdatasync'ed before its CSW (write-through), so the guest needs
+        // no flush to trust a completed write. SYNCHRONIZE CACHE still fsyncs.
         let caching: [UInt8] = [0x08, 0x12] + Array(repeating: 0, count: 18)
         let pages: [UInt8]
         switch page {

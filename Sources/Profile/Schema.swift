@@ -36,6 +36,8 @@ struct DecodedDevice {
     var channelValueLocation: SourcePosition?
     var source: Assignment.Source?
     var matchKeyLocation: SourcePosition?
+    /// A virtual device's image value as written, and where (cross-checks point there).
+    var imageValue: (text: String, location: SourcePosition)?
     var isValid = true
 
     var assignment: Assignment? {
@@ -236,6 +238,10 @@ extension ProfileDecoder {
             device.source = decodeMatch(field).map(Assignment.Source.match)
         case (nil, let field?):
             device.source = decodeVirtual(field).map(Assignment.Source.virtual)
+            if case .mapping(let entries) = field.node.content, let image = entries.first(where: { $0.key == "image" }),
+               case .scalar(let text, _) = image.value.content {
+                device.imageValue = (text, Field(image).valueLocation)
+            }
         }
         return device
     }
