@@ -88,6 +88,11 @@ let package = Package(
             "Reconciler", "Profile", "TestSupport", "Transport",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The command-line module's own pieces (log lines).
+        .testTarget(name: "CLITests", dependencies: [
+            "usbredir",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "LibUSBTests", dependencies: ["Devices", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "USBRedirProtocolTests", dependencies: [
             "USBRedirProtocol", "CUSBRedirParser",
