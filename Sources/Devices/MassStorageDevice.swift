@@ -129,6 +129,10 @@ public actor MassStorageDevice: USBDevice {
             bot = (phase.data.readableBytes == 0 || n < length) ? .status(phase.csw) : .dataIn(phase)
             return .inData(chunk)
         case .status(let csw):
+            // The CSW is 13 bytes in one packet: a shorter IN would overflow
+            // (babble, as a real device's 512-byte packet would); the CSW
+            // stays for the next read. Never more than the guest asked for.
+            guard length >= 13 else { return .failed(.babble) }
             bot = .idle
             return .inData(csw.bytes)
         case .idle, .dataOut:

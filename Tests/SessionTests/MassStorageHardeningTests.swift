@@ -182,3 +182,25 @@ struct MassStorageHardeningTests {
         #expect(bad.status == 1)
     }
 }
+
+/// Found by the stick fuzz target (Fuzz/stick): regression tests.
+@Suite("MassStorageFuzzRegressionTests")
+struct MassStorageFuzzRegressionTests {
+    /// A bulk IN shorter than the 13-byte CSW got all 13 bytes: more than the
+    /// guest asked for (the harness's "bulk IN returned more than asked for"
+    /// precondition, crash-ef5cc418dc18e553017b0b1cc931fe6f8920262d).
+    @Test func aBulkInShorterThanTheCSWNeverGetsMoreThanItAskedFor() async throws {
+        let device = try MassStorageDevice(imagePath: try makeStickImage(blocks: 8), readOnly: false, serial: "FUZZ")
+        let cbw = StickDriver.cbw(tag: 9, dataLength: 0, isIn: false, [0x00, 0, 0, 0, 0, 0])   // TEST UNIT READY
+        #expect(await device.transfer(endpoint: MassStorageDevice.bulkOut, length: 31, data: cbw, streamID: 0).status
+                == .success)
+        for length in [0, 4, 12] {
+            let r = await device.transfer(endpoint: MassStorageDevice.bulkIn, length: length, data: nil, streamID: 0)
+            #expect((r.data?.readableBytes ?? 0) <= length, "asked for \(length), got \(r.data?.readableBytes ?? 0)")
+        }
+        // The CSW is still there for a proper read.
+        let csw = await device.transfer(endpoint: MassStorageDevice.bulkIn, length: 13, data: nil, streamID: 0)
+        let bytes = byteArray(csw.data)
+        #expect(bytes.count == 13 && bytes[4] == 9 && bytes[12] == 0, "\(bytes)")
+    }
+}
