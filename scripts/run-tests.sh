@@ -6,3 +6,5 @@ export PATH=/opt/swift/usr/bin:$PATH
 bash scripts/install-deps.sh --all
 swift build --build-tests
 swift test --skip-build --no-parallel "$@"
+# The fuzz targets, briefly (a filtered run is someone's quick check: skip).
+if (($# == 0)); then make fuzz-ci; fi
