@@ -13,17 +13,11 @@ final class ImageFile: @unchecked Sendable {   // used only from its device's ac
     init(path: String, readOnly: Bool) throws(DeviceError) {
         let fd = Glibc.open(path, readOnly ? O_RDONLY : O_RDWR)
         guard fd >= 0 else { throw .io("cannot open \(path): \(String(cString: strerror(errno)))") }
-        // One writer or any number of readers, across assignments and
-        // processes: flock is per open file, so two opens in one process
-        // exclude each other too. Released when the file is closed (deinit).
-        guard flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0 else {
-            let e = errno
+        do {
+            try Self.lock(fd, path: path, readOnly: readOnly)
+        } catch {
             Glibc.close(fd)
-            if e == EWOULDBLOCK {
-                throw .busy("image \(path) is in use: another assignment or process has it open"
-                            + (readOnly ? " read-write" : ""))
-            }
-            throw .io("cannot lock \(path): \(String(cString: strerror(e)))")
+            throw error
         }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
@@ -37,6 +31,34 @@ final class ImageFile: @unchecked Sendable {   // used only from its device's ac
     }
 
     deinit { Glibc.close(fd) }
+
+    private var locked = true
+
+    /// One writer or any number of readers, across assignments and
+    /// processes: flock is per open file, so two opens in one process
+    /// exclude each other too. Taken at init; released by `unlock` (the
+    /// device was closed) or when the file is closed; `lock` takes it again.
+    private static func lock(_ fd: Int32, path: String, readOnly: Bool) throws(DeviceError) {
+        guard flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0 else { return }
+        let e = errno
+        if e == EWOULDBLOCK {
+            throw .busy("image \(path) is in use: another assignment or process has it open"
+                        + (readOnly ? " read-write" : ""))
+        }
+        throw .io("cannot lock \(path): \(String(cString: strerror(e)))")
+    }
+
+    func lock() throws(DeviceError) {
+        guard !locked else { return }
+        try Self.lock(fd, path: path, readOnly: readOnly)
+        locked = true
+    }
+
+    func unlock() {
+        guard locked else { return }
+        _ = flock(fd, LOCK_UN)
+        locked = false
+    }
 
     /// Reads `count` bytes at `offset` into one buffer (one syscall per chunk
     /// the kernel returns, not per block).

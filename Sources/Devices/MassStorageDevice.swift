@@ -37,9 +37,14 @@ public actor MassStorageDevice: USBDevice {
     }
 
     public var activeConfiguration: USBConfigurationDescriptor? { core.activeConfiguration }
-    public func open() async throws {}
-    /// Makes every write durable before the device goes away.
-    public func close() async { _ = image.sync() }
+    /// Takes the image lock again after a close (init took it first).
+    public func open() async throws { try image.lock() }
+    /// Makes every write durable before the device goes away, then lets
+    /// another assignment have the image.
+    public func close() async {
+        _ = image.sync()
+        image.unlock()
+    }
     public func setConfiguration(_ value: UInt8) async -> USBTransferStatus { core.setConfiguration(value) }
     public func setAltSetting(interface: UInt8, alt: UInt8) async -> USBTransferStatus {
         core.setAltSetting(interface: interface, alt: alt)

@@ -74,6 +74,20 @@ struct StickDurabilityTests {
         _ = try MassStorageDevice(imagePath: image, readOnly: false, serial: "B")
     }
 
+    /// A session closes a device it unplugs; a straggling reference (a
+    /// transfer task finishing) must not keep the image from the assignment
+    /// that replaces it. open() takes the lock again.
+    @Test func closeReleasesTheLockAndOpenTakesItAgain() async throws {
+        let image = try makeStickImage(blocks: 8)
+        let first = try MassStorageDevice(imagePath: image, readOnly: false, serial: "A")
+        await first.close()
+        let second = try MassStorageDevice(imagePath: image, readOnly: false, serial: "B")
+        await #expect(throws: DeviceError.self) { try await first.open() }
+        await second.close()
+        try await first.open()
+        #expect(throws: DeviceError.self) { try MassStorageDevice(imagePath: image, readOnly: true, serial: "C") }
+    }
+
     @Test func anotherProcessHoldingTheLockKeepsUsOut() throws {
         let image = try makeStickImage(blocks: 8)
         // flock(1) holds an exclusive lock until we close its stdin.
