@@ -2,7 +2,7 @@
 SWIFT ?= swift
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: all build test demo deps lint-man bench clean
+.PHONY: all build test demo deps lint-man bench clean fuzz fuzz-build fuzz-ci
 
 all: build
 
@@ -40,6 +40,26 @@ bench: deps $(BENCH_OUT)/usbredir-refhost $(BENCH_OUT)/usbredir-loadgen
 $(BENCH_OUT)/usbredir-%: $(BENCH_C)/%.c
 	@mkdir -p $(BENCH_OUT)
 	gcc -O2 -Wall -Wextra -o $@ $< $$(pkg-config --cflags --libs libusbredirparser-0.5)
+
+# libFuzzer targets (Fuzz/): the usbredir parser, SPICE link and framing,
+# the stick's SCSI/BOT layer, the profile loader. Each runs FUZZ_SECONDS.
+FUZZ_SECONDS ?= 60
+FUZZ_CI_SECONDS ?= 10
+
+fuzz-build:
+	$(SWIFT) build
+	python3 Fuzz/build.py
+
+fuzz: deps fuzz-build
+	bash Fuzz/run.sh $(FUZZ_SECONDS)
+
+# What CI runs after the swift tests (scripts/run-tests.sh): an unoptimised
+# fuzz build (quick to compile), every seed, then FUZZ_CI_SECONDS per target;
+# about 2.5 minutes in all on 2 cores.
+fuzz-ci:
+	$(SWIFT) build
+	FUZZ_OPT=-Onone python3 Fuzz/build.py
+	bash Fuzz/run.sh $(FUZZ_CI_SECONDS)
 
 lint-man:
 	mandoc -Tlint -Wwarning man/*.[0-9]

@@ -101,6 +101,11 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The command-line module's own pieces (log lines).
+        .testTarget(name: "CLITests", dependencies: [
+            "usbredir",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "LibUSBTests", dependencies: ["Devices", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "USBRedirProtocolTests", dependencies: [
             "USBRedirProtocol", "CUSBRedirParser",

@@ -9,6 +9,7 @@ PACKAGES=(
   libyaml-dev           # Profile: YAML reader
   liblz4-dev            # Transport: SPICE LZ4 frames
   libusbredirparser-dev # tests: the C oracle for the wire format
+  python3               # Fuzz/build.py
 )
 if [[ "${1:-}" == "--vm" || "${1:-}" == "--all" ]]; then
   PACKAGES+=(

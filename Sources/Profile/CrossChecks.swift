@@ -9,6 +9,7 @@ extension ProfileDecoder {
         var channels: [String: [UInt8: DecodedDevice]] = [:]
         var rawUsers: [String: DecodedDevice] = [:]
         var rules: [(DecodedDevice, MatchRule)] = []
+        var images: [String: (device: DecodedDevice, readOnly: Bool)] = [:]
 
         for device in devices {
             if let name = device.name {
@@ -20,6 +21,21 @@ extension ProfileDecoder {
                 }
             }
             if let target = device.endpoint { checkEndpoint(device, target, byName, &channels, &rawUsers) }
+            if case .virtual(let v)? = device.source, let image = v.image, let written = device.imageValue {
+                // An image is locked while in use: one writer or any number of
+                // readers. A second assignment next to a writer could not open it.
+                let key = Platform.canonicalPath(image)
+                if let first = images[key], !first.readOnly || !v.readOnly {
+                    let firstName = first.device.name ?? "the entry at line \(first.device.location.line)"
+                    error(first.readOnly
+                          ? "image \(written.text) is already assigned read-only to '\(firstName)' and cannot also be written"
+                          : "image \(written.text) is already assigned read-write to '\(firstName)'",
+                          at: written.location,
+                          hint: "an image can be written by one assignment only (make both read-only, or use a copy)")
+                } else if images[key] == nil {
+                    images[key] = (device, v.readOnly)
+                }
+            }
             if case .match(let rule)? = device.source, let matchLocation = device.matchKeyLocation {
                 if let (first, _) = rules.first(where: { $0.1.isIdentical(to: rule) }) {
                     let firstName = first.name ?? "the entry at line \(first.location.line)"

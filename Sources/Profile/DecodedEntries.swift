@@ -25,6 +25,8 @@ struct DecodedDevice {
     var channelValueLocation: SourcePosition?
     var source: Assignment.Source?
     var matchKeyLocation: SourcePosition?
+    /// A virtual device's image value as written, and where (cross-checks point there).
+    var imageValue: (text: String, location: SourcePosition)?
     var isValid = true
 
     var assignment: Assignment? {

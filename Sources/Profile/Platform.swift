@@ -53,6 +53,13 @@ enum Platform {
     }
     static func isWritable(_ path: String) -> Bool { access(path, W_OK) == 0 }
 
+    /// The path with symlinks, `.` and `..` resolved when it exists; else as given.
+    static func canonicalPath(_ path: String) -> String {
+        guard let resolved = realpath(path, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
     static func currentDirectory() -> String {
         guard let buffer = getcwd(nil, 0) else { return "/" }
         defer { free(buffer) }

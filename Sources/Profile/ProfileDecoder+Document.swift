@@ -188,6 +188,10 @@ extension ProfileDecoder {
             device.source = decodeMatch(field).map(Assignment.Source.match)
         case (nil, let field?):
             device.source = decodeVirtual(field).map(Assignment.Source.virtual)
+            if case .mapping(let entries) = field.node.content, let image = entries.first(where: { $0.key == "image" }),
+               case .scalar(let text, _) = image.value.content {
+                device.imageValue = (text, Field(image).valueLocation)
+            }
         }
         return device
     }

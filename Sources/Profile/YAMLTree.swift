@@ -111,6 +111,11 @@ private struct TreeBuilder {
         case mapping(SourcePosition, [YAMLEntry], pendingKey: (name: String?, location: SourcePosition)?)
     }
 
+    /// Deepest nesting of collections accepted. A profile needs about 6
+    /// levels; the bound keeps a hostile or generated file from building a
+    /// tree whose recursive teardown and decoding would overflow the stack.
+    static let maxDepth = 64
+
     let file: String
     private var stack: [Frame] = []
     var root: YAMLNode?
@@ -140,10 +145,16 @@ private struct TreeBuilder {
             let name = event.data.alias.anchor.map { String(cString: $0) } ?? ""
             report(location, "aliases (*\(name)) are not supported in a profile", hint: "write the value out in full")
             add(YAMLNode(content: .invalid, location: location))
-        case YAML_SEQUENCE_START_EVENT:
-            stack.append(.sequence(location, []))
-        case YAML_MAPPING_START_EVENT:
-            stack.append(.mapping(location, [], pendingKey: nil))
+        case YAML_SEQUENCE_START_EVENT, YAML_MAPPING_START_EVENT:
+            guard stack.count < Self.maxDepth else {
+                report(location, "the document is nested more than \(Self.maxDepth) levels deep",
+                       hint: "a profile needs only a few levels; check for runaway brackets or indentation")
+                root = nil
+                stack = []
+                return false
+            }
+            stack.append(event.type == YAML_SEQUENCE_START_EVENT
+                         ? .sequence(location, []) : .mapping(location, [], pendingKey: nil))
         case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
             switch stack.removeLast() {
             case .sequence(let start, let items): add(YAMLNode(content: .sequence(items), location: start))

@@ -29,6 +29,12 @@ struct TransferJob: Sendable {
     func perform() async -> USBTransferResult {
         switch kind {
         case .control(let p):
+            // usbredir states the direction twice: the endpoint (0x80 or 0x00)
+            // decides who carries the data, bmRequestType what the device does.
+            // When they disagree the device would get an OUT request whose
+            // data stage the guest never sent (or an IN request with data):
+            // invalid, and the device never sees it.
+            guard p.endpoint & 0x80 == p.requestType & 0x80 else { return .failed(.invalid) }
             let setup = USBSetupPacket(requestType: p.requestType, request: p.request, value: p.value,
                                        index: p.index, length: p.length)
             return await device.control(setup, data: p.data)

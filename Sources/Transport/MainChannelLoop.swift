@@ -47,19 +47,9 @@ struct MainChannelLoop {
 
     private func readUSBRedirChannels(_ messages: SpiceChannelReader) async throws -> [UInt8] {
         while true {
-            var m = try await messages.next()
+            let m = try await messages.next()
             guard m.type == Spice.msgMainChannelsList else { continue }
-            guard let count = m.body.readInteger(endianness: .little, as: UInt32.self),
-                  Int(count) * 2 <= m.body.readableBytes else {
-                throw TransportError.protocolViolation("malformed CHANNELS_LIST")
-            }
-            var ids: [UInt8] = []
-            for _ in 0..<count {
-                let type = m.body.readInteger(as: UInt8.self)!
-                let id = m.body.readInteger(as: UInt8.self)!
-                if type == Spice.ChannelType.usbredir.rawValue { ids.append(id) }
-            }
-            return ids.sorted()
+            return try SpiceWire.usbredirChannels(m.body)
         }
     }
 

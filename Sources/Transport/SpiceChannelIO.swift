@@ -71,14 +71,9 @@ final class SpiceChannelReader {
     }
 
     private func readRaw() async throws -> SpiceMessage {
-        var header = try await reader.readExactly(writer.miniHeader ? 6 : 18)
-        if !writer.miniHeader { header.moveReaderIndex(forwardBy: 8) }   // serial
-        let type: UInt16 = header.readInteger(endianness: .little)!
-        let size: UInt32 = header.readInteger(endianness: .little)!
-        guard size <= Spice.maxMessageSize else {
-            throw TransportError.protocolViolation("SPICE message \(type) of \(size) bytes exceeds the limit")
-        }
-        return SpiceMessage(type: type, body: try await reader.readExactly(Int(size)))
+        let header = try await reader.readExactly(writer.miniHeader ? 6 : 18)
+        let (type, size) = try SpiceWire.messageHeader(header, miniHeader: writer.miniHeader)
+        return SpiceMessage(type: type, body: try await reader.readExactly(size))
     }
 
     private func countForAck() async throws {

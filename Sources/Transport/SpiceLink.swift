@@ -45,31 +45,16 @@ struct SpiceLink {
 
     func run(reader: ConnectionReader, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws -> Result {
         try await outbound.write(linkMessage())
-        var header = try await reader.readExactly(16)
-        let magic: UInt32 = header.readInteger(endianness: .little)!
-        let major: UInt32 = header.readInteger(endianness: .little)!
-        _ = header.readInteger(endianness: .little, as: UInt32.self)
-        let size: UInt32 = header.readInteger(endianness: .little)!
-        guard magic == Spice.magic else { throw TransportError.notSpice("bad magic 0x\(String(magic, radix: 16))") }
-        guard major == Spice.majorVersion else { throw TransportError.notSpice("protocol version \(major)") }
-        guard size >= 4 + UInt32(Spice.ticketPubkeyBytes) + 12, size <= Spice.maxLinkReplySize else {
-            throw TransportError.notSpice("link reply of \(size) bytes")
-        }
-        var reply = try await reader.readExactly(Int(size))
-        let body = reply
-        let error: UInt32 = reply.readInteger(endianness: .little)!
-        if error != 0 { throw Self.linkError(error) }
-        let pubkey = reply.readBytes(length: Spice.ticketPubkeyBytes)!
-        let commonCount: UInt32 = reply.readInteger(endianness: .little)!
-        let channelCount: UInt32 = reply.readInteger(endianness: .little)!
-        let capsOffset: UInt32 = reply.readInteger(endianness: .little)!
-        guard let caps = Self.readCaps(body, offset: Int(capsOffset), count: Int(commonCount + channelCount)),
-              commonCount >= 1 || channelCount == 0 else {
-            throw TransportError.notSpice("malformed caps in link reply")
-        }
-        let common = commonCount > 0 ? caps[0] : 0
+        // Every count, size and offset below is the server's, read before
+        // any authentication: SpiceWire checks them without arithmetic that
+        // could overflow.
+        let size = try SpiceWire.linkReplySize(header: try await reader.readExactly(16))
+        let reply = try SpiceWire.linkReply(try await reader.readExactly(size))
+        if reply.error != 0 { throw Self.linkError(reply.error) }
+        let pubkey = reply.publicKey
+        let common = reply.commonCaps.first ?? 0
         let result = Result(miniHeader: common & (1 << UInt32(Spice.CommonCap.miniHeader.rawValue)) != 0,
-                            serverChannelCaps: Array(caps.dropFirst(Int(commonCount))))
+                            serverChannelCaps: reply.channelCaps)
 
         var auth = ByteBuffer()
         if common & (1 << UInt32(Spice.CommonCap.authSelection.rawValue)) != 0 {
@@ -81,11 +66,6 @@ struct SpiceLink {
         let code: UInt32 = linkResult.readInteger(endianness: .little)!
         if code != 0 { throw Self.linkError(code) }
         return result
-    }
-
-    static func readCaps(_ body: ByteBuffer, offset: Int, count: Int) -> [UInt32]? {
-        guard count <= 64, offset >= 0, offset + 4 * count <= body.readableBytes else { return nil }
-        return (0..<count).map { body.getInteger(at: body.readerIndex + offset + 4 * $0, endianness: .little)! }
     }
 
     /// RSA-OAEP (SHA-1) of the password and its NUL, with the server's key.

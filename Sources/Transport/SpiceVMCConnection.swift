@@ -31,16 +31,9 @@ final class SpiceVMCReader: USBRedirByteReader {
                 statistics.withLockedValue { $0.messagesIn += 1 }
                 return message.body
             case Spice.msgVMCCompressedData:
-                var body = message.body
-                guard let kind = body.readInteger(as: UInt8.self),
-                      let size = body.readInteger(endianness: .little, as: UInt32.self) else {
-                    throw TransportError.protocolViolation("short COMPRESSED_DATA")
-                }
-                guard kind == Spice.vmcCompressionLZ4 else {
-                    throw TransportError.protocolViolation("unknown compression type \(kind)")
-                }
+                let data = try SpiceWire.compressedData(message.body)
                 statistics.withLockedValue { $0.messagesIn += 1; $0.compressedMessagesIn += 1 }
-                return try LZ4.decompress(body, size: Int(size))
+                return data
             default:
                 continue   // other channel messages carry nothing for usbredir
             }

@@ -17,22 +17,56 @@ struct LineLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
+        var bytes = Array(line(for: event, time: Self.timestamp()).utf8)
+        bytes.withUnsafeMutableBytes { p in _ = write(2, p.baseAddress, p.count) }
+    }
+
+    /// The line written for `event`, newline included.
+    func line(for event: LogEvent, time: String) -> String {
         let level = event.level, message = event.message
         let all = metadata.merging(event.metadata ?? [:]) { _, new in new }
-        let time = Self.timestamp()
         let text: String
         switch format {
         case .text:
-            let meta = all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-            text = "\(time) \(level.rawValue)\(meta.isEmpty ? "" : " [\(meta)]") \(message)\n"
+            // Messages and metadata carry peer strings (a SPICE notice, a
+            // hello's version, device strings): escaped, one event stays one line.
+            let meta = all.sorted { $0.key < $1.key }
+                .map { "\(Self.escaped($0.key))=\(Self.escaped("\($0.value)"))" }.joined(separator: " ")
+            text = "\(time) \(level.rawValue)\(meta.isEmpty ? "" : " [\(meta)]") \(Self.escaped("\(message)"))\n"
         case .json:
             var object: [String: String] = ["time": time, "level": level.rawValue, "message": "\(message)"]
             for (k, v) in all { object[k] = "\(v)" }
             let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
             text = String(decoding: data, as: UTF8.self) + "\n"
         }
-        var bytes = Array(text.utf8)
-        bytes.withUnsafeMutableBytes { p in _ = write(2, p.baseAddress, p.count) }
+        return text
+    }
+
+    /// `s` with control characters (C0, DEL, C1, line and paragraph
+    /// separators) written as \n, \r, \t or \u{XX}, and a backslash as \\,
+    /// so no string can end a line early, forge another, or drive a terminal.
+    static func escaped(_ s: String) -> String {
+        guard s.unicodeScalars.contains(where: needsEscape) else { return s }
+        var out = String.UnicodeScalarView()
+        for u in s.unicodeScalars {
+            guard needsEscape(u) else { out.append(u); continue }
+            let text: String
+            switch u {
+            case "\\": text = "\\\\"
+            case "\n": text = "\\n"
+            case "\r": text = "\\r"
+            case "\t": text = "\\t"
+            default:
+                let hex = String(u.value, radix: 16)
+                text = "\\u{" + (hex.count < 2 ? "0" + hex : hex) + "}"
+            }
+            out.append(contentsOf: text.unicodeScalars)
+        }
+        return String(out)
+    }
+
+    private static func needsEscape(_ u: Unicode.Scalar) -> Bool {
+        u.value < 0x20 || (0x7f...0x9f).contains(u.value) || u.value == 0x2028 || u.value == 0x2029 || u == "\\"
     }
 
     static func timestamp() -> String {

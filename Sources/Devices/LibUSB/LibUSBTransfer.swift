@@ -85,6 +85,9 @@ final class LibUSBPendingTransfer: @unchecked Sendable {
         self.owner = owner
         self.dataOffset = offset
         buffer = .allocate(byteCount: max(offset + request.length, 1), alignment: 16)
+        // Zeroed: an OUT data stage shorter than its length, or any other
+        // path that sends the buffer, never sends what the heap held before.
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
 
         if !request.isIn, let data = request.data {
             data.withUnsafeReadableBytes { bytes in

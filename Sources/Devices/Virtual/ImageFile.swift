@@ -13,6 +13,12 @@ final class ImageFile: @unchecked Sendable {   // used only from its device's ac
     init(path: String, readOnly: Bool) throws(DeviceError) {
         let fd = Glibc.open(path, readOnly ? O_RDONLY : O_RDWR)
         guard fd >= 0 else { throw .io("cannot open \(path): \(String(cString: strerror(errno)))") }
+        do {
+            try Self.lock(fd, path: path, readOnly: readOnly)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             Glibc.close(fd)
@@ -25,6 +31,34 @@ final class ImageFile: @unchecked Sendable {   // used only from its device's ac
     }
 
     deinit { Glibc.close(fd) }
+
+    private var locked = true
+
+    /// One writer or any number of readers, across assignments and
+    /// processes: flock is per open file, so two opens in one process
+    /// exclude each other too. Taken at init; released by `unlock` (the
+    /// device was closed) or when the file is closed; `lock` takes it again.
+    private static func lock(_ fd: Int32, path: String, readOnly: Bool) throws(DeviceError) {
+        guard flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0 else { return }
+        let e = errno
+        if e == EWOULDBLOCK {
+            throw .busy("image \(path) is in use: another assignment or process has it open"
+                        + (readOnly ? " read-write" : ""))
+        }
+        throw .io("cannot lock \(path): \(String(cString: strerror(e)))")
+    }
+
+    func lock() throws(DeviceError) {
+        guard !locked else { return }
+        try Self.lock(fd, path: path, readOnly: readOnly)
+        locked = true
+    }
+
+    func unlock() {
+        guard locked else { return }
+        _ = flock(fd, LOCK_UN)
+        locked = false
+    }
 
     /// Reads `count` bytes at `offset` into one buffer (one syscall per chunk
     /// the kernel returns, not per block).
@@ -54,4 +88,15 @@ final class ImageFile: @unchecked Sendable {   // used only from its device's ac
     }
 
     func sync() -> Bool { fsync(fd) == 0 }
+
+    /// fdatasync calls that succeeded (tests check a write was made durable).
+    private(set) var dataSyncs = 0
+
+    /// Makes the written data durable (fdatasync: data and the metadata
+    /// needed to read it back, not timestamps).
+    func syncData() -> Bool {
+        guard fdatasync(fd) == 0 else { return false }
+        dataSyncs += 1
+        return true
+    }
 }

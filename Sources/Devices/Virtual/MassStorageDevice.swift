@@ -36,8 +36,14 @@ public actor MassStorageDevice: VirtualUSBDevice {
         scsi = SCSIState(blocks: image.size / UInt64(Self.blockSize), serial: serial)
     }
 
-    /// Makes every write durable before the device goes away.
-    public func close() async { _ = image.sync() }
+    /// Takes the image lock again after a close (init took it first).
+    public func open() async throws { try image.lock() }
+    /// Makes every write durable before the device goes away, then lets
+    /// another assignment have the image.
+    public func close() async {
+        _ = image.sync()
+        image.unlock()
+    }
     public func reset() async -> USBTransferStatus {
         core.reset()
         bot = .idle
@@ -90,6 +96,9 @@ public actor MassStorageDevice: VirtualUSBDevice {
             }
             phase.received += accepted
             if phase.received >= phase.expected {
+                // Write-through: the caching page says the write cache is off,
+                // so the data is on disk before the CSW can report success.
+                if phase.writable > 0 && phase.sense == .none && !image.syncData() { phase.sense = .writeError }
                 if phase.sense != .none { scsi.sense = phase.sense }
                 bot = .status(phase.csw)
             } else {
@@ -111,6 +120,10 @@ public actor MassStorageDevice: VirtualUSBDevice {
             bot = (phase.data.readableBytes == 0 || n < length) ? .status(phase.csw) : .dataIn(phase)
             return .inData(chunk)
         case .status(let csw):
+            // The CSW is 13 bytes in one packet: a shorter IN would overflow
+            // (babble, as a real device's 512-byte packet would); the CSW
+            // stays for the next read. Never more than the guest asked for.
+            guard length >= 13 else { return .failed(.babble) }
             bot = .idle
             return .inData(csw.bytes)
         case .idle, .dataOut:
@@ -124,7 +137,14 @@ public actor MassStorageDevice: VirtualUSBDevice {
         var csw = CommandStatusWrapper(tag: cbw.tag, residue: cbw.dataLength, status: 0)
         switch outcome {
         case .data(let data, let sense) where cbw.isIn || expected == 0:
-            if data.readableBytes > expected { return .status(csw.phaseError) }
+            if data.readableBytes > expected {
+                // The command has more than the host asked for (BOT 6.7.2, case 7, Hi < Di):
+                // the host gets what it asked for, then a phase error.
+                csw.residue = 0
+                guard expected > 0 else { return .status(csw.phaseError) }
+                return .dataIn(.init(data: data.getSlice(at: data.readerIndex, length: expected)!, sent: 0,
+                                     csw: csw.phaseError))
+            }
             csw.status = sense == .none ? 0 : 1
             csw.residue = UInt32(expected - data.readableBytes)
             scsi.sense = sense
@@ -153,6 +173,8 @@ public actor MassStorageDevice: VirtualUSBDevice {
     }
 
     func syncImage() -> Bool { image.sync() }
+    /// Successful fdatasync calls on the image (tests).
+    var imageDataSyncs: Int { image.dataSyncs }
     var imageBlocks: UInt64 { image.size / UInt64(Self.blockSize) }
     func readImage(lba: UInt64, blocks: Int) -> ByteBuffer? {
         image.read(offset: lba * UInt64(Self.blockSize), count: blocks * Self.blockSize)

@@ -52,13 +52,16 @@ extension MassStorageDevice {
         case .write6, .write10, .write16:
             guard let (lba, count) = Self.range(cdb, op) else { return .failed(.invalidFieldInCDB) }
             if readOnly { return .failed(.writeProtected) }
-            guard lba + UInt64(count) <= scsi.blocks else { return .failed(.lbaOutOfRange) }
+            // lba and count come from the guest: compare without adding them.
+            guard lba <= scsi.blocks, UInt64(count) <= scsi.blocks - lba else { return .failed(.lbaOutOfRange) }
             guard count * Self.blockSize <= Self.maxCommandBytes else { return .failed(.invalidFieldInCDB) }
             return .write(offset: lba * UInt64(Self.blockSize), count: count * Self.blockSize)
         case .verify10, .verify16:
             let lba = op == .verify10 ? SCSI.be32(cdb, 2) : SCSI.be64(cdb, 2)
             let count = op == .verify10 ? UInt64(SCSI.be16(cdb, 7)) : SCSI.be32(cdb, 10)
-            return lba + count <= scsi.blocks ? .data(ByteBuffer(), .none) : .failed(.lbaOutOfRange)
+            // Both fields are the guest's: lba + count may not fit in 64 bits.
+            guard lba <= scsi.blocks, count <= scsi.blocks - lba else { return .failed(.lbaOutOfRange) }
+            return .data(ByteBuffer(), .none)
         case .synchronizeCache10, .synchronizeCache16:
             // Writes must be durable before the guest hears that they are.
             return syncImage() ? .data(ByteBuffer(), .none) : .failed(.writeError)
@@ -107,8 +110,9 @@ extension MassStorageDevice {
     private func modeSense(_ cdb: [UInt8], ten: Bool) -> SCSIOutcome {
         let page = cdb[2] & 0x3f
         let allocation = ten ? SCSI.be16(cdb, 7) : Int(cdb[4])
-        // Caching page (0x08): write cache off, so the guest needs no flush
-        // to trust a completed write; we still fsync on SYNCHRONIZE CACHE.
+        // Caching page (0x08): write cache off (WCE 0), and true: every WRITE
+        // is fdatasync'ed before its CSW (write-through), so the guest needs
+        // no flush to trust a completed write. SYNCHRONIZE CACHE still fsyncs.
         let caching: [UInt8] = [0x08, 0x12] + Array(repeating: 0, count: 18)
         let pages: [UInt8]
         switch page {

@@ -1,0 +1,100 @@
+// libFuzzer target: the virtual stick's Bulk-Only Transport and SCSI layer
+// (Devices), driven as a guest drives it, over a small temporary image.
+//
+// Input: a sequence of records, each: op byte, then its operands.
+//   op % 6 == 0: a CBW: flags u8, data length u32 LE, CDB length u8 (1-16),
+//                16 CDB bytes (the signature, tag and LUN are filled in)
+//   op % 6 == 1: bulk OUT of n bytes (n = u16 LE, bounded by what is left)
+//   op % 6 == 2: bulk IN asking for u16 LE bytes
+//   op % 6 == 3: a control request: 8 setup bytes (+ data for OUT)
+//   op % 6 == 4: reset (as a BOT reset recovery would)
+//   op % 6 == 5: clear halt on the endpoint in the next byte
+import Dispatch
+import Glibc
+import NIOCore
+
+private let imagePath: String = {
+    var template = Array("/tmp/usbredir-fuzz-stick-XXXXXX".utf8CString)
+    let fd = mkstemp(&template)
+    precondition(fd >= 0)
+    precondition(ftruncate(fd, 64 * 512) == 0)   // 64 blocks
+    close(fd)
+    return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}()
+
+private struct Input {
+    var bytes: UnsafeBufferPointer<UInt8>
+    var at = 0
+    var done: Bool { at >= bytes.count }
+    mutating func u8() -> UInt8 {
+        guard at < bytes.count else { return 0 }
+        defer { at += 1 }
+        return bytes[at]
+    }
+    mutating func u16() -> Int { Int(u8()) | Int(u8()) << 8 }
+    mutating func u32() -> UInt32 { UInt32(u16()) | UInt32(u16()) << 16 }
+    mutating func take(_ n: Int) -> [UInt8] {
+        let k = min(n, bytes.count - at)
+        defer { at += k }
+        return Array(bytes[at..<(at + k)])
+    }
+}
+
+private func run(_ input: Input) async {
+    var input = input
+    guard let device = try? MassStorageDevice(imagePath: imagePath, readOnly: input.u8() & 1 == 1, serial: "FUZZ")
+    else { fatalError("cannot open the fuzz image") }
+    var tag: UInt32 = 0
+    var steps = 0
+    while !input.done && steps < 64 {
+        steps += 1
+        switch input.u8() % 6 {
+        case 0:
+            var b = ByteBuffer()
+            tag &+= 1
+            b.writeInteger(UInt32(0x4342_5355), endianness: .little)
+            b.writeInteger(tag, endianness: .little)
+            let flags = input.u8()
+            b.writeInteger(input.u32(), endianness: .little)
+            b.writeInteger(flags)
+            b.writeInteger(UInt8(0))
+            b.writeInteger(input.u8() % 16 + 1)
+            var cdb = input.take(16)
+            cdb += [UInt8](repeating: 0, count: 16 - cdb.count)
+            b.writeBytes(cdb)
+            _ = await device.transfer(endpoint: MassStorageDevice.bulkOut, length: 31, data: b, streamID: 0)
+        case 1:
+            let data = input.take(input.u16())
+            _ = await device.transfer(endpoint: MassStorageDevice.bulkOut, length: data.count,
+                                      data: ByteBuffer(bytes: data), streamID: 0)
+        case 2:
+            let length = input.u16()
+            let r = await device.transfer(endpoint: MassStorageDevice.bulkIn, length: length, data: nil, streamID: 0)
+            precondition((r.data?.readableBytes ?? 0) <= length, "bulk IN returned more than asked for")
+        case 3:
+            let s = input.take(8) + [UInt8](repeating: 0, count: 8)
+            let setup = USBSetupPacket(requestType: s[0], request: s[1], value: UInt16(s[2]) | UInt16(s[3]) << 8,
+                                       index: UInt16(s[4]) | UInt16(s[5]) << 8, length: UInt16(s[6]) | UInt16(s[7]) << 8)
+            let data = setup.isIn ? nil : ByteBuffer(bytes: input.take(Int(setup.length)))
+            let r = await device.control(setup, data: data)
+            if setup.isIn { precondition((r.data?.readableBytes ?? 0) <= Int(setup.length)) }
+        case 4:
+            _ = await device.reset()
+        default:
+            _ = await device.clearHalt(endpoint: input.u8())
+        }
+    }
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzStick(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let input = Input(bytes: UnsafeBufferPointer(start: data, count: size))
+    let done = DispatchSemaphore(value: 0)
+    nonisolated(unsafe) let i = input
+    Task.detached {
+        await run(i)
+        done.signal()
+    }
+    done.wait()
+    return 0
+}
