@@ -45,6 +45,17 @@ enum Platform {
 
     static func isReadable(_ path: String) -> Bool { access(path, R_OK) == 0 }
 
+    /// An IPv4 or IPv6 address literal.
+    static func isIPAddress(_ text: String) -> Bool {
+        var v4 = in_addr(), v6 = in6_addr()
+        return inet_pton(AF_INET, text, &v4) == 1 || inet_pton(AF_INET6, text, &v6) == 1
+    }
+
+    /// 127.0.0.0/8, ::1 and localhost: only this machine can connect.
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
     /// The permission bits of `path` (nil when it cannot be read).
     static func permissions(_ path: String) -> UInt32? {
         var info = stat()

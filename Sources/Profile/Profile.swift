@@ -96,13 +96,17 @@ public struct Endpoint: Sendable {
     public var name: String
     public var kind: Kind
     public var password: PasswordSource?
+    /// `allow:` of a listen endpoint: the peer addresses it accepts (empty: any).
+    public var allowedPeers: [String]
     /// The endpoint's key in `endpoints:`.
     public var location: SourcePosition
 
-    public init(name: String, kind: Kind, password: PasswordSource? = nil, location: SourcePosition) {
+    public init(name: String, kind: Kind, password: PasswordSource? = nil, allowedPeers: [String] = [],
+                location: SourcePosition) {
         self.name = name
         self.kind = kind
         self.password = password
+        self.allowedPeers = allowedPeers
         self.location = location
     }
 
@@ -135,13 +139,14 @@ public struct Endpoint: Sendable {
 /// so a line inserted above it does not count as a change.
 extension Endpoint: Hashable {
     public static func == (a: Self, b: Self) -> Bool {
-        a.name == b.name && a.kind == b.kind && a.password == b.password
+        a.name == b.name && a.kind == b.kind && a.password == b.password && a.allowedPeers == b.allowedPeers
     }
 
     public func hash(into hasher: inout Hasher) {
         hasher.combine(name)
         hasher.combine(kind)
         hasher.combine(password)
+        hasher.combine(allowedPeers)
     }
 }
 

@@ -109,15 +109,48 @@ extension ProfileDecoder {
                 valid = valid && hostSubject != nil
             }
         }
-        guard valid, let address else { return decoded }
+        let allowedPeers = decodeAllow(fields["allow"], kind: kindField, address: address)
+        valid = valid && allowedPeers != nil
+        guard valid, let address, let allowedPeers else { return decoded }
         let kind: Endpoint.Kind = switch kindName {
         case "spice": .spice(address)
         case "spice-tls": .spiceTLS(address, caFile: caFile, hostSubject: hostSubject)
         case "usbredir": .usbredir(address)
         default: .listen(address)
         }
-        decoded.endpoint = Endpoint(name: name, kind: kind, password: password, location: entry.keyLocation)
+        decoded.endpoint = Endpoint(name: name, kind: kind, password: password, allowedPeers: allowedPeers,
+                                    location: entry.keyLocation)
         return decoded
+    }
+
+    /// `allow:` (listen only): the peer addresses a listen endpoint accepts.
+    /// A listen endpoint on a non-loopback address without it is a warning:
+    /// anyone who reaches the port gets the device.
+    private mutating func decodeAllow(_ field: Field?, kind: Field, address: HostPort?) -> [String]? {
+        guard let field else {
+            if kind.name == "listen", let address, !Platform.isLoopback(address.host) {
+                warning("listen on \(address.host) accepts any peer that can reach it", at: kind.valueLocation,
+                        hint: "add allow: [ADDRESS, ...] or listen on 127.0.0.1")
+            }
+            return []
+        }
+        guard kind.name == "listen" else {
+            error("allow applies to listen endpoints only", at: field.entryLocation)
+            return nil
+        }
+        guard let items = sequence(field, "allow", hint: "a list of peer IP addresses, e.g. [192.0.2.10]") else { return nil }
+        var peers: [String] = []
+        for item in items {
+            let itemField = Field(name: "allow", item: item)
+            guard let text = string(itemField) else { return nil }
+            guard Platform.isIPAddress(text) else {
+                error("allow entries are IP addresses, found '\(text)'", at: itemField.valueLocation,
+                      hint: "for example 192.0.2.10 or ::1")
+                return nil
+            }
+            peers.append(text)
+        }
+        return peers
     }
 
     private mutating func hostPort(_ field: Field) -> HostPort? {

@@ -2,7 +2,7 @@
 enum Keys {
     static let root = ["version", "log", "endpoints", "devices", "hosts"]
     static let endpointKinds = ["spice", "spice-tls", "usbredir", "listen"]
-    static let endpoint = endpointKinds + ["password-file", "password-env", "ca-file", "host-subject"]
+    static let endpoint = endpointKinds + ["password-file", "password-env", "ca-file", "host-subject", "allow"]
     static let device = ["name", "to", "log", "channel", "match", "virtual"]
     static let match = ["vendor", "product", "serial", "port"]
     static let virtual = ["kind", "image", "read-only"]

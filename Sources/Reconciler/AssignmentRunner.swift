@@ -178,7 +178,8 @@ actor AssignmentRunner {
     }
 
     private func connectAndServe() async throws -> SessionEnd {
-        let connector = EndpointDialer(endpoint: endpoint, assignmentName: name, link: link, session: session)
+        let connector = EndpointDialer(endpoint: endpoint, assignmentName: name, link: link, session: session,
+                                       logger: logger)
         return try await connector.serve(
             onConnected: { [weak self] channel in await self?.connected(channel: channel) },
             onIdle: { [weak self] in await self?.setState(.connecting) },

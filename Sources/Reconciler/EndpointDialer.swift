@@ -14,6 +14,7 @@ struct EndpointDialer: Sendable {
     let assignmentName: String
     let link: SpiceEndpointLink?
     let session: RedirectionSession
+    let logger: Logger
 
     /// Returns when the connection ends. For `listen`, each peer in turn is
     /// served; `onIdle` marks the wait for the next one.
@@ -42,7 +43,9 @@ struct EndpointDialer: Sendable {
             let listener = try await RawUSBRedirListener.bind(address)
             await onListening(listener)
             defer { listener.close() }
-            try await listener.serve { connection in
+            try await listener.serve(allowing: endpoint.allowedPeers, refused: { peer in
+                logger.warning("refused a peer not in allow", metadata: ["peer": "\(peer)"])
+            }) { connection in
                 await onConnected(nil)
                 _ = await session.run(connection)
                 await onIdle()

@@ -11,10 +11,12 @@ import USBRedirProtocol
 public final class RedirectionSession: Sendable {
     public let name: String
     private let core: SessionEngine
+    private let limits: SessionLimits
     private let logger: Logger
 
     public init(name: String, logger: Logger, limits: SessionLimits = SessionLimits()) {
         self.name = name
+        self.limits = limits
         var logger = logger
         logger[metadataKey: "session"] = "\(name)"
         self.logger = logger
@@ -45,7 +47,7 @@ public final class RedirectionSession: Sendable {
         var parser = USBRedirParser(role: .host, capabilities: SessionEngine.capabilities)
         let end: SessionEnd
         do {
-            end = try await serve(connection, &parser)
+            end = try await withHelloDeadline(connection) { try await serve(connection, &parser) }
         } catch let error as USBRedirProtocolError {
             logger.error("closing the connection: malformed usbredir from the VM: \(error)")
             connection.writer.close()
@@ -58,6 +60,32 @@ public final class RedirectionSession: Sendable {
         if case .rejectedByFilter = end { connection.writer.close() }
         await core.end(reason: end.description)
         return end
+    }
+
+    /// A peer that connects and never says hello must not hold the channel
+    /// (on a `listen:` endpoint it would keep the real VM out): after
+    /// `limits.helloTimeoutNanoseconds` without one, the connection closes.
+    private func withHelloDeadline(_ connection: USBRedirConnection,
+                                   _ body: () async throws -> SessionEnd) async throws -> SessionEnd {
+        let expired = ExpiryFlag()
+        let watchdog = Task { [core, limits, writer = connection.writer] in
+            try await Task.sleep(nanoseconds: limits.helloTimeoutNanoseconds)
+            guard await core.negotiation == nil else { return }
+            expired.set()
+            writer.close()
+        }
+        defer { watchdog.cancel() }
+        do {
+            let end = try await body()
+            if expired.isSet { return .protocolError(helloTimeoutReason) }
+            return end
+        } catch where expired.isSet {
+            return .protocolError(helloTimeoutReason)
+        }
+    }
+
+    private var helloTimeoutReason: String {
+        "no usbredir hello within \(Double(limits.helloTimeoutNanoseconds) / 1e9) s"
     }
 
     private func serve(_ connection: USBRedirConnection, _ parser: inout USBRedirParser) async throws -> SessionEnd {

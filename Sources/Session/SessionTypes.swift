@@ -13,6 +13,8 @@ public struct SessionLimits: Sendable {
     public var maxTransferLength = USBRedirLimits.maxDataLength
     /// How long an unplugged device waits for device_disconnect_ack.
     public var disconnectAckTimeoutNanoseconds: UInt64 = 2_000_000_000
+    /// How long a new connection may go without the peer's hello.
+    public var helloTimeoutNanoseconds: UInt64 = 10_000_000_000
     /// How long the device_disconnect write may take before the connection
     /// is closed (a VM that stopped reading must not hold up a stop).
     public var disconnectWriteTimeoutNanoseconds: UInt64 = 1_000_000_000

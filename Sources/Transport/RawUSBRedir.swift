@@ -52,11 +52,19 @@ public final class RawUSBRedirListener: Sendable {
     }
 
     /// Accepts peers one after another and runs `body` for each; a peer that
-    /// connects while another is served waits in the accept queue.
-    public func serve(_ body: (USBRedirConnection) async throws -> Void) async throws {
+    /// connects while another is served waits in the accept queue. With
+    /// `allowing` not empty, a peer from another address is closed at once
+    /// and reported to `refused`.
+    public func serve(allowing allowed: [String] = [], refused: (String) -> Void = { _ in },
+                      _ body: (USBRedirConnection) async throws -> Void) async throws {
         try await server.executeThenClose { inbound in
             for try await child in inbound {
                 let peer = child.channel.remoteAddress.map { "\($0)" } ?? "peer"
+                if !allowed.isEmpty, !allowed.contains(child.channel.remoteAddress?.ipAddress ?? "") {
+                    try? await child.channel.close()
+                    refused(peer)
+                    continue
+                }
                 try await RawUSBRedir.run(child, peer: "usbredir listen \(localAddress) <- \(peer)", body)
             }
         }

@@ -121,16 +121,19 @@ public final class SpiceSession: Sendable {
             let link = SpiceLink(connectionID: sessionID, channelType: .usbredir, channelID: id,
                                  channelCaps: [1 << UInt32(Spice.spicevmcCapLZ4)], password: configuration.password)
             let linked: SpiceLink.Result
+            // The link (not the channel's life) has a deadline.
             let deadline = channel.channel.eventLoop.scheduleTask(in: Spice.handshakeTimeout) {
                 channel.channel.close(promise: nil)
             }
-            defer { deadline.cancel() }
             do {
                 linked = try await link.run(reader: reader, outbound: outbound)
+                deadline.cancel()
             } catch TransportError.closedByPeer {
+                deadline.cancel()
                 throw isClosed ? await closeReason()
                     : TransportError.linkRefused(code: 0, "server closed the link of usbredir channel \(id)")
             } catch {
+                deadline.cancel()
                 throw error.asTransportError
             }
             let writer = SpiceMessageWriter(outbound: outbound, miniHeader: linked.miniHeader)

@@ -75,7 +75,11 @@ func device(_ product: UInt16, serial: String, port: String, address: Int) -> US
                                     logger: Logger(label: "test"))
         await reconciler.apply(try load(profile(ports: ports, bySerialFirst: true)))
         // A peer connected to by-vendor's listen endpoint: a restart would close it.
-        let peer = try connectLoopback(port: ports[1])
+        var peer: Int32 = -1
+        try await waitFor("by-vendor's listener", timeout: 10) {
+            peer = (try? connectLoopback(port: ports[1])) ?? -1
+            return peer >= 0
+        }
         defer { close(peer) }
         try await waitFor("the peer to connect", timeout: 10) { await reconciler.status().first { $0.name == "by-vendor" }?.state == .connected }
         let before = try #require(await reconciler.status().first { $0.name == "by-vendor" })

@@ -74,3 +74,34 @@ import TestSupport
         print("idle status client dropped after \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
     }
 }
+
+/// `allow:` (issue 10, finding 6): a listen endpoint closes a peer from an
+/// address it does not list, and keeps one it does.
+@Suite(.serialized, .timeLimit(.minutes(1))) struct ListenAllowTests {
+    let usbredir = builtProduct("usbredir")
+
+    func peerIsClosed(allow: String) async throws -> Bool {
+        let dir = try makeTemporaryDirectory("usbredir-allow")
+        let port = freeLoopbackPort()
+        let profile = dir.appendingPathComponent("lab.yaml")
+        try "version: 1\nendpoints:\n  e: {listen: 127.0.0.1:\(port), allow: [\(allow)]}\ndevices:\n  - {name: g, to: e, virtual: {kind: source-sink}}\n"
+            .write(to: profile, atomically: true, encoding: .utf8)
+        let apply = try BackgroundProcess(usbredir, ["apply", "--socket", dir.appendingPathComponent("s.sock").path, profile.path],
+                                          logFile: dir.appendingPathComponent("apply.log"))
+        defer { apply.signal(SIGKILL) }
+        var fd: Int32 = -1
+        try await waitFor("the listener", timeout: 20) {
+            fd = (try? connectLoopback(port: port)) ?? -1
+            return fd >= 0
+        }
+        defer { close(fd) }
+        // The host sends nothing before our hello: readable means closed.
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 2_000) == 1
+    }
+
+    @Test func aPeerNotInAllowIsClosedAndOneInItIsKept() async throws {
+        #expect(try await peerIsClosed(allow: "192.0.2.10"))
+        #expect(try await !peerIsClosed(allow: "127.0.0.1"))
+    }
+}

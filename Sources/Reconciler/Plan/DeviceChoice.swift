@@ -69,6 +69,7 @@ extension Profile {
             assignment.name, assignment.endpoint, logLevel(for: assignment).rawValue,
             assignment.channel.map { "\($0)" } ?? "auto", String(reflecting: assignment.source),
             endpoint.map { String(reflecting: $0.kind) } ?? "", endpoint.map { String(reflecting: $0.password) } ?? "",
+            endpoint.map { $0.allowedPeers.joined(separator: ",") } ?? "",
         ]
         return Hex.padded(FNV1a.hash(fields.joined(separator: "\u{1f}").utf8), digits: 16)
     }
