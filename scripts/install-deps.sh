@@ -19,6 +19,7 @@ if [[ "${1:-}" == "--vm" || "${1:-}" == "--all" ]]; then
     cpio
     kmod                  # depmod for the guest modules
     openssl               # test CAs for SPICE TLS
+    iproute2              # ss: tests read socket timers (keepalive)
     libspice-protocol-dev # reference headers
   )
 fi

@@ -42,7 +42,10 @@ public final class RawUSBRedirListener: Sendable {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .bind(host: address.host, port: address.port) { child in
-                    child.eventLoop.makeCompletedFuture { try ByteChannel(wrappingChannelSynchronously: child) }
+                    child.eventLoop.makeCompletedFuture {
+                        try TCPLiveness.apply(to: child)
+                        return try ByteChannel(wrappingChannelSynchronously: child)
+                    }
                 }
             let port = server.channel.localAddress?.port ?? address.port
             return RawUSBRedirListener(server: server, localAddress: HostPort(host: address.host, port: port))

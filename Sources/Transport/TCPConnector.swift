@@ -35,6 +35,7 @@ enum TCPConnector {
         do {
             let channel = try await bootstrap.connect(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try TCPLiveness.apply(to: channel)
                     if let sslContext {
                         let hostname = isIPAddress(address.host) ? nil : address.host
                         let handler = try subject.map {
