@@ -294,6 +294,9 @@ actor GuestPeer {
 
     // MARK: Sending
 
+    /// What the handshake settled (id width, bulk length width).
+    var negotiation: USBRedirNegotiation { parser.negotiation }
+
     func send(_ message: USBRedirMessage, id: UInt64 = 0) throws {
         var b = ByteBuffer()
         try b.writeUSBRedirPacket(USBRedirPacket(id: id, message), negotiation: parser.negotiation)
