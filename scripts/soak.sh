@@ -52,7 +52,9 @@ boot() { # $1: VM index
 }
 
 apply=""
-cleanup() { kill "${qemu_pids[@]}" $apply 2>/dev/null || true; }
+# SIGKILL: a parent (a test runner) may have left SIGTERM blocked for its
+# children, and a killed VM is what a crash looks like anyway.
+cleanup() { kill -KILL "${qemu_pids[@]}" $apply 2>/dev/null || true; }
 trap cleanup EXIT
 
 write_profile 0
@@ -92,7 +94,7 @@ while (( $(date +%s) - start < seconds )); do
   if (( now >= next_restart )); then
     vm=$((restarts % 2)); restarts=$((restarts + 1))
     say "restarting VM $vm (restart $restarts)"
-    kill "${qemu_pids[$vm]}" 2>/dev/null || true; wait "${qemu_pids[$vm]}" 2>/dev/null || true
+    kill -KILL "${qemu_pids[$vm]}" 2>/dev/null || true; wait "${qemu_pids[$vm]}" 2>/dev/null || true
     boot $vm
     next_restart=$((now + 30))
   fi
