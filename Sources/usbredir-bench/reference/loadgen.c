@@ -43,6 +43,8 @@
 #include <unistd.h>
 #include <usbredirparser.h>
 
+#include "socket_io.h"
+
 #define EP_BULK_IN 0x81
 #define EP_BULK_OUT 0x02
 #define MAX_SIZE (4 * 1024 * 1024)
@@ -165,25 +167,13 @@ static void log_cb(void *priv, int level, const char *msg)
 static int read_cb(void *priv, uint8_t *data, int count)
 {
     struct peer *p = priv;
-    ssize_t r = recv(p->fd, data, count, MSG_DONTWAIT);
-    if (r > 0)
-        return (int)r;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return 0;
-    p->closed = 1;
-    return -1;
+    return socket_read(p->fd, data, count, &p->closed);
 }
 
 static int write_cb(void *priv, uint8_t *data, int count)
 {
     struct peer *p = priv;
-    ssize_t r = send(p->fd, data, count, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (r >= 0)
-        return (int)r;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-        return 0;
-    p->closed = 1;
-    return -1;
+    return socket_write(p->fd, data, count, MSG_DONTWAIT, &p->closed);
 }
 
 static void on_hello(void *priv, struct usb_redir_hello_header *h) { (void)priv; (void)h; }

@@ -36,6 +36,8 @@
 #include <unistd.h>
 #include <usbredirparser.h>
 
+#include "socket_io.h"
+
 #define VENDOR_ID 0x0525
 #define PRODUCT_ID 0xa4a0
 #define EP_BULK_IN 0x81
@@ -67,25 +69,13 @@ static void logf_(void *priv, int level, const char *msg)
 static int read_cb(void *priv, uint8_t *data, int count)
 {
     struct conn *c = priv;
-    ssize_t r = recv(c->fd, data, count, MSG_DONTWAIT); /* until it would block */
-    if (r > 0)
-        return (int)r;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return 0;
-    c->closed = 1; /* EOF or error */
-    return -1;
+    return socket_read(c->fd, data, count, &c->closed);
 }
 
 static int write_cb(void *priv, uint8_t *data, int count)
 {
     struct conn *c = priv;
-    ssize_t r = send(c->fd, data, count, MSG_NOSIGNAL);
-    if (r >= 0)
-        return (int)r;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-        return 0;
-    c->closed = 1;
-    return -1;
+    return socket_write(c->fd, data, count, 0, &c->closed);
 }
 
 /* --- descriptors (as Sources/Devices/DescriptorEncoding.swift) ---------- */
