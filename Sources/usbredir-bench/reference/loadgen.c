@@ -43,7 +43,7 @@
 #include <unistd.h>
 #include <usbredirparser.h>
 
-#include "socket_io.h"
+#include "bench_peer.h"
 
 #define EP_BULK_IN 0x81
 #define EP_BULK_OUT 0x02
@@ -355,12 +355,7 @@ static void connect_peer(struct peer *p)
     u->bulk_packet_func = on_bulk;
     u->interrupt_packet_func = on_interrupt;
     uint32_t caps[USB_REDIR_CAPS_SIZE] = { 0 };
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_connect_device_version);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_filter);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_device_disconnect_ack);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_ep_info_max_packet_size);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_64bits_ids);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_32bits_bulk_length);
+    set_bench_caps(caps);
     usbredirparser_init(u, "usbredir-loadgen", caps, USB_REDIR_CAPS_SIZE, 0);
 
     while (!p->connected && !p->closed && now() < deadline)

@@ -36,7 +36,7 @@
 #include <unistd.h>
 #include <usbredirparser.h>
 
-#include "socket_io.h"
+#include "bench_peer.h"
 
 #define VENDOR_ID 0x0525
 #define PRODUCT_ID 0xa4a0
@@ -330,12 +330,7 @@ static void serve(int fd)
     p->bulk_packet_func = on_bulk;
     p->interrupt_packet_func = on_interrupt;
 
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_connect_device_version);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_filter);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_device_disconnect_ack);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_ep_info_max_packet_size);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_64bits_ids);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_32bits_bulk_length);
+    set_bench_caps(caps);
     usbredirparser_init(p, "usbredir-refhost", caps, USB_REDIR_CAPS_SIZE, usbredirparser_fl_usb_host);
 
     /* Read what is there (non-blocking reads), answer inline, write it all
