@@ -4,10 +4,12 @@ import Glibc
 import Devices
 import Foundation
 import Logging
+import NIOCore
 import Profile
 import Reconciler
 import Testing
 import TestSupport
+import USBRedirProtocol
 
 /// A monitor with a fixed set of present devices (a Swift double beside the
 /// umockdev tests of LibUSBTests); opening one gives a source-sink device.
@@ -82,6 +84,10 @@ func device(_ product: UInt16, serial: String, port: String, address: Int) -> US
         }
         defer { close(peer) }
         try await waitFor("the peer to connect", timeout: 10) { await reconciler.status().first { $0.name == "by-vendor" }?.state == .connected }
+        // A stream of bulk INs through the session, before and after the edit.
+        var guest = RawGuest(fd: peer)
+        try guest.hello()
+        for id in 1...20 { #expect(try guest.bulkIn(length: 4096, id: UInt64(id)) == 4096) }
         let before = try #require(await reconciler.status().first { $0.name == "by-vendor" })
 
         let edited = try load(profile(ports: ports, bySerialFirst: true, vendorLog: "debug"))
@@ -93,7 +99,7 @@ func device(_ product: UInt16, serial: String, port: String, address: Int) -> US
         await reconciler.apply(edited)
         let after = try #require(await reconciler.status().first { $0.name == "by-vendor" })
         #expect(after.state == .connected && after.since == before.since, "the session was restarted: \(after)")
-        #expect(!peerClosed(peer), "the edit closed the VM's connection")
+        for id in 21...40 { #expect(try guest.bulkIn(length: 4096, id: UInt64(id)) == 4096, "the stream broke at \(id)") }
         let replanned = Plan.make(edited, present: present, running: await reconciler.report())
         #expect(replanned.upToDate && replanned.assignments.allSatisfy { $0.action == .keep })
         await reconciler.shutdown()
@@ -114,12 +120,48 @@ func connectLoopback(port: Int) throws -> Int32 {
     return fd
 }
 
-/// Whether the other side has closed: the host sends nothing before the
-/// VM's hello, so anything readable here is the end of the stream.
-func peerClosed(_ fd: Int32) -> Bool {
-    var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-    guard poll(&p, 1, 200) > 0 else { return false }
-    var byte: UInt8 = 0
-    return recv(fd, &byte, 1, Int32(MSG_DONTWAIT)) == 0
+/// A minimal blocking usb-guest over a socket, for a stream of transfers
+/// through a running session (SessionTests has the full GuestPeer).
+struct RawGuest {
+    let fd: Int32
+    var parser = USBRedirParser(role: .guest, capabilities: .none)
+
+    mutating func send(_ message: USBRedirMessage, id: UInt64 = 0) throws {
+        var b = ByteBuffer()
+        try b.writeUSBRedirPacket(USBRedirPacket(id: id, message), negotiation: parser.negotiation)
+        let bytes = Array(b.readableBytesView)
+        let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == bytes.count else { throw POSIXError(.EPIPE) }
+    }
+
+    /// The next packet from the host, waiting at most 5 s for bytes.
+    mutating func next() throws -> USBRedirPacket {
+        while true {
+            if let packet = try parser.nextPacket() { return packet }
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 5_000) == 1 else { throw POSIXError(.ETIMEDOUT) }
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { throw POSIXError(.ECONNRESET) }
+            parser.append(chunk.prefix(n))
+        }
+    }
+
+    mutating func hello() throws {
+        try send(.hello(.init(version: "raw test guest", capabilities: .none)))
+        while case let p = try next(), p.message.type != .deviceConnect {}
+    }
+
+    /// A bulk IN on 0x81; the bytes received (checked against source-sink's pattern).
+    mutating func bulkIn(length: UInt32, id: UInt64) throws -> Int {
+        try send(.bulkPacket(.init(endpoint: 0x81, status: 0, length: length, streamID: 0)), id: id)
+        while true {
+            let p = try next()
+            guard p.id == id, case .bulkPacket(let reply) = p.message else { continue }
+            guard reply.status == 0, let data = reply.data,
+                  data.readableBytesView.enumerated().allSatisfy({ $0.element == UInt8($0.offset % 63) }) else { return -1 }
+            return data.readableBytes
+        }
+    }
 }
 
