@@ -75,6 +75,7 @@ def main():
     if a.pin is not None:
         cmd = ["taskset", "-c", str(a.pin)] + cmd
         os.sched_setaffinity(0, {(a.pin + 1) % os.cpu_count()})
+    phase = "connect"
     host = subprocess.Popen(cmd, stderr=open(os.path.join(d, "host.log"), "w"))
     try:
         for _ in range(200):
@@ -83,12 +84,17 @@ def main():
             except OSError:
                 time.sleep(0.05)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.settimeout(5)
         c = Conn(s)
         c.send(HELLO, b"speed-probe".ljust(64, b"\0") + struct.pack("<I", CAPS), wide=False)
         # Host hello (32-bit id header), then interface_info, ep_info, device_connect.
+        phase = "handshake"
         got_hello = False
+        reparse = False
         while True:
-            c.fill()
+            if not reparse:
+                c.fill()
+            reparse = False
             pk, used = c.packets()
             done = False
             for t, i, ln, o in pk:
@@ -97,6 +103,7 @@ def main():
                     c.wide = True
                     # The rest of the buffer uses wide headers: reparse after this packet.
                     del c.buf[:o + ln]
+                    reparse = True
                     break
                 if t == DEVICE_CONNECT:
                     done = True
@@ -131,7 +138,9 @@ def main():
                 del c.buf[:used]
             return n, nbytes
         next_ids = [next_id]
+        phase = "warm-up"
         run_for(0.5)
+        phase = "measure"
         t0 = time.monotonic(); c0 = cpu_ticks(pid)
         n, nbytes = run_for(a.seconds)
         t1 = time.monotonic(); c1 = cpu_ticks(pid)
@@ -140,6 +149,9 @@ def main():
         el = t1 - t0
         print(f"size {a.size} depth {a.depth}: {n / el:9.0f} transfers/s  {nbytes / el / 1e6:8.1f} MB/s  "
               f"host CPU {cpu / el * 100:5.1f}%  {cpu / n * 1e6:7.1f} us CPU/transfer")
+    except socket.timeout:
+        print(f"STALL: no bytes from the host for 5 s during {phase}")
+        sys.exit(2)
     finally:
         host.terminate()
         try:
