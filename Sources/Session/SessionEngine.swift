@@ -8,18 +8,17 @@ import USBRedirProtocol
 /// The engine behind a `RedirectionSession` (the public handle an assignment
 /// keeps for its whole life): the state of the session, serialised by the
 /// actor: the negotiated protocol, the plugged device, transfers in flight,
-/// streams. Device work runs outside it, on per-endpoint queues.
+/// streams, and the lanes that run transfers (one per endpoint).
 actor SessionEngine {
     static let capabilities = USBRedirCapabilities.all
 
     struct InFlight {
+        var endpoint: UInt8
         var cancelled = false
-        var task: Task<USBTransferResult, Never>?
     }
 
     let logger: Logger
     let limits: SessionLimits
-    let gate: InFlightGate
     var phase = SessionPhase.waitingForDevice
     var counters = SessionCounters()
     var writer: (any USBRedirByteWriter)?
@@ -30,8 +29,12 @@ actor SessionEngine {
     var awaitingAck = false
     var compressible = true
     var peerFilter: [USBRedirFilterRule]?
-    var queues: [UInt8: EndpointQueue] = [:]
+    var lanes: [UInt8: Lane] = [:]
     var inFlight: [UInt64: InFlight] = [:]
+    /// Transfers and bytes in flight (bounded by `limits`), and the reader
+    /// waiting while a bound is reached.
+    var load = (transfers: 0, bytes: 0)
+    var boundWaiters: [CheckedContinuation<Void, Never>] = []
     var streams: [UInt8: Task<Void, Never>] = [:]
     var streamPacketID: UInt64 = 0
     var rejected = false
@@ -40,7 +43,6 @@ actor SessionEngine {
     init(logger: Logger, limits: SessionLimits) {
         self.logger = logger
         self.limits = limits
-        gate = InFlightGate(maxTransfers: limits.maxTransfersInFlight, maxBytes: limits.maxBytesInFlight)
     }
 
     // MARK: Connection lifetime
@@ -67,13 +69,10 @@ actor SessionEngine {
 
     func stopDeviceWork() async {
         generation += 1
-        for (_, f) in inFlight { f.task?.cancel() }
         inFlight = [:]
-        for (_, q) in queues { q.stop() }
-        queues = [:]
+        stopLanes()
         for (_, s) in streams { s.cancel() }
         streams = [:]
-        await gate.reset()
     }
 
     // MARK: Device plug and unplug
