@@ -11,6 +11,8 @@ import USBRedirProtocol
 /// streams, and the lanes that run transfers (one per endpoint).
 actor SessionEngine {
     static let capabilities = USBRedirCapabilities.all
+    /// Payloads from this size on are written beside their header, not copied.
+    static let gatherThreshold = 1024
 
     struct InFlight {
         var endpoint: UInt8
@@ -149,8 +151,15 @@ actor SessionEngine {
         guard let writer, let negotiation else { return }
         var buffer = ByteBuffer()
         do {
-            try buffer.writeUSBRedirPacket(USBRedirPacket(id: id, message), negotiation: negotiation)
-            try await writer.write(buffer, compressible: compressible)
+            // A large payload (a slice of the device's buffer) is not copied
+            // behind the header: the transport writes both, gathered.
+            let payload = try buffer.writeUSBRedirPacketHeader(USBRedirPacket(id: id, message), negotiation: negotiation)
+            if let payload, payload.readableBytes >= Self.gatherThreshold {
+                try await writer.write(header: buffer, payload: payload, compressible: compressible)
+            } else {
+                if let payload { buffer.writeImmutableBuffer(payload) }
+                try await writer.write(buffer, compressible: compressible)
+            }
         } catch {
             logger.debug("send failed", metadata: ["type": "\(message.type)", "error": "\(error)"])
         }
