@@ -47,7 +47,7 @@ import TestSupport
             #expect(text.contains("apply") && text.contains("status") && text.count > 200, "\(completion): \(text)")
         }
         let bash = try String(contentsOf: prefix.appendingPathComponent(Self.installed[3]), encoding: .utf8)
-        #expect(bash.contains("complete -F"), "not a bash completion: \(bash.prefix(200))")
+        #expect(bash.contains("complete -o filenames -F _usbredir usbredir"), "not a bash completion: \(bash.prefix(200))")
         let zsh = try String(contentsOf: prefix.appendingPathComponent(Self.installed[4]), encoding: .utf8)
         #expect(zsh.hasPrefix("#compdef usbredir"), "not a zsh completion: \(zsh.prefix(200))")
         let unit = try String(contentsOf: prefix.appendingPathComponent(Self.installed[7]), encoding: .utf8)
