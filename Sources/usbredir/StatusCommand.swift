@@ -25,7 +25,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Keep polling: state, throughput each way and last error per session, until SIGINT or SIGTERM.")
     var watch = false
 
-    @Option(help: "Seconds between polls with --watch (default 1).")
+    @Option(help: "Seconds between polls with --watch.")
     var interval: Double = 1
 
     func validate() throws {
