@@ -23,7 +23,7 @@ final class NotifySocket {
         withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: path) }
         let length = socklen_t(MemoryLayout<sa_family_t>.size + path.count + (abstract ? 0 : 1))
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        guard fd >= 0, rc == 0 else { throw CommandError(command: "bind \(address)", output: String(cString: strerror(errno))) }
+        guard fd >= 0, rc == 0 else { throw BindFailed(address: address, reason: String(cString: strerror(errno))) }
     }
 
     /// The next datagram, or nil after `timeout` seconds.
@@ -50,6 +50,11 @@ final class NotifySocket {
         close(fd)
         if !address.hasPrefix("@") { unlink(address) }
     }
+}
+
+struct BindFailed: Error {
+    var address: String
+    var reason: String
 }
 
 /// sd_notify without libsystemd (issue 11).

@@ -9,6 +9,11 @@ public struct ThroughputMeter: Sendable {
         public var bytesInPerSecond: Double
         /// USB OUT (VM to device), bytes per second.
         public var bytesOutPerSecond: Double
+
+        public init(bytesInPerSecond: Double, bytesOutPerSecond: Double) {
+            self.bytesInPerSecond = bytesInPerSecond
+            self.bytesOutPerSecond = bytesOutPerSecond
+        }
     }
 
     private var last: [String: (at: Double, bytesIn: Int, bytesOut: Int)] = [:]
