@@ -33,7 +33,7 @@ import TestSupport
         #expect(ThroughputMeter.format(98.25 * 1024 * 1024) == "98.2 MiB/s")
     }
 
-    @Test func watchingIntoAPipeAppendsLinesWithRatesAndEndsWith0OnSIGINTAndSIGTERM() async throws {
+    @Test func watchingIntoAPipeAppendsLinesWithRatesOnATerminalRedrawsAndEndsWith0OnSIGINTAndSIGTERM() async throws {
         let dir = try makeTemporaryDirectory("usbredir-watch")
         let profile = dir.appendingPathComponent("lab.yaml")
         try "version: 1\nendpoints:\n  e: {listen: 127.0.0.1:\(freeLoopbackPort())}\ndevices:\n  - {name: gadget, to: e, virtual: {kind: source-sink}}\n"
@@ -60,6 +60,16 @@ import TestSupport
             #expect(lines.dropFirst().first?.contains("gadget") == true, "\(watch.log)")
             watch.signal(stop)
             #expect(await watch.waitForExit(timeout: 10) == 0, "signal \(stop): \(watch.log)")
+        }
+        // On a terminal (script(1) gives it one): the table is redrawn in place.
+        if let script = findExecutable("script"), let timeout = findExecutable("timeout") {
+            let r = try runCommandStatus(timeout, ["-s", "INT", "1.5", script, "-qc",
+                                                   "\(usbredir) status --watch --interval 0.2 --socket \(socket)", "/dev/null"])
+            let redraws = r.output.components(separatedBy: "\u{1B}[H\u{1B}[2J").count - 1
+            #expect(redraws >= 3, "\(r.output)")
+            #expect(r.output.contains("IN/S") && r.output.contains("gadget") && !r.output.contains("Z  gadget"), "\(r.output)")
+        } else {
+            try Requirement.tool("script", hint: "Debian package bsdutils").require()
         }
         #expect(try runCommandStatus(usbredir, ["status", "--interval", "2"]).status == 64)
         apply.signal(SIGTERM)
