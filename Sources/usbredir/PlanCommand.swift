@@ -42,7 +42,7 @@ extension Plan {
     /// The plan for people: endpoints, their assignments marked
     /// + (add), = (keep), ~ (update), - (remove), then conflicts.
     func printText() {
-        print("profile \(profile): " + (runningApply ? (upToDate ? "running, up to date" : "running, changes pending")
+        print("profile \(profile)" + (host.map { " (host \($0))" } ?? "") + ": " + (runningApply ? (upToDate ? "running, up to date" : "running, changes pending")
                                                        : "not running"))
         for e in endpoints {
             print("endpoint \(e.name) (\(e.kind) \(e.address))")

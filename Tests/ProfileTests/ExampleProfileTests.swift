@@ -15,7 +15,7 @@ import Profile
     }
 
     @Test func theExpectedExamplesExist() {
-        for name in ["lab.yaml", "virtual-stick.yaml", "bootloader.yaml", "per-host.yaml"] {
+        for name in ["lab.yaml", "virtual-stick.yaml", "bootloader.yaml", "per-host.yaml", "fleet.yaml"] {
             #expect(Self.examples.contains(name), "\(name)")
         }
     }

@@ -16,6 +16,10 @@ public struct Controller: Sendable {
     public let socketPath: String
     let reconciler: Reconciler
     let logger: Logger
+    /// systemd's Type=notify: READY=1 after the first pass, STATUS= lines.
+    let notifier: ServiceNotifier
+    /// How often the STATUS= line is refreshed (sent only when it changed).
+    static let notifyStatusSeconds: UInt64 = 1
     /// A safety net for a level-triggered loop: reconcile now and then anyway.
     static let tickSeconds: UInt64 = 5
     /// Lets an editor finish writing before the file is read again.
@@ -24,13 +28,14 @@ public struct Controller: Sendable {
     enum Trigger: Sendable { case file, hangup, device, tick }
 
     public init(profilePath: String, host: String?, strict: Bool = false, socketPath: String,
-                reconciler: Reconciler, logger: Logger) {
+                reconciler: Reconciler, logger: Logger, notifier: ServiceNotifier = ServiceNotifier()) {
         self.profilePath = profilePath
         self.host = host
         self.strict = strict
         self.socketPath = socketPath
         self.reconciler = reconciler
         self.logger = logger
+        self.notifier = notifier
     }
 
     /// Runs until SIGINT or SIGTERM, then disconnects every device. Throws
@@ -40,6 +45,7 @@ public struct Controller: Sendable {
         let server = try await startStatusServer()
         await reconciler.apply(initial)
         logger.info("applied profile", metadata: ["profile": "\(profilePath)", "assignments": "\(initial.devices.count)"])
+        notifier.ready(status: ServiceNotifier.summary(await reconciler.status()))
         let (triggers, feed) = AsyncStream<Trigger>.makeStream()
         let sources = startTriggerSources(feed, signals: signals)
         // Triggers are served on their own task, so a stop signal is seen
@@ -48,6 +54,7 @@ public struct Controller: Sendable {
         var stops = signals.stops.makeAsyncIterator()
         _ = await stops.next()
         logger.info("stopping: disconnecting every device (a second SIGINT/SIGTERM stops at once)")
+        notifier.stopping()
         let impatient = Task { [reconciler, logger] in
             guard await stops.next() != nil else { return }
             logger.warning("stopping at once: closing every device")
@@ -83,7 +90,19 @@ public struct Controller: Sendable {
         let watcher = FileWatcher(path: profilePath)
         if watcher == nil { logger.warning("cannot watch the profile file; reload with SIGHUP") }
         let monitor = reconciler.monitor
-        return [
+        let (notifier, reconciler) = (self.notifier, self.reconciler)
+        var tasks: [Task<Void, Never>] = []
+        if notifier.isEnabled {
+            // Sessions connect and drop between passes: the STATUS= line
+            // follows them, coalesced to one datagram per change and second.
+            tasks.append(Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(nanoseconds: Self.notifyStatusSeconds * 1_000_000_000)
+                    notifier.status(ServiceNotifier.summary(await reconciler.status()))
+                }
+            })
+        }
+        return tasks + [
             Task { for await _ in watcher?.changes ?? AsyncStream(unfolding: { nil }) { feed.yield(.file) } },
             Task { for await _ in signals.hangups { feed.yield(.hangup) } },
             Task { for await _ in monitor.events() { feed.yield(.device) } },

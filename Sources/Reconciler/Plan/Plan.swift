@@ -30,6 +30,9 @@ public struct Plan: Codable, Sendable {
     }
 
     public var profile: String
+    /// The `hosts:` section whose devices were added (`--host`, else this
+    /// machine's hostname); null when none matched.
+    @NullWhenAbsent public var host: String?
     /// A running apply already runs exactly this (nothing to add, update or remove).
     public var upToDate: Bool
     public var runningApply: Bool
@@ -39,7 +42,7 @@ public struct Plan: Codable, Sendable {
     public var conflicts: [MatchConflict]
 
     enum CodingKeys: String, CodingKey {
-        case profile, endpoints, assignments, removals, conflicts
+        case profile, host, endpoints, assignments, removals, conflicts
         case upToDate = "up_to_date", runningApply = "running_apply"
     }
 
@@ -65,7 +68,7 @@ public struct Plan: Codable, Sendable {
         }
         let removals = Set(runningByName.keys).subtracting(p.devices.map(\.name)).sorted()
         let upToDate = running != nil && removals.isEmpty && actions.values.allSatisfy { $0 == .keep }
-        return Plan(profile: p.sourcePath, upToDate: upToDate, runningApply: running != nil,
+        return Plan(profile: p.sourcePath, host: p.selectedHost, upToDate: upToDate, runningApply: running != nil,
                     endpoints: p.orderedEndpoints.map { .init(name: $0.name, kind: $0.kindName, address: "\($0.address)") },
                     assignments: assignments, removals: removals,
                     conflicts: MatchConflict.all(in: p, present: present))
