@@ -207,7 +207,14 @@ public actor MassStorageDevice: VirtualUSBDevice {
             scsi.sense = sense
             return expected == 0 ? .status(csw) : .dataIn(.init(data: data, sent: 0, csw: csw))
         case .read(let offset, let count) where cbw.isIn:
-            if count > expected { return .status(csw.phaseError) }
+            if count > expected {
+                // Hi < Di (BOT 6.7.2, case 7): the host gets what it asked
+                // for, then a phase error.
+                csw.residue = 0
+                guard expected > 0 else { return .status(csw.phaseError) }
+                return .dataIn(.init(data: ByteBuffer(), sent: 0, csw: csw.phaseError,
+                                     file: .init(offset: offset, remaining: expected)))
+            }
             csw.residue = UInt32(expected - count)
             scsi.sense = .none
             if count == 0 { return expected == 0 ? .status(csw) : .dataIn(.init(data: ByteBuffer(), sent: 0, csw: csw)) }
