@@ -12,14 +12,8 @@ import TestSupport
     let usbredir = builtProduct("usbredir")
 
     func startApply() throws -> (BackgroundProcess, profile: URL, socket: String) {
-        let dir = try makeTemporaryDirectory("usbredir-socket")
-        let profile = dir.appendingPathComponent("lab.yaml")
-        try "version: 1\nendpoints:\n  e: {listen: 127.0.0.1:\(freeLoopbackPort())}\ndevices:\n  - {name: g, to: e, virtual: {kind: source-sink}}\n"
-            .write(to: profile, atomically: true, encoding: .utf8)
-        let socket = dir.appendingPathComponent("sub/s.sock").path
-        let apply = try BackgroundProcess(usbredir, ["apply", "--socket", socket, profile.path],
-                                          logFile: dir.appendingPathComponent("apply.log"))
-        return (apply, profile, socket)
+        let lab = try ListenApply.start("usbredir-socket", socketName: "sub/s.sock")
+        return (lab.process, lab.profile, lab.socket)
     }
 
     func answers(_ socket: String) -> Bool {
@@ -81,19 +75,9 @@ import TestSupport
     let usbredir = builtProduct("usbredir")
 
     func peerIsClosed(allow: String) async throws -> Bool {
-        let dir = try makeTemporaryDirectory("usbredir-allow")
-        let port = freeLoopbackPort()
-        let profile = dir.appendingPathComponent("lab.yaml")
-        try "version: 1\nendpoints:\n  e: {listen: 127.0.0.1:\(port), allow: [\(allow)]}\ndevices:\n  - {name: g, to: e, virtual: {kind: source-sink}}\n"
-            .write(to: profile, atomically: true, encoding: .utf8)
-        let apply = try BackgroundProcess(usbredir, ["apply", "--socket", dir.appendingPathComponent("s.sock").path, profile.path],
-                                          logFile: dir.appendingPathComponent("apply.log"))
-        defer { apply.signal(SIGKILL) }
-        var fd: Int32 = -1
-        try await waitFor("the listener", timeout: 20) {
-            fd = (try? connectLoopback(port: port)) ?? -1
-            return fd >= 0
-        }
+        let lab = try ListenApply.start("usbredir-allow", endpoint: "allow: [\(allow)]")
+        defer { lab.process.signal(SIGKILL) }
+        let fd = try await lab.connectAsVM()
         defer { close(fd) }
         // The host sends nothing before our hello: readable means closed.
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
