@@ -47,7 +47,6 @@ let package = Package(
         .target(name: "Devices", dependencies: [
             "CLibUSB", "Common",
             .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Session", dependencies: [

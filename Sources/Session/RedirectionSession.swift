@@ -102,17 +102,9 @@ public final class RedirectionSession: Sendable {
                 return await core.rejected ? .rejectedByFilter : .transportClosed(.closedByPeer)
             }
             parser.append(bytes)
-            // Every packet of this read goes to the engine in one call; a
-            // malformed one ends the session after the good ones before it.
-            var packets: [USBRedirPacket] = []
-            var malformed: (any Error)?
-            do {
-                while let packet = try parser.nextPacket() { packets.append(packet) }
-            } catch {
-                malformed = error
+            while let packet = try parser.nextPacket() {
+                if let end = await core.handle(packet, negotiation: parser.negotiation) { return end }
             }
-            if !packets.isEmpty, let end = await core.handle(packets, negotiation: parser.negotiation) { return end }
-            if let malformed { throw malformed }
         }
     }
 }

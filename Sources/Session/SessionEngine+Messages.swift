@@ -4,14 +4,6 @@ import NIOCore
 import USBRedirProtocol
 
 extension SessionEngine {
-    /// Handles the packets of one read, in order; stops at the first end.
-    func handle(_ packets: [USBRedirPacket], negotiation current: USBRedirNegotiation) async -> SessionEnd? {
-        for packet in packets {
-            if let end = await handle(packet, negotiation: current) { return end }
-        }
-        return nil
-    }
-
     /// Handles one packet from the VM. Returns an end when the session must stop.
     func handle(_ packet: USBRedirPacket, negotiation current: USBRedirNegotiation) async -> SessionEnd? {
         counters.packetsReceived += 1

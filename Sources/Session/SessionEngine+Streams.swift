@@ -17,7 +17,7 @@ extension SessionEngine {
             }
             await send(.interruptReceivingStatus(.init(status: status(ok), endpoint: m.endpoint)), id: id)
         case .stopInterruptReceiving(let m):
-            await stopStreamAndWait(m.endpoint)
+            stopStream(m.endpoint)
             await send(.interruptReceivingStatus(.init(status: 0, endpoint: m.endpoint)), id: id)
         case .startIsoStream(let m):
             var ok = device != nil
@@ -31,7 +31,7 @@ extension SessionEngine {
             }
             await send(.isoStreamStatus(.init(status: status(ok), endpoint: m.endpoint)), id: id)
         case .stopIsoStream(let m):
-            await stopStreamAndWait(m.endpoint)
+            stopStream(m.endpoint)
             await send(.isoStreamStatus(.init(status: 0, endpoint: m.endpoint)), id: id)
         case .startBulkReceiving(let m):
             let ok = startStream(m.endpoint) { core, device in
@@ -44,7 +44,7 @@ extension SessionEngine {
             }
             await send(.bulkReceivingStatus(.init(streamID: m.streamID, endpoint: m.endpoint, status: status(ok))), id: id)
         case .stopBulkReceiving(let m):
-            await stopStreamAndWait(m.endpoint)
+            stopStream(m.endpoint)
             await send(.bulkReceivingStatus(.init(streamID: m.streamID, endpoint: m.endpoint, status: 0)), id: id)
         case .allocBulkStreams(let m):
             let s = await device?.allocateStreams(endpoints: Self.endpoints(inMask: m.endpoints), count: m.streamCount)
@@ -90,14 +90,6 @@ extension SessionEngine {
 
     private func stopStream(_ endpoint: UInt8) {
         streams.removeValue(forKey: endpoint)?.cancel()
-    }
-
-    /// Stops a stream and waits for its task to end, so a packet it was
-    /// still writing goes out before the stop's status, never after it.
-    private func stopStreamAndWait(_ endpoint: UInt8) async {
-        guard let task = streams.removeValue(forKey: endpoint) else { return }
-        task.cancel()
-        await task.value
     }
 
     /// Sends one packet of a receiving stream; true when its status was a failure.

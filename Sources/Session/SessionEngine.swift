@@ -8,19 +8,18 @@ import USBRedirProtocol
 /// The engine behind a `RedirectionSession` (the public handle an assignment
 /// keeps for its whole life): the state of the session, serialised by the
 /// actor: the negotiated protocol, the plugged device, transfers in flight,
-/// streams, and the lanes that run transfers (one per endpoint).
+/// streams. Device work runs outside it, on per-endpoint queues.
 actor SessionEngine {
     static let capabilities = USBRedirCapabilities.all
-    /// Payloads from this size on are written beside their header, not copied.
-    static let gatherThreshold = 1024
 
     struct InFlight {
-        var endpoint: UInt8
         var cancelled = false
+        var task: Task<USBTransferResult, Never>?
     }
 
     let logger: Logger
     let limits: SessionLimits
+    let gate: InFlightGate
     var phase = SessionPhase.waitingForDevice
     var counters = SessionCounters()
     var writer: (any USBRedirByteWriter)?
@@ -31,12 +30,8 @@ actor SessionEngine {
     var awaitingAck = false
     var compressible = true
     var peerFilter: [USBRedirFilterRule]?
-    var lanes: [UInt8: Lane] = [:]
+    var queues: [UInt8: EndpointQueue] = [:]
     var inFlight: [UInt64: InFlight] = [:]
-    /// Transfers and bytes in flight (bounded by `limits`), and the reader
-    /// waiting while a bound is reached.
-    var load = (transfers: 0, bytes: 0)
-    var boundWaiters: [CheckedContinuation<Void, Never>] = []
     var streams: [UInt8: Task<Void, Never>] = [:]
     var streamPacketID: UInt64 = 0
     var rejected = false
@@ -45,6 +40,7 @@ actor SessionEngine {
     init(logger: Logger, limits: SessionLimits) {
         self.logger = logger
         self.limits = limits
+        gate = InFlightGate(maxTransfers: limits.maxTransfersInFlight, maxBytes: limits.maxBytesInFlight)
     }
 
     // MARK: Connection lifetime
@@ -71,10 +67,13 @@ actor SessionEngine {
 
     func stopDeviceWork() async {
         generation += 1
+        for (_, f) in inFlight { f.task?.cancel() }
         inFlight = [:]
-        stopLanes()
+        for (_, q) in queues { q.stop() }
+        queues = [:]
         for (_, s) in streams { s.cancel() }
         streams = [:]
+        await gate.reset()
     }
 
     // MARK: Device plug and unplug
@@ -159,15 +158,8 @@ actor SessionEngine {
         guard let writer, let negotiation else { return }
         var buffer = ByteBuffer()
         do {
-            // A large payload (a slice of the device's buffer) is not copied
-            // behind the header: the transport writes both, gathered.
-            let payload = try buffer.writeUSBRedirPacketHeader(USBRedirPacket(id: id, message), negotiation: negotiation)
-            if let payload, payload.readableBytes >= Self.gatherThreshold {
-                try await writer.write(header: buffer, payload: payload, compressible: compressible)
-            } else {
-                if let payload { buffer.writeImmutableBuffer(payload) }
-                try await writer.write(buffer, compressible: compressible)
-            }
+            try buffer.writeUSBRedirPacket(USBRedirPacket(id: id, message), negotiation: negotiation)
+            try await writer.write(buffer, compressible: compressible)
         } catch {
             logger.debug("send failed", metadata: ["type": "\(message.type)", "error": "\(error)"])
         }

@@ -14,8 +14,9 @@ struct TransferJob: Sendable {
     var generation: Int
     var device: any USBDevice
     var kind: Kind
-    /// Bytes counted against the in-flight bound.
+    /// Bytes counted against the in-flight bound, and the gate epoch of its permit.
     var reservedBytes: Int
+    var gateEpoch = 0
 
     var endpoint: UInt8 {
         switch kind {
@@ -76,5 +77,27 @@ struct TransferJob: Sendable {
         case .bulk(let p): p.endpoint & 0x80 != 0
         case .interrupt(let p): p.endpoint & 0x80 != 0
         }
+    }
+}
+
+/// Runs the transfers of one endpoint in order, on its own task, so a slow
+/// endpoint never delays another one or control traffic.
+final class EndpointQueue: Sendable {
+    private let continuation: AsyncStream<TransferJob>.Continuation
+    let worker: Task<Void, Never>
+
+    init(run: @escaping @Sendable (TransferJob) async -> Void) {
+        let (stream, continuation) = AsyncStream<TransferJob>.makeStream()
+        self.continuation = continuation
+        worker = Task {
+            for await job in stream { await run(job) }
+        }
+    }
+
+    func enqueue(_ job: TransferJob) { continuation.yield(job) }
+
+    func stop() {
+        continuation.finish()
+        worker.cancel()
     }
 }

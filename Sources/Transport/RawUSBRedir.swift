@@ -102,10 +102,5 @@ struct RawWriter: USBRedirByteWriter {
         try await outbound.write(bytes)
     }
 
-    /// Gathered: both buffers go down the pipeline as they are, one flush.
-    func write(header: ByteBuffer, payload: ByteBuffer, compressible: Bool) async throws {
-        try await outbound.write(contentsOf: [header, payload])
-    }
-
     func close() { channel.close(promise: nil) }
 }

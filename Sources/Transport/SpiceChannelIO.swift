@@ -19,11 +19,10 @@ struct SpiceMessageWriter: Sendable {
         self.miniHeader = miniHeader
     }
 
-    /// The framed message; `extraSize` counts body bytes the caller writes after it.
-    func frame(type: UInt16, body: ByteBuffer?, prefix: ByteBuffer? = nil, extraSize: Int = 0) -> ByteBuffer {
-        let size = (prefix?.readableBytes ?? 0) + (body?.readableBytes ?? 0) + extraSize
+    func frame(type: UInt16, body: ByteBuffer?, prefix: ByteBuffer? = nil) -> ByteBuffer {
+        let size = (prefix?.readableBytes ?? 0) + (body?.readableBytes ?? 0)
         var b = ByteBuffer()
-        b.reserveCapacity(18 + size - extraSize)
+        b.reserveCapacity(18 + size)
         if miniHeader {
             b.writeInteger(type, endianness: .little)
             b.writeInteger(UInt32(size), endianness: .little)
@@ -41,14 +40,6 @@ struct SpiceMessageWriter: Sendable {
 
     func send(type: UInt16, body: ByteBuffer? = nil, prefix: ByteBuffer? = nil) async throws {
         try await outbound.write(frame(type: type, body: body, prefix: prefix))
-    }
-
-    /// One message whose body is `head` then `tail`: the SPICE header and
-    /// `head` share one small buffer, `tail` (a payload) goes as it is, and
-    /// both are written in one go (no copy of the payload, one flush).
-    func send(type: UInt16, head: ByteBuffer, tail: ByteBuffer) async throws {
-        let first = frame(type: type, body: head, extraSize: tail.readableBytes)
-        try await outbound.write(contentsOf: [first, tail])
     }
 }
 

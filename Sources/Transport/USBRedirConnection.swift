@@ -16,21 +16,8 @@ public protocol USBRedirByteWriter: Sendable {
     /// devices with isochronous endpoints); the transport decides whether to
     /// compress from it, the size and what the peer supports.
     func write(_ bytes: ByteBuffer, compressible: Bool) async throws
-    /// Sends one usbredir packet given as its header and its payload (a
-    /// slice of the device's buffer): written together, in order, without
-    /// joining them into one buffer where the transport can avoid it.
-    func write(header: ByteBuffer, payload: ByteBuffer, compressible: Bool) async throws
     /// Closes the connection; a pending read ends.
     func close()
-}
-
-extension USBRedirByteWriter {
-    /// Joins the two parts: for writers that have no gathered write.
-    public func write(header: ByteBuffer, payload: ByteBuffer, compressible: Bool) async throws {
-        var joined = header
-        joined.writeImmutableBuffer(payload)
-        try await write(joined, compressible: compressible)
-    }
 }
 
 /// A live usbredir connection: handed to a body that runs for its lifetime.

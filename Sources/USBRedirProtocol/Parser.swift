@@ -66,24 +66,13 @@ public struct USBRedirParser: Sendable {
                 do {
                     let packet = try readBody(type: type, id: id, length: length)
                     state = .awaitingHeader
-                    compactIfWorthIt()
+                    if buffer.readableBytes == 0 { buffer.clear() } else { buffer.discardReadBytes() }
                     return packet
                 } catch {
                     state = .failed(error)
                     throw error
                 }
             }
-        }
-    }
-
-    /// Packets returned are slices of `buffer`, so rewriting its storage
-    /// (clear, discardReadBytes) copies it. A drained buffer is left alone:
-    /// the next `append` replaces it without a copy. Otherwise the consumed
-    /// front is dropped only once it is more than half the storage, so many
-    /// packets in one read cost one copy at most, not one each.
-    private mutating func compactIfWorthIt() {
-        if buffer.readableBytes > 0 && buffer.readerIndex > buffer.capacity / 2 {
-            buffer.discardReadBytes()
         }
     }
 

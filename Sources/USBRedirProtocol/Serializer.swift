@@ -7,15 +7,6 @@ extension ByteBuffer {
     public mutating func writeUSBRedirPacket(
         _ packet: USBRedirPacket, negotiation: USBRedirNegotiation
     ) throws(USBRedirProtocolError) {
-        if let data = try writeUSBRedirPacketHeader(packet, negotiation: negotiation) { writeImmutableBuffer(data) }
-    }
-
-    /// Appends the packet's headers only (their length counts the payload)
-    /// and returns the payload, for the caller to send right after them
-    /// without copying it (a gathered write).
-    public mutating func writeUSBRedirPacketHeader(
-        _ packet: USBRedirPacket, negotiation: USBRedirNegotiation
-    ) throws(USBRedirProtocolError) -> ByteBuffer? {
         let message = packet.message
         let type = message.type
         let layout = USBRedirMessageLayout.of(type)
@@ -40,6 +31,6 @@ extension ByteBuffer {
         putLE(UInt32(headerLength + (data?.readableBytes ?? 0)))
         if wide { putLE(packet.id) } else { putLE(UInt32(packet.id)) }
         encodeUSBRedirTypeHeader(message, headerLength: headerLength)
-        return data
+        if let data { writeImmutableBuffer(data) }
     }
 }

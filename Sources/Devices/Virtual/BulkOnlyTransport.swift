@@ -55,13 +55,6 @@ enum BulkOnlyState: Sendable {
         var data: ByteBuffer
         var sent: Int
         var csw: CommandStatusWrapper
-        /// Image bytes still to send after `data`, read when the host asks.
-        var file: FileRange? = nil
-    }
-
-    struct FileRange: Sendable {
-        var offset: UInt64
-        var remaining: Int
     }
 
     struct DataOut: Sendable {

@@ -1,5 +1,4 @@
 import NIOCore
-import NIOPosix
 
 /// A USB 2.0 high-speed mass-storage stick over a raw image file:
 /// Bulk-Only Transport with the SCSI transparent command set (design.md).
@@ -18,9 +17,6 @@ public actor MassStorageDevice: VirtualUSBDevice {
     public var core: VirtualDeviceCore
     private let image: ImageFile
     private var bot = BulkOnlyState.idle
-    /// The next image bytes after the last read, fetched while the host
-    /// takes the previous ones (sequential reads). Dropped by any write.
-    private var readAhead: (offset: UInt64, count: Int, read: Task<ByteBuffer?, Never>)?
     var scsi: SCSIState
 
     public init(imagePath: String, readOnly: Bool, serial: String) throws {
@@ -71,7 +67,7 @@ public actor MassStorageDevice: VirtualUSBDevice {
         if core.halted.contains(endpoint) { return .failed(.stall) }
         switch endpoint {
         case Self.bulkOut: return bulkOut(data ?? ByteBuffer())
-        case Self.bulkIn: return await bulkIn(length: length)
+        case Self.bulkIn: return bulkIn(length: length)
         default: return .failed(.invalid)
         }
     }
@@ -114,10 +110,8 @@ public actor MassStorageDevice: VirtualUSBDevice {
         }
     }
 
-    private func bulkIn(length: Int) async -> USBTransferResult {
+    private func bulkIn(length: Int) -> USBTransferResult {
         switch bot {
-        case .dataIn(let phase) where phase.file != nil && phase.data.readableBytes == 0:
-            return await fileIn(phase, length: length)
         case .dataIn(var phase):
             let n = min(length, phase.data.readableBytes)
             let chunk = phase.data.readSlice(length: n)!
@@ -135,57 +129,6 @@ public actor MassStorageDevice: VirtualUSBDevice {
         case .idle, .dataOut:
             return .failed(.stall)
         }
-    }
-
-    /// One IN leg of a READ: at most what the host asked for, read off the
-    /// cooperative pool (NIOThreadPool), then the next leg is read ahead.
-    private func fileIn(_ phase: BulkOnlyState.DataIn, length: Int) async -> USBTransferResult {
-        guard var file = phase.file, length > 0 else { return .inData(ByteBuffer()) }
-        let want = min(length, file.remaining)
-        let data = await readFile(offset: file.offset, count: want)
-        // A reset may have come while reading: answer only for the same phase.
-        guard case .dataIn(var now) = bot, now.csw.tag == phase.csw.tag, now.file?.offset == file.offset else {
-            return .failed(.ioError)
-        }
-        guard let data else {
-            // Short data phase, then a failed CSW with the unread bytes as residue.
-            scsi.sense = .readError
-            var csw = now.csw
-            csw.status = 1
-            csw.residue &+= UInt32(file.remaining)
-            bot = .status(csw)
-            return .inData(ByteBuffer())
-        }
-        file.offset += UInt64(want)
-        file.remaining -= want
-        now.sent += want
-        now.file = file
-        bot = file.remaining == 0 ? .status(now.csw) : .dataIn(now)
-        // Sequential guests ask for the next bytes next, within or after this command.
-        let next = file.remaining > 0 ? min(length, file.remaining) : want
-        if file.offset < image.size { startReadAhead(offset: file.offset, count: min(next, Int(image.size - file.offset))) }
-        return .inData(data)
-    }
-
-    private func readFile(offset: UInt64, count: Int) async -> ByteBuffer? {
-        if let ahead = readAhead, ahead.offset == offset, ahead.count >= count {
-            readAhead = nil
-            guard let data = await ahead.read.value else { return nil }
-            return data.getSlice(at: data.readerIndex, length: count)
-        }
-        readAhead = nil
-        return await Self.pread(image, offset: offset, count: count)
-    }
-
-    private func startReadAhead(offset: UInt64, count: Int) {
-        guard count > 0 else { return }
-        let image = self.image
-        readAhead = (offset, count, Task.detached { await Self.pread(image, offset: offset, count: count) })
-    }
-
-    /// pread on NIO's blocking-I/O pool, never on a cooperative-pool thread.
-    private static func pread(_ image: ImageFile, offset: UInt64, count: Int) async -> ByteBuffer? {
-        try? await NIOThreadPool.singleton.runIfActive { image.read(offset: offset, count: count) }
     }
 
     private func start(_ cbw: CommandBlockWrapper) -> BulkOnlyState {
@@ -206,21 +149,7 @@ public actor MassStorageDevice: VirtualUSBDevice {
             csw.residue = UInt32(expected - data.readableBytes)
             scsi.sense = sense
             return expected == 0 ? .status(csw) : .dataIn(.init(data: data, sent: 0, csw: csw))
-        case .read(let offset, let count) where cbw.isIn:
-            if count > expected {
-                // Hi < Di (BOT 6.7.2, case 7): the host gets what it asked
-                // for, then a phase error.
-                csw.residue = 0
-                guard expected > 0 else { return .status(csw.phaseError) }
-                return .dataIn(.init(data: ByteBuffer(), sent: 0, csw: csw.phaseError,
-                                     file: .init(offset: offset, remaining: expected)))
-            }
-            csw.residue = UInt32(expected - count)
-            scsi.sense = .none
-            if count == 0 { return expected == 0 ? .status(csw) : .dataIn(.init(data: ByteBuffer(), sent: 0, csw: csw)) }
-            return .dataIn(.init(data: ByteBuffer(), sent: 0, csw: csw, file: .init(offset: offset, remaining: count)))
         case .write(let offset, let count) where !cbw.isIn && count <= expected:
-            readAhead = nil   // it may hold bytes this command overwrites
             csw.residue = UInt32(expected - count)
             if count == 0 { return .status(csw) }
             return .dataOut(.init(expected: expected, received: 0, writable: count, offset: offset,

@@ -15,9 +15,6 @@ enum SCSIOutcome {
     case data(ByteBuffer, SCSI.Sense)
     /// The host is to send `count` bytes, to be written at byte `offset`.
     case write(offset: UInt64, count: Int)
-    /// `count` bytes of the image at byte `offset` for the host, read leg by
-    /// leg as the host asks for them (MassStorageDevice.bulkIn).
-    case read(offset: UInt64, count: Int)
     case failed(SCSI.Sense)
 }
 
@@ -88,7 +85,8 @@ extension MassStorageDevice {
     private func read(lba: UInt64, count: Int) -> SCSIOutcome {
         guard lba <= scsi.blocks, UInt64(count) <= scsi.blocks - lba else { return .failed(.lbaOutOfRange) }
         guard count * Self.blockSize <= Self.maxCommandBytes else { return .failed(.invalidFieldInCDB) }
-        return .read(offset: lba * UInt64(Self.blockSize), count: count * Self.blockSize)
+        guard let data = readImage(lba: lba, blocks: count) else { return .failed(.readError) }
+        return .data(data, .none)
     }
 
     private func inquiry(_ cdb: [UInt8]) -> SCSIOutcome {

@@ -50,7 +50,7 @@ public actor SourceSinkDevice: VirtualUSBDevice {
         switch endpoint {
         case Self.bulkIn:
             guard length <= Self.maxTransferLength else { return .failed(.invalid) }
-            return .inData(Self.patternSource.getSlice(at: 0, length: length)!)
+            return .inData(Self.pattern(length: length))
         case Self.bulkOut:
             let n = data?.readableBytes ?? 0
             bytesSunk += n
@@ -64,11 +64,6 @@ public actor SourceSinkDevice: VirtualUSBDevice {
             return .failed(.invalid)
         }
     }
-
-    /// The pattern for the longest transfer, built once: each bulk IN is a
-    /// slice of it from 0 (its length is a multiple of 63, so any prefix is
-    /// the pattern of that length), no allocation or copy per transfer.
-    static let patternSource = pattern(length: (maxTransferLength + 62) / 63 * 63)
 
     /// byte i = i % 63, built with doubling copies rather than per byte.
     public static func pattern(length: Int) -> ByteBuffer {
