@@ -101,10 +101,21 @@ actor SessionEngine {
             awaitingAck = negotiation?.isActive(.deviceDisconnectAck) ?? false
             let sent = await send(.deviceDisconnect, deadlineNanoseconds: limits.disconnectWriteTimeoutNanoseconds)
             if sent {
+                // A write only queues the bytes; the VM's ack (when it has the
+                // cap) says it has them, so a stop that closes the connection
+                // next cannot lose them. Bounded like the write.
+                await waitForDisconnectAck(nanoseconds: limits.disconnectWriteTimeoutNanoseconds)
                 logger.info("device disconnected from the VM")
             } else {
                 logger.warning("the VM did not take device_disconnect in time; closing its connection")
             }
+        }
+    }
+
+    private func waitForDisconnectAck(nanoseconds: UInt64) async {
+        let deadline = ContinuousClock.now + .nanoseconds(Int64(nanoseconds))
+        while awaitingAck && writer != nil && ContinuousClock.now < deadline {
+            try? await Task.sleep(nanoseconds: 5_000_000)
         }
     }
 
