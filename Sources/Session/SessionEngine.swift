@@ -112,6 +112,8 @@ actor SessionEngine {
         }
     }
 
+    /// Waits, bounded, for the VM's device_disconnect_ack (or the end of
+    /// the connection): before a stop closes it, and before a new connect.
     private func waitForDisconnectAck(nanoseconds: UInt64) async {
         let deadline = ContinuousClock.now + .nanoseconds(Int64(nanoseconds))
         while awaitingAck && writer != nil && ContinuousClock.now < deadline {
@@ -123,10 +125,7 @@ actor SessionEngine {
         guard let device, negotiation != nil, !announced, !rejected else { return }
         if awaitingAck {
             // The VM must acknowledge the last disconnect before a new connect.
-            let deadline = ContinuousClock.now + .nanoseconds(Int64(limits.disconnectAckTimeoutNanoseconds))
-            while awaitingAck && ContinuousClock.now < deadline {
-                try? await Task.sleep(nanoseconds: 10_000_000)
-            }
+            await waitForDisconnectAck(nanoseconds: limits.disconnectAckTimeoutNanoseconds)
             awaitingAck = false
             guard self.device === device, !announced else { return }
         }
