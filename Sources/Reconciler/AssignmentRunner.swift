@@ -158,7 +158,9 @@ actor AssignmentRunner {
                 await waitForRetry()
             case .success(.transportClosed(.displaced)), .failure(TransportError.displaced):
                 setState(.displaced, error: TransportError.displaced.description)
-                await waitForRetry()
+                // Displaced until SIGHUP, a profile change, or (when the
+                // server is on this host) the other client leaving.
+                await waitForRetry(until: { [endpoint] in EndpointDialer.displacingClientLeft(endpoint) == true })
             case .failure(TransportError.wrongPassword):
                 setState(.error, error: TransportError.wrongPassword.description)
                 await waitForRetry()
@@ -194,9 +196,17 @@ actor AssignmentRunner {
         setState(.connected)
     }
 
-    private func waitForRetry() async {
+    /// Waits for SIGHUP or a profile change, or for `condition` (checked
+    /// once a second) to hold.
+    private func waitForRetry(until condition: (@Sendable () -> Bool)? = nil) async {
         let generation = retryGeneration
+        var ticks = 0
         while retryGeneration == generation && !Task.isCancelled {
+            ticks += 1
+            if let condition, ticks.isMultiple(of: 10), condition() {
+                logger.info("the other client left: linking again")
+                return
+            }
             try? await Task.sleep(nanoseconds: 100_000_000)
         }
     }

@@ -54,6 +54,12 @@ struct EndpointDialer: Sendable {
         }
     }
 
+    /// For a displaced SPICE endpoint: whether the client that displaced us
+    /// has gone (nil when the server is not on this host and cannot be seen).
+    static func displacingClientLeft(_ endpoint: Endpoint) -> Bool? {
+        SpiceClientCensus.otherClientsConnected(to: endpoint.address).map { !$0 }
+    }
+
     /// Links the SPICE session of `endpoint` (password and TLS settings from
     /// the profile).
     static func dialSpice(_ endpoint: Endpoint, environment: [String: String], logger: Logger) async throws -> SpiceSession {

@@ -30,7 +30,26 @@ struct MainChannelLoop {
         } catch {
             if !wasReady { return error.asTransportError }
         }
-        return await isServerStillThere() ? .displaced : .closedByPeer
+        guard await isServerStillThere() else { return .closedByPeer }
+        return whyDropped()
+    }
+
+    /// The server is up but dropped us. A client that displaced us is
+    /// connected to it now; with none, the server itself dropped us
+    /// (`set_password ... disconnect`, a restart) and linking again is right.
+    private func whyDropped() -> TransportError {
+        switch SpiceClientCensus.otherClientsConnected(to: configuration.address) {
+        case false?:
+            logger.info("SPICE server dropped us and no other client is connected: linking again",
+                        metadata: ["endpoint": "\(configuration.address)"])
+            return .droppedByServer
+        case true?:
+            return .displaced
+        case nil:
+            logger.warning("SPICE server dropped us; its clients are not visible from this host, so it counts as displaced",
+                           metadata: ["endpoint": "\(configuration.address)"])
+            return .displaced
+        }
     }
 
     private func readSessionID(_ messages: SpiceChannelReader) async throws -> UInt32 {

@@ -17,6 +17,9 @@ public enum TransportError: Error, Sendable, Equatable {
     case noFreeChannel(available: [UInt8])
     /// Another SPICE client took over the VM; QEMU dropped us.
     case displaced
+    /// The SPICE server dropped us and no other client took over (a
+    /// `set_password ... disconnect`, a restart): link again.
+    case droppedByServer
     /// The peer (VM) closed the connection or went away.
     case closedByPeer
     /// We closed it ourselves.
@@ -42,6 +45,7 @@ extension TransportError: CustomStringConvertible {
         case .noFreeChannel(let ids):
             ids.isEmpty ? "the VM has no usbredir channel" : "all \(ids.count) usbredir channels of the VM are in use"
         case .displaced: "displaced by another client"
+        case .droppedByServer: "the SPICE server dropped the connection (no other client took over)"
         case .closedByPeer: "connection closed by the VM"
         case .closedLocally: "connection closed by us"
         case .protocolViolation(let why): "protocol violation: \(why)"

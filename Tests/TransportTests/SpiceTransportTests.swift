@@ -183,6 +183,26 @@ struct SpiceTransportTests {
         #expect(await first.closeReason() == .displaced)
     }
 
+    /// `set_password ... disconnect` drops every client the same way a second
+    /// client does; with nobody else connected it is not displacement, and
+    /// the session must say so (the reconciler then links again).
+    @Test func aServerThatDropsUsIsNotDisplacement() async throws {
+        let (vm, config) = try spiceVM(channels: 1, password: "s3cret")
+        defer { vm.stop() }
+        let first = try await SpiceSession.connect(config, logger: testLogger)
+        try await first.withUSBRedirChannel(0) { connection, _ in
+            try await expectQEMUHello(connection)
+            _ = try vm.qmp(#"{"execute":"set_password","arguments":{"protocol":"spice","password":"s3cret","connected":"disconnect"}}"#)
+            await #expect(throws: TransportError.droppedByServer) {
+                while try await connection.reader.read() != nil {}
+            }
+        }
+        #expect(await first.closeReason() == .droppedByServer)
+        // The server takes us back with the same password.
+        let again = try await SpiceSession.connect(config, logger: testLogger)
+        again.close()
+    }
+
     @Test func verifiesTLSAgainstTheGivenCA() async throws {
         let pki = try makeTemporaryDirectory("usbredir-pki")
         try makeTestPKI(in: pki)
