@@ -86,6 +86,8 @@ public enum PasswordSource: Sendable, Hashable {
 public struct Endpoint: Sendable {
     public enum Kind: Sendable, Hashable {
         case spice(HostPort)
+        /// SPICE on a unix domain socket (`spice: unix:PATH`, absolute path).
+        case spiceUnix(String)
         case spiceTLS(HostPort, caFile: String?, hostSubject: String?)
         /// Raw usbredir; we connect (QEMU `-chardev socket,server=on`).
         case usbredir(HostPort)
@@ -110,16 +112,24 @@ public struct Endpoint: Sendable {
         self.location = location
     }
 
-    public var address: HostPort {
+    /// The TCP address, for the kinds that have one.
+    public var hostPort: HostPort? {
         switch kind {
         case .spice(let a), .spiceTLS(let a, _, _), .usbredir(let a), .listen(let a): return a
+        case .spiceUnix: return nil
         }
+    }
+
+    /// Where it is, as the profile writes it: `host:port` or `unix:PATH`.
+    public var addressDescription: String {
+        if case .spiceUnix(let path) = kind { return "unix:\(path)" }
+        return hostPort.map { "\($0)" } ?? ""
     }
 
     /// SPICE endpoints multiplex channels; raw ones carry exactly one assignment.
     public var isSpice: Bool {
         switch kind {
-        case .spice, .spiceTLS: return true
+        case .spice, .spiceUnix, .spiceTLS: return true
         case .usbredir, .listen: return false
         }
     }
@@ -127,7 +137,7 @@ public struct Endpoint: Sendable {
     /// The profile key that gives the kind: spice, spice-tls, usbredir or listen.
     public var kindName: String {
         switch kind {
-        case .spice: return "spice"
+        case .spice, .spiceUnix: return "spice"
         case .spiceTLS: return "spice-tls"
         case .usbredir: return "usbredir"
         case .listen: return "listen"

@@ -59,8 +59,14 @@ extension ProfileDecoder {
         decoded.kindName = kindName
         let isSpice = decoded.isSpice ?? false
         var valid = true
-        let address = hostPort(kindField)
-        valid = valid && address != nil
+        var address: HostPort?, unixPath: String?
+        if let written = Self.unixSocketText(kindField) {
+            unixPath = socketPath(written, kindField)
+            valid = unixPath != nil
+        } else {
+            address = hostPort(kindField)
+            valid = address != nil
+        }
 
         for key in ["ca-file", "host-subject"] where kindName != "spice-tls" {
             if let field = fields[key] {
@@ -111,13 +117,18 @@ extension ProfileDecoder {
         }
         let allowedPeers = decodeAllow(fields["allow"], kind: kindField, address: address)
         valid = valid && allowedPeers != nil
-        guard valid, let address, let allowedPeers else { return decoded }
-        let kind: Endpoint.Kind = switch kindName {
-        case "spice": .spice(address)
-        case "spice-tls": .spiceTLS(address, caFile: caFile, hostSubject: hostSubject)
-        case "usbredir": .usbredir(address)
-        default: .listen(address)
-        }
+        guard valid, let allowedPeers else { return decoded }
+        let kind: Endpoint.Kind
+        if let unixPath {
+            kind = .spiceUnix(unixPath)
+        } else if let address {
+            kind = switch kindName {
+            case "spice": .spice(address)
+            case "spice-tls": .spiceTLS(address, caFile: caFile, hostSubject: hostSubject)
+            case "usbredir": .usbredir(address)
+            default: .listen(address)
+            }
+        } else { return decoded }
         decoded.endpoint = Endpoint(name: name, kind: kind, password: password, allowedPeers: allowedPeers,
                                     location: entry.keyLocation)
         return decoded
@@ -152,6 +163,41 @@ extension ProfileDecoder {
         }
         return peers
     }
+
+    /// The path of `unix:PATH` as written, when the value is written so.
+    private static func unixSocketText(_ field: Field) -> String? {
+        guard case .scalar(let text, _) = field.node.content, text.hasPrefix("unix:") else { return nil }
+        return String(text.dropFirst("unix:".count))
+    }
+
+    /// `spice: unix:PATH`: the socket QEMU serves SPICE on. It may not exist
+    /// yet (the VM is not running), so only a path that cannot be a socket
+    /// is an error. Only plain spice: QEMU has no TLS on its unix socket,
+    /// and raw usbredir here is TCP.
+    private mutating func socketPath(_ text: String, _ field: Field) -> String? {
+        guard field.name == "spice" else {
+            error("\(field.name) takes host:port; only spice accepts unix:PATH", at: field.valueLocation,
+                  hint: field.name == "spice-tls" ? "QEMU serves its unix socket without TLS: use spice: unix:PATH" : nil)
+            return nil
+        }
+        guard !text.isEmpty else {
+            error("unix: needs a socket path", at: field.valueLocation, hint: "for example unix:/run/vm1/spice.sock")
+            return nil
+        }
+        let path = Paths.resolve(text, from: directory)
+        guard path.utf8.count <= Self.maxSocketPathBytes else {
+            error("socket path is longer than \(Self.maxSocketPathBytes) bytes: \(path)", at: field.valueLocation)
+            return nil
+        }
+        if checkFiles, [Platform.FileKind.regular, .directory].contains(Platform.fileKind(path)) {
+            error("not a socket: \(path)", at: field.valueLocation)
+            return nil
+        }
+        return path
+    }
+
+    /// sun_path holds 108 bytes with its terminating NUL (Linux).
+    static let maxSocketPathBytes = 107
 
     private mutating func hostPort(_ field: Field) -> HostPort? {
         // A plain [::1]:5930 is a YAML flow list; only quoting keeps it text.

@@ -21,10 +21,9 @@ struct EndpointDialer: Sendable {
     func serve(onConnected: @escaping @Sendable (UInt8?) async -> Void,
                onIdle: @escaping @Sendable () async -> Void,
                onListening: @escaping @Sendable (RawUSBRedirListener) async -> Void) async throws -> SessionEnd {
-        let address = endpoint.address
         let session = self.session
         switch endpoint.kind {
-        case .spice, .spiceTLS:
+        case .spice, .spiceUnix, .spiceTLS:
             guard let link else { preconditionFailure("a SPICE endpoint always has its link (Reconciler.updateLinks)") }
             let spice = try await link.session()
             guard let wanted = await link.channel(for: assignmentName, available: spice.usbredirChannelIDs) else {
@@ -34,12 +33,12 @@ struct EndpointDialer: Sendable {
                 await onConnected(id)
                 return await session.run(connection)
             }
-        case .usbredir:
+        case .usbredir(let address):
             return try await RawUSBRedir.withConnection(to: address) { connection in
                 await onConnected(nil)
                 return await session.run(connection)
             }
-        case .listen:
+        case .listen(let address):
             let listener = try await RawUSBRedirListener.bind(address)
             await onListening(listener)
             defer { listener.close() }
@@ -69,11 +68,16 @@ struct EndpointDialer: Sendable {
         } catch {
             throw ReconcilerError.password(endpoint: endpoint.name, "\(error)")
         }
-        var tls: TLSSettings?
-        if case .spiceTLS(_, let caFile, let hostSubject) = endpoint.kind {
-            tls = TLSSettings(caFile: caFile, hostSubject: hostSubject)
+        let config: SpiceEndpointConfiguration
+        switch endpoint.kind {
+        case .spiceTLS(let address, let caFile, let hostSubject):
+            config = SpiceEndpointConfiguration(address: address, password: password,
+                                                tls: TLSSettings(caFile: caFile, hostSubject: hostSubject))
+        case .spiceUnix(let path):
+            config = SpiceEndpointConfiguration(server: .unix(path), password: password)
+        case .spice(let address), .usbredir(let address), .listen(let address):
+            config = SpiceEndpointConfiguration(address: address, password: password)
         }
-        let config = SpiceEndpointConfiguration(address: endpoint.address, password: password, tls: tls)
         return try await SpiceSession.connect(config, logger: logger)
     }
 }

@@ -79,7 +79,7 @@ struct MainChannelLoop {
     private func isServerStillThere() async -> Bool {
         for _ in 0..<2 {
             try? await Task.sleep(nanoseconds: Self.probeDelayNanoseconds)
-            guard let probe = try? await TCPConnector.connect(to: configuration.address) else { return false }
+            guard let probe = try? await TCPConnector.connect(to: configuration.server) else { return false }
             try? await probe.channel.close()
         }
         return true

@@ -5,14 +5,19 @@ import NIOCore
 
 /// Where and how to reach a SPICE server.
 public struct SpiceEndpointConfiguration: Sendable {
-    public var address: HostPort
+    public var server: SpiceServerAddress
     public var password: String
+    /// TLS applies to TCP servers only (QEMU serves a unix socket in clear).
     public var tls: TLSSettings?
 
-    public init(address: HostPort, password: String = "", tls: TLSSettings? = nil) {
-        self.address = address
+    public init(server: SpiceServerAddress, password: String = "", tls: TLSSettings? = nil) {
+        self.server = server
         self.password = password
         self.tls = tls
+    }
+
+    public init(address: HostPort, password: String = "", tls: TLSSettings? = nil) {
+        self.init(server: .tcp(address), password: password, tls: tls)
     }
 }
 
@@ -45,7 +50,7 @@ public final class SpiceSession: Sendable {
 
     /// Links the main channel and learns the session id and channel list.
     public static func connect(_ configuration: SpiceEndpointConfiguration, logger: Logger) async throws -> SpiceSession {
-        let channel = try await TCPConnector.connect(to: configuration.address, tls: configuration.tls)
+        let channel = try await TCPConnector.connect(to: configuration.server, tls: configuration.tls)
         let closed = channel.channel.eventLoop.makePromise(of: TransportError.self)
         let ready = channel.channel.eventLoop.makePromise(of: (UInt32, [UInt8]).self)
         Task {
@@ -67,7 +72,7 @@ public final class SpiceSession: Sendable {
             channel.channel.close(promise: nil)
         }
         logger.debug("SPICE session linked", metadata: [
-            "endpoint": "\(configuration.address)", "session": "\(sessionID)", "usbredir-channels": "\(channels)",
+            "endpoint": "\(configuration.server)", "session": "\(sessionID)", "usbredir-channels": "\(channels)",
         ])
         return SpiceSession(configuration: configuration, sessionID: sessionID, channels: channels,
                             mainChannel: channel.channel, closed: closed, logger: logger)
@@ -115,7 +120,7 @@ public final class SpiceSession: Sendable {
     ) async throws -> R {
         _ = try reserveChannel(id)
         defer { releaseChannel(id) }
-        let channel = try await TCPConnector.connect(to: configuration.address, tls: configuration.tls)
+        let channel = try await TCPConnector.connect(to: configuration.server, tls: configuration.tls)
         return try await channel.executeThenClose { inbound, outbound in
             let reader = ConnectionReader(inbound)
             let link = SpiceLink(connectionID: sessionID, channelType: .usbredir, channelID: id,
@@ -142,7 +147,7 @@ public final class SpiceSession: Sendable {
                 reader: SpiceVMCReader(channel: channelReader, statistics: stats, onClose: { [self] in await reasonAfterChannelClosed() }),
                 writer: SpiceVMCWriter(writer: writer, statistics: stats, lz4: linked.serverHasChannelCap(Spice.spicevmcCapLZ4),
                                        closeChannel: { [channel = channel.channel] in channel.close(promise: nil) }),
-                peerDescription: "spice \(configuration.address) channel \(id)")
+                peerDescription: "spice \(configuration.server) channel \(id)")
             return try await body(connection, id)
         }
     }

@@ -13,6 +13,6 @@ struct USBRedirCommand: AsyncParsableCommand {
             See usbredir(1) and usbredir-profile(5).
             """,
         version: USBRedirVersion.string,
-        subcommands: [ApplyCommand.self, PlanCommand.self, ValidateCommand.self, StatusCommand.self, ListCommand.self]
+        subcommands: [ApplyCommand.self, PlanCommand.self, ValidateCommand.self, StatusCommand.self, ListCommand.self, AttachCommand.self]
     )
 }

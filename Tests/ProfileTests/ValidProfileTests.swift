@@ -77,7 +77,7 @@ import Testing
         #expect(profile.endpoints["vm2"]?.password == nil)
         #expect(profile.endpoints["rig"]?.kind == .usbredir(HostPort(host: "127.0.0.1", port: 4000)))
         #expect(profile.endpoints["bench"]?.kind == .listen(HostPort(host: "::1", port: 4001)))
-        #expect(profile.endpoints["bench"]?.address.description == "[::1]:4001")
+        #expect(profile.endpoints["bench"]?.addressDescription == "[::1]:4001")
         #expect(profile.endpoints["vm6"]?.password == .env("VM6_PASSWORD"))
         #expect(profile.endpoints["rig"]?.isSpice == false)
         #expect(profile.endpoints["vm2"]?.kindName == "spice-tls")

@@ -10,6 +10,9 @@ public final class QEMUVM: @unchecked Sendable {
         public var spicePort: Int?
         public var spicePassword: String?
         public var spiceTLSPort: Int?
+        /// SPICE on a unix domain socket at this path (`-spice unix=on,addr=PATH`),
+        /// instead of TCP.
+        public var spiceUnixSocket: String?
         public var x509Dir: String?
         public var usbredirChannels = 0
         /// QEMU listens for a raw usbredir peer on this port.
@@ -62,11 +65,13 @@ public final class QEMUVM: @unchecked Sendable {
                  "-no-reboot", "-serial", "file:\(serialLog.path)",
                  "-qmp", "unix:\(qmpSocket),server=on,wait=off",
                  "-device", "\(options.controller),id=usb"]
-        var spice: [String] = ["addr=127.0.0.1"]
+        var spice: [String] = options.spiceUnixSocket.map { ["unix=on", "addr=\($0)"] } ?? ["addr=127.0.0.1"]
         if let p = options.spicePort { spice.append("port=\(p)") }
         if let p = options.spiceTLSPort, let dir = options.x509Dir { spice += ["tls-port=\(p)", "x509-dir=\(dir)"] }
         if let pw = options.spicePassword { spice.append("password=\(pw)") } else { spice.append("disable-ticketing=on") }
-        if options.spicePort != nil || options.spiceTLSPort != nil { a += ["-spice", spice.joined(separator: ",")] }
+        if options.spicePort != nil || options.spiceTLSPort != nil || options.spiceUnixSocket != nil {
+            a += ["-spice", spice.joined(separator: ",")]
+        }
         for i in 0..<options.usbredirChannels {
             a += ["-chardev", "spicevmc,name=usbredir,id=usbredirchardev\(i)", "-device", redirDevice("usbredirchardev\(i)", i)]
         }
@@ -101,7 +106,8 @@ public final class QEMUVM: @unchecked Sendable {
         let ports = [options.spicePort, options.spiceTLSPort, options.redirListenPort].compactMap { $0 }
         while Date() < deadline {
             guard isAlive else { throw QEMUError.exited(log) }
-            let ready = ports.isEmpty ? FileManager.default.fileExists(atPath: qmpSocket) : ports.allSatisfy(isListening)
+            let socket = options.spiceUnixSocket ?? qmpSocket
+            let ready = ports.isEmpty ? FileManager.default.fileExists(atPath: socket) : ports.allSatisfy(isListening)
             if ready { return }
             Thread.sleep(forTimeInterval: 0.05)
         }

@@ -60,14 +60,21 @@ struct TimeoutError: Error, CustomStringConvertible {
     var description: String { "timed out after \(seconds) s" }
 }
 
-func spiceVM(channels: Int = 2, password: String? = nil, configure: (inout QEMUVM.Options) -> Void = { _ in }) throws -> (QEMUVM, SpiceEndpointConfiguration) {
+/// A QEMU serving SPICE on a loopback port, or on a unix socket when `unix`.
+func spiceVM(channels: Int = 2, password: String? = nil, unix: Bool = false,
+             configure: (inout QEMUVM.Options) -> Void = { _ in }) throws -> (QEMUVM, SpiceEndpointConfiguration) {
     var o = QEMUVM.Options()
-    o.spicePort = freeLoopbackPort()
+    let server: SpiceServerAddress
+    if unix {
+        o.spiceUnixSocket = try makeTemporaryDirectory("usbredir-spice-unix").appendingPathComponent("spice.sock").path
+        server = .unix(o.spiceUnixSocket!)
+    } else {
+        o.spicePort = freeLoopbackPort()
+        server = .tcp(HostPort(host: "127.0.0.1", port: o.spicePort!))
+    }
     o.usbredirChannels = channels
     o.spicePassword = password
     configure(&o)
     let vm = try QEMUVM(o)
-    let config = SpiceEndpointConfiguration(address: HostPort(host: "127.0.0.1", port: o.spicePort!),
-                                            password: password ?? "")
-    return (vm, config)
+    return (vm, SpiceEndpointConfiguration(server: server, password: password ?? ""))
 }

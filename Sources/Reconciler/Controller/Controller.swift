@@ -14,6 +14,9 @@ public struct Controller: Sendable {
     /// `--strict`: a reloaded profile with warnings is refused too.
     public let strict: Bool
     public let socketPath: String
+    /// False for a profile built in memory (`attach`): no file to watch,
+    /// and SIGHUP retries waiting sessions instead of reading a file.
+    public let reloadable: Bool
     let reconciler: Reconciler
     let logger: Logger
     /// systemd's Type=notify: READY=1 after the first pass, STATUS= lines.
@@ -27,12 +30,13 @@ public struct Controller: Sendable {
 
     enum Trigger: Sendable { case file, hangup, device, tick }
 
-    public init(profilePath: String, host: String?, strict: Bool = false, socketPath: String,
+    public init(profilePath: String, host: String?, strict: Bool = false, socketPath: String, reloadable: Bool = true,
                 reconciler: Reconciler, logger: Logger, notifier: ServiceNotifier = ServiceNotifier()) {
         self.profilePath = profilePath
         self.host = host
         self.strict = strict
         self.socketPath = socketPath
+        self.reloadable = reloadable
         self.reconciler = reconciler
         self.logger = logger
         self.notifier = notifier
@@ -87,8 +91,8 @@ public struct Controller: Sendable {
     }
 
     private func startTriggerSources(_ feed: AsyncStream<Trigger>.Continuation, signals: SignalWatcher) -> [Task<Void, Never>] {
-        let watcher = FileWatcher(path: profilePath)
-        if watcher == nil { logger.warning("cannot watch the profile file; reload with SIGHUP") }
+        let watcher = reloadable ? FileWatcher(path: profilePath) : nil
+        if reloadable && watcher == nil { logger.warning("cannot watch the profile file; reload with SIGHUP") }
         let monitor = reconciler.monitor
         let (notifier, reconciler) = (self.notifier, self.reconciler)
         var tasks: [Task<Void, Never>] = []
@@ -117,6 +121,9 @@ public struct Controller: Sendable {
 
     private func handle(_ trigger: Trigger) async {
         switch trigger {
+        case .hangup where !reloadable:
+            await reconciler.retryWaiting()
+            await reconciler.reconcile()
         case .file, .hangup:
             try? await Task.sleep(nanoseconds: Self.settleNanoseconds)
             await reload(reason: trigger == .file ? "profile changed" : "SIGHUP")

@@ -69,7 +69,7 @@ public struct Plan: Codable, Sendable {
         let removals = Set(runningByName.keys).subtracting(p.devices.map(\.name)).sorted()
         let upToDate = running != nil && removals.isEmpty && actions.values.allSatisfy { $0 == .keep }
         return Plan(profile: p.sourcePath, host: p.selectedHost, upToDate: upToDate, runningApply: running != nil,
-                    endpoints: p.orderedEndpoints.map { .init(name: $0.name, kind: $0.kindName, address: "\($0.address)") },
+                    endpoints: p.orderedEndpoints.map { .init(name: $0.name, kind: $0.kindName, address: $0.addressDescription) },
                     assignments: assignments, removals: removals,
                     conflicts: MatchConflict.all(in: p, present: present))
     }
