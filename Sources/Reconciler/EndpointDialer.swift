@@ -56,7 +56,15 @@ struct EndpointDialer: Sendable {
     /// For a displaced SPICE endpoint: whether the client that displaced us
     /// has gone (nil when the server is not on this host and cannot be seen).
     static func displacingClientLeft(_ endpoint: Endpoint) -> Bool? {
-        SpiceClientCensus.otherClientsConnected(to: endpoint.address).map { !$0 }
+        SpiceClientCensus.otherClientsConnected(to: spiceServer(endpoint)).map { !$0 }
+    }
+
+    /// Where the endpoint's SPICE server listens.
+    static func spiceServer(_ endpoint: Endpoint) -> SpiceServerAddress {
+        switch endpoint.kind {
+        case .spiceUnix(let path): .unix(path)
+        case .spice(let address), .spiceTLS(let address, _, _), .usbredir(let address), .listen(let address): .tcp(address)
+        }
     }
 
     /// Links the SPICE session of `endpoint` (password and TLS settings from
@@ -68,16 +76,11 @@ struct EndpointDialer: Sendable {
         } catch {
             throw ReconcilerError.password(endpoint: endpoint.name, "\(error)")
         }
-        let config: SpiceEndpointConfiguration
-        switch endpoint.kind {
-        case .spiceTLS(let address, let caFile, let hostSubject):
-            config = SpiceEndpointConfiguration(address: address, password: password,
-                                                tls: TLSSettings(caFile: caFile, hostSubject: hostSubject))
-        case .spiceUnix(let path):
-            config = SpiceEndpointConfiguration(server: .unix(path), password: password)
-        case .spice(let address), .usbredir(let address), .listen(let address):
-            config = SpiceEndpointConfiguration(address: address, password: password)
+        var tls: TLSSettings?
+        if case .spiceTLS(_, let caFile, let hostSubject) = endpoint.kind {
+            tls = TLSSettings(caFile: caFile, hostSubject: hostSubject)
         }
+        let config = SpiceEndpointConfiguration(server: spiceServer(endpoint), password: password, tls: tls)
         return try await SpiceSession.connect(config, logger: logger)
     }
 }

@@ -38,16 +38,16 @@ struct MainChannelLoop {
     /// connected to it now; with none, the server itself dropped us
     /// (`set_password ... disconnect`, a restart) and linking again is right.
     private func whyDropped() -> TransportError {
-        switch SpiceClientCensus.otherClientsConnected(to: configuration.address) {
+        switch SpiceClientCensus.otherClientsConnected(to: configuration.server) {
         case false?:
             logger.info("SPICE server dropped us and no other client is connected: linking again",
-                        metadata: ["endpoint": "\(configuration.address)"])
+                        metadata: ["endpoint": "\(configuration.server)"])
             return .droppedByServer
         case true?:
             return .displaced
         case nil:
             logger.warning("SPICE server dropped us; its clients are not visible from this host, so it counts as displaced",
-                           metadata: ["endpoint": "\(configuration.address)"])
+                           metadata: ["endpoint": "\(configuration.server)"])
             return .displaced
         }
     }

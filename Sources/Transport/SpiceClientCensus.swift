@@ -11,10 +11,31 @@ import Glibc
 /// both). What differs is afterwards: a displacing client stays connected.
 /// When the server runs on this host its accepted connections are in
 /// /proc/net/tcp{,6} with the server's address and port as their local end,
-/// so we can count them. A remote server's sockets are not visible: `nil`.
+/// so we can count them; a unix-socket server's accepted connections are in
+/// /proc/net/unix under its path. A remote server's sockets are not visible:
+/// `nil`.
 public enum SpiceClientCensus {
-    /// Whether another client is connected to the server at `address`, or
-    /// nil when this host cannot tell (the server is not local).
+    /// Whether another client is connected to `server`, or nil when this
+    /// host cannot tell (the server is not local).
+    public static func otherClientsConnected(to server: SpiceServerAddress) -> Bool? {
+        switch server {
+        case .tcp(let address): otherClientsConnected(to: address)
+        case .unix(let path): readProcFile("/proc/net/unix").map { connectedUnixSockets(in: $0, path: path) > 0 }
+        }
+    }
+
+    /// Accepted connections of a listening unix socket carry its path and
+    /// state 03 (connected); the listener itself is 01, and a client's own
+    /// end has no path.
+    static func connectedUnixSockets(in table: String, path: String) -> Int {
+        table.split(separator: "\n").dropFirst().filter { line in
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            return fields.count >= 8 && fields[5] == "03" && fields[7...].joined(separator: " ") == path
+        }.count
+    }
+
+    /// Whether another client is connected to the TCP server at `address`,
+    /// or nil when this host cannot tell (the server is not local).
     public static func otherClientsConnected(to address: HostPort) -> Bool? {
         guard let target = LocalAddress.resolve(address.host), target.isLocal else { return nil }
         let tables = ["/proc/net/tcp", "/proc/net/tcp6"].compactMap(readProcFile)

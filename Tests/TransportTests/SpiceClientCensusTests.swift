@@ -1,6 +1,7 @@
 import Common
 import Foundation
 import Testing
+import TestSupport
 import Transport
 
 /// The census reads this host's socket table: a connection accepted on a
@@ -65,6 +66,57 @@ enum TCPSockets {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = UInt16(port).bigEndian
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return address
+    }
+}
+
+/// The same count for a SPICE server on a unix socket (`-spice unix=on`).
+@Suite struct SpiceUnixClientCensusTests {
+    @Test func countsAConnectedClientOfAUnixSocketServer() throws {
+        let dir = try makeTemporaryDirectory("usbredir-census")
+        let path = dir.appendingPathComponent("spice.sock").path
+        let listener = try UnixSockets.listen(path)
+        defer { close(listener) }
+        #expect(SpiceClientCensus.otherClientsConnected(to: .unix(path)) == false)
+        let client = try UnixSockets.connect(path)
+        let accepted = accept(listener, nil, nil)
+        #expect(accepted >= 0)
+        #expect(SpiceClientCensus.otherClientsConnected(to: .unix(path)) == true)
+        close(client)
+        close(accepted)
+        #expect(SpiceClientCensus.otherClientsConnected(to: .unix(path)) == false)
+    }
+}
+
+enum UnixSockets {
+    static func listen(_ path: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = Self.address(path)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard fd >= 0, bound == 0, Glibc.listen(fd, 4) == 0 else { throw TCPSockets.Failure(what: "listen: errno \(errno)") }
+        return fd
+    }
+
+    static func connect(_ path: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = Self.address(path)
+        let status = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard status == 0 else { throw TCPSockets.Failure(what: "connect: errno \(errno)") }
+        return fd
+    }
+
+    private static func address(_ path: String) -> sockaddr_un {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: Array(path.utf8.prefix(raw.count - 1)) + [0])
+        }
         return address
     }
 }

@@ -179,8 +179,8 @@ struct SpiceTransportTests {
         #expect(await session.closeReason() == .closedByPeer)
     }
 
-    @Test func reportsDisplacementByAnotherClient() async throws {
-        let (vm, config) = try spiceVM(channels: 1)
+    @Test(arguments: [false, true]) func reportsDisplacementByAnotherClient(unix: Bool) async throws {
+        let (vm, config) = try spiceVM(channels: 1, unix: unix)
         defer { vm.stop() }
         let first = try await SpiceSession.connect(config, logger: testLogger)
         try await first.withUSBRedirChannel(0) { connection, _ in
@@ -196,9 +196,10 @@ struct SpiceTransportTests {
 
     /// `set_password ... disconnect` drops every client the same way a second
     /// client does; with nobody else connected it is not displacement, and
-    /// the session must say so (the reconciler then links again).
-    @Test func aServerThatDropsUsIsNotDisplacement() async throws {
-        let (vm, config) = try spiceVM(channels: 1, password: "s3cret")
+    /// the session must say so (the reconciler then links again). Over TCP
+    /// and over a unix socket (counted in /proc/net/tcp and /proc/net/unix).
+    @Test(arguments: [false, true]) func aServerThatDropsUsIsNotDisplacement(unix: Bool) async throws {
+        let (vm, config) = try spiceVM(channels: 1, password: "s3cret", unix: unix)
         defer { vm.stop() }
         let first = try await SpiceSession.connect(config, logger: testLogger)
         try await first.withUSBRedirChannel(0) { connection, _ in
