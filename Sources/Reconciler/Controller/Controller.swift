@@ -1,3 +1,4 @@
+import Common
 import Devices
 import Foundation
 import Logging
@@ -14,6 +15,8 @@ public struct Controller: Sendable {
     /// `--strict`: a reloaded profile with warnings is refused too.
     public let strict: Bool
     public let socketPath: String
+    /// Where /metrics is served (`--metrics`, else the profile's `metrics:`).
+    public let metricsAddress: HostPort?
     let reconciler: Reconciler
     let logger: Logger
     /// systemd's Type=notify: READY=1 after the first pass, STATUS= lines.
@@ -28,11 +31,13 @@ public struct Controller: Sendable {
     enum Trigger: Sendable { case file, hangup, device, tick }
 
     public init(profilePath: String, host: String?, strict: Bool = false, socketPath: String,
-                reconciler: Reconciler, logger: Logger, notifier: ServiceNotifier = ServiceNotifier()) {
+                metricsAddress: HostPort? = nil, reconciler: Reconciler, logger: Logger,
+                notifier: ServiceNotifier = ServiceNotifier()) {
         self.profilePath = profilePath
         self.host = host
         self.strict = strict
         self.socketPath = socketPath
+        self.metricsAddress = metricsAddress
         self.reconciler = reconciler
         self.logger = logger
         self.notifier = notifier
@@ -43,6 +48,11 @@ public struct Controller: Sendable {
     public func run(initial: Profile) async throws {
         let signals = SignalWatcher([SIGINT, SIGTERM, SIGHUP])
         let server = try await startStatusServer()
+        let metrics: MetricsServer?
+        do { metrics = try await startMetricsServer() } catch {
+            server?.stop()
+            throw error
+        }
         await reconciler.apply(initial)
         logger.info("applied profile", metadata: ["profile": "\(profilePath)", "assignments": "\(initial.devices.count)"])
         notifier.ready(status: ServiceNotifier.summary(await reconciler.status()))
@@ -67,6 +77,7 @@ public struct Controller: Sendable {
         await reconciler.shutdown()
         impatient.cancel()
         server?.stop()
+        metrics?.stop()
     }
 
     /// A second stop signal: how long devices get to close (drivers re-attached).
@@ -83,6 +94,22 @@ public struct Controller: Sendable {
         } catch {
             logger.warning("status socket unavailable", metadata: ["path": "\(socketPath)", "error": "\(error)"])
             return nil
+        }
+    }
+
+    /// Binds /metrics before anything starts: an address that is taken
+    /// stops apply (exit 1), as a taken status socket does.
+    private func startMetricsServer() async throws -> MetricsServer? {
+        guard let address = metricsAddress else { return nil }
+        let (reconciler, exporter) = (self.reconciler, MetricsExporter())
+        do {
+            let server = try await MetricsServer.start(address) {
+                await exporter.render(await reconciler.samples(), process: .current())
+            }
+            logger.info("serving metrics", metadata: ["url": "http://\(address)/metrics"])
+            return server
+        } catch {
+            throw MetricsServerError.bind(address, "\(error)")
         }
     }
 
