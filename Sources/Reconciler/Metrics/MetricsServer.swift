@@ -3,15 +3,19 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import ServiceLifecycle
 
 /// A minimal HTTP/1.1 server for Prometheus: GET /metrics answers the page,
 /// anything else 404 or 405. One request per connection (then close), and a
 /// scraper is bounded like any peer: a few connections at once, a few
 /// seconds each, request heads as NIOHTTP1 limits them, bodies ignored.
-final class MetricsServer: Sendable {
+/// `start` binds; `run` (a swift-service-lifecycle service) serves until
+/// the group's graceful shutdown.
+final class MetricsServer: Service, Sendable {
     typealias Connection = NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
     private let channel: NIOAsyncChannel<Connection, Never>
     private let open = NIOLockedValueBox(0)
+    private let page: @Sendable () async -> [UInt8]
     let address: HostPort
 
     /// Connections served at once; more are closed at once.
@@ -19,9 +23,19 @@ final class MetricsServer: Sendable {
     /// How long one connection may take from accept to answer.
     static let connectionTimeout = TimeAmount.seconds(5)
 
-    private init(channel: NIOAsyncChannel<Connection, Never>, address: HostPort) {
+    private init(channel: NIOAsyncChannel<Connection, Never>, address: HostPort,
+                 page: @escaping @Sendable () async -> [UInt8]) {
         self.channel = channel
         self.address = address
+        self.page = page
+    }
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await serve(page)
+        } onGracefulShutdown: {
+            self.stop()
+        }
     }
 
     static func start(_ address: HostPort, page: @escaping @Sendable () async -> [UInt8]) async throws -> MetricsServer {
@@ -33,9 +47,7 @@ final class MetricsServer: Sendable {
                     return try Connection(wrappingChannelSynchronously: child)
                 }
             }
-        let server = MetricsServer(channel: channel, address: address)
-        Task { await server.serve(page) }
-        return server
+        return MetricsServer(channel: channel, address: address, page: page)
     }
 
     private func serve(_ page: @escaping @Sendable () async -> [UInt8]) async {
