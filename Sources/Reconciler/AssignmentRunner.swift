@@ -113,6 +113,9 @@ actor AssignmentRunner {
 
     var hasDevice: Bool { get async { await session.hasDevice } }
 
+    /// A matched device that could not be opened: status shows why.
+    func openFailed(_ why: String) { lastError = why }
+
     func status(profileName: String) async -> AssignmentStatus {
         let c = await session.counters
         return AssignmentStatus(name: name, profile: profileName, endpoint: endpoint.name,
