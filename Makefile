@@ -71,6 +71,9 @@ BINARY ?=
 INSTALL ?= install
 BINDIR := $(PREFIX)/bin
 MANDIR := $(PREFIX)/share/man
+# udev reads rules from /etc, /run and /usr/lib only (not /usr/local):
+# packagers set UDEVRULESDIR=/usr/lib/udev/rules.d.
+UDEVRULESDIR ?= /etc/udev/rules.d
 INSTALLED_FILES := \
 	$(BINDIR)/usbredir \
 	$(MANDIR)/man1/usbredir.1 \
@@ -79,7 +82,8 @@ INSTALLED_FILES := \
 	$(PREFIX)/share/zsh/site-functions/_usbredir \
 	$(PREFIX)/share/fish/vendor_completions.d/usbredir.fish \
 	$(PREFIX)/share/doc/usbredir/examples/lab.yaml \
-	$(PREFIX)/lib/systemd/system/usbredir@.service
+	$(PREFIX)/lib/systemd/system/usbredir@.service \
+	$(UDEVRULESDIR)/70-usbredir.rules
 
 release:
 	$(SWIFT) build -c release --product usbredir
@@ -91,7 +95,7 @@ install: $(if $(BINARY),,release)
 	$(INSTALL) -d "$$d$(BINDIR)" "$$d$(MANDIR)/man1" "$$d$(MANDIR)/man5" \
 	  "$$d$(PREFIX)/share/bash-completion/completions" "$$d$(PREFIX)/share/zsh/site-functions" \
 	  "$$d$(PREFIX)/share/fish/vendor_completions.d" "$$d$(PREFIX)/share/doc/usbredir/examples" \
-	  "$$d$(PREFIX)/lib/systemd/system"; \
+	  "$$d$(PREFIX)/lib/systemd/system" "$$d$(UDEVRULESDIR)"; \
 	$(INSTALL) -m 755 "$$bin" "$$d$(BINDIR)/usbredir"; \
 	$(INSTALL) -m 644 man/usbredir.1 "$$d$(MANDIR)/man1/usbredir.1"; \
 	$(INSTALL) -m 644 man/usbredir-profile.5 "$$d$(MANDIR)/man5/usbredir-profile.5"; \
@@ -106,7 +110,8 @@ install: $(if $(BINARY),,release)
 	$(INSTALL) -m 644 profiles/lab.yaml "$$d$(PREFIX)/share/doc/usbredir/examples/lab.yaml"; \
 	sed 's|@BINDIR@|$(BINDIR)|g' dist/usbredir@.service > "$$d/.usbredir.service.tmp"; \
 	$(INSTALL) -m 644 "$$d/.usbredir.service.tmp" "$$d$(PREFIX)/lib/systemd/system/usbredir@.service"; \
-	rm -f "$$d/.usbredir.service.tmp"
+	rm -f "$$d/.usbredir.service.tmp"; \
+	$(INSTALL) -m 644 dist/70-usbredir.rules "$$d$(UDEVRULESDIR)/70-usbredir.rules"
 
 # Removes the files install wrote (directories stay: others may share them).
 uninstall:

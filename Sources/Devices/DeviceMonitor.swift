@@ -28,6 +28,18 @@ public struct USBDeviceInfo: Sendable, Hashable {
     }
 }
 
+extension USBDeviceInfo {
+    /// The usbfs node libusb opens: /dev/bus/usb/BBB/DDD.
+    public var nodePath: String {
+        "/dev/bus/usb/\(Self.threeDigits(bus))/\(Self.threeDigits(address))"
+    }
+
+    private static func threeDigits(_ n: Int) -> String {
+        let digits = String(n)
+        return String(repeating: "0", count: max(0, 3 - digits.count)) + digits
+    }
+}
+
 public enum USBDeviceEvent: Sendable, Equatable {
     case arrived(USBDeviceInfo)
     case left(USBDeviceInfo)

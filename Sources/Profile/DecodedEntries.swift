@@ -36,9 +36,12 @@ struct DecodedDevice {
     }
 }
 
+import Common
+
 struct DecodedDocument {
     var version: Int?
     var log: LogLevel = .info
+    var metrics: HostPort?
     var endpoints: [DecodedEndpoint] = []
     var devices: [DecodedDevice] = []
     var hosts: [(name: String, devices: [DecodedDevice])] = []

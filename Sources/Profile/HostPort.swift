@@ -30,3 +30,21 @@ extension HostPort {
         return .success(HostPort(host: String(host), port: number))
     }
 }
+
+extension HostPort {
+    /// A `host:port` from the command line (`apply --metrics`), checked as
+    /// the profile checks it; the error text says what is wrong.
+    public static func commandLine(_ text: String) -> Result<HostPort, HostPortSyntaxError> {
+        switch parse(text) {
+        case .success(let address): .success(address)
+        case .failure(.bareIPv6): .failure(HostPortSyntaxError("write IPv6 addresses in brackets: [::1]:9477, found '\(text)'"))
+        case .failure(.portOutOfRange(let port)): .failure(HostPortSyntaxError("port \(port) is out of range 1...65535"))
+        case .failure(.malformed): .failure(HostPortSyntaxError("expected HOST:PORT such as 127.0.0.1:9477, found '\(text)'"))
+        }
+    }
+}
+
+public struct HostPortSyntaxError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -17,6 +17,8 @@ public struct Profile: Sendable, Hashable {
     public var sourcePath: String
     /// The `hosts:` key whose devices were appended, if any.
     public var selectedHost: String?
+    /// `metrics:`: where apply serves Prometheus text exposition (off when nil).
+    public var metrics: HostPort?
 
     public init(version: Int = Profile.supportedVersion, log: LogLevel = .info, endpoints: [Endpoint] = [],
                 devices: [Assignment] = [], sourcePath: String, selectedHost: String? = nil) {

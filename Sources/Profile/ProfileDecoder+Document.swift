@@ -20,6 +20,7 @@ extension ProfileDecoder {
             error("missing 'version'", at: root.location, hint: "a profile starts with 'version: 1'")
         }
         if let field = top["log"], let level: LogLevel = choice(field, "log level") { document.log = level }
+        if let field = top["metrics"] { document.metrics = decodeMetrics(field) }
         if let field = top["endpoints"], let entries = mapping(field, "endpoints") {
             document.endpoints = entries.entries.map { decodeEndpoint($0) }
         }
@@ -32,6 +33,17 @@ extension ProfileDecoder {
             }
         }
         return document
+    }
+
+    /// `metrics: HOST:PORT`: where apply serves Prometheus' /metrics. Off
+    /// loopback it is a warning: the counters tell what runs where.
+    private mutating func decodeMetrics(_ field: Field) -> HostPort? {
+        guard let address = hostPort(field) else { return nil }
+        if !Platform.isLoopback(address.host) {
+            warning("metrics on \(address.host) can be scraped by anyone who reaches it", at: field.valueLocation,
+                    hint: "serve it on 127.0.0.1 and let a local agent or a firewall rule reach it")
+        }
+        return address
     }
 
     // MARK: endpoints
@@ -217,7 +229,7 @@ extension ProfileDecoder {
             error("port \(port) is out of range 1...65535", at: field.valueLocation)
         case .failure(.malformed):
             error("\(field.name) must be host:port, found '\(text)'", at: field.valueLocation,
-                  hint: "for example 127.0.0.1:5930")
+                  hint: "for example 127.0.0.1:\(field.name == "metrics" ? 9477 : 5930)")
         }
         return nil
     }

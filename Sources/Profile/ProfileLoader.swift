@@ -86,10 +86,11 @@ public enum ProfileLoader {
             return Result(profile: nil, diagnostics: diagnostics)
         }
         let hostDevices = document.hosts.first { $0.name == selected }?.devices ?? []
-        let profile = Profile(version: version, log: document.log,
+        var profile = Profile(version: version, log: document.log,
                               endpoints: document.endpoints.compactMap(\.endpoint),
                               devices: (document.devices + hostDevices).compactMap(\.assignment),
                               sourcePath: absolutePath, selectedHost: selected)
+        profile.metrics = document.metrics
         return Result(profile: profile, diagnostics: diagnostics)
     }
 

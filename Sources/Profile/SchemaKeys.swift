@@ -1,6 +1,6 @@
 /// The keys of profile version 1 (design.md), one list per mapping.
 enum Keys {
-    static let root = ["version", "log", "endpoints", "devices", "hosts"]
+    static let root = ["version", "log", "metrics", "endpoints", "devices", "hosts"]
     static let endpointKinds = ["spice", "spice-tls", "usbredir", "listen"]
     static let endpoint = endpointKinds + ["password-file", "password-env", "ca-file", "host-subject", "allow"]
     static let device = ["name", "to", "log", "channel", "match", "virtual"]

@@ -32,6 +32,8 @@ actor AssignmentRunner {
     private var backoff = Backoff()
     private let openDevices: OpenDevices
     private var plugged: (any USBDevice)?
+    /// Connections made so far; metrics count the ones after the first.
+    private var connections = 0
 
     init(assignment: Assignment, endpoint: Endpoint, profilePath: String, link: SpiceEndpointLink?,
          logger base: Logger, level: Logger.Level, desiredDigest: String, openDevices: OpenDevices) {
@@ -111,21 +113,34 @@ actor AssignmentRunner {
 
     var hasDevice: Bool { get async { await session.hasDevice } }
 
+    /// A matched device that could not be opened: status shows why.
+    func openFailed(_ why: String) { lastError = why }
+
     func status(profileName: String) async -> AssignmentStatus {
         let c = await session.counters
-        var shown = state
-        if state == .connected {
-            switch await session.phase {
-            case .waitingForDevice: shown = .waitingForDevice
-            case .rejected: shown = .rejected
-            case .connecting, .connected: shown = .connected
-            }
-        }
         return AssignmentStatus(name: name, profile: profileName, endpoint: endpoint.name,
                                 channel: endpoint.isSpice ? channel.map(Int.init) : nil, device: deviceLabel,
-                                state: shown, since: RFC3339.string(since), bytesIn: c.bytesIn, transfersIn: c.transfersIn,
+                                state: await shownState(), since: RFC3339.string(since),
+                                bytesIn: c.bytesIn, transfersIn: c.transfersIn,
                                 bytesOut: c.bytesOut, transfersOut: c.transfersOut, lastError: lastError,
                                 desiredDigest: desiredDigest)
+    }
+
+    /// What /metrics shows of this session: the same counters as status.
+    func sample() async -> SessionSample {
+        SessionSample(assignment: name, endpoint: endpoint.name, state: await shownState(),
+                      counters: await session.counters, reconnects: max(0, connections - 1))
+    }
+
+    /// A connected channel without a device (or refused by the VM's
+    /// filter) shows as such.
+    private func shownState() async -> AssignmentState {
+        guard state == .connected else { return state }
+        switch await session.phase {
+        case .waitingForDevice: return .waitingForDevice
+        case .rejected: return .rejected
+        case .connecting, .connected: return .connected
+        }
     }
 
     // MARK: The connection loop
@@ -192,6 +207,7 @@ actor AssignmentRunner {
 
     private func connected(channel: UInt8?) {
         self.channel = channel
+        connections += 1
         backoff.reset()
         setState(.connected)
     }

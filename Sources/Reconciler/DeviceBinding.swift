@@ -44,11 +44,13 @@ extension Reconciler {
             failedOpens[info.key] = nil
         } catch {
             var failed = failedOpens[info.key] ?? FailedOpen(error: "")
-            let why = "\(error)"
+            // A permission refusal says itself which node and why.
+            let why = if case DeviceError.access(let text) = error { text } else { "cannot open \(info.label): \(error)" }
             let delay = failed.backoff.nextDelay()
             // One line per distinct failure, not one per attempt.
             if why != failed.error {
-                logger.error("cannot open \(info.label): \(why); retrying", metadata: ["assignment": "\(runner.name)"])
+                logger.error("\(why); retrying", metadata: ["assignment": "\(runner.name)"])
+                await runner.openFailed(why)
             }
             failed.error = why
             failed.retryAt = Date().addingTimeInterval(delay)

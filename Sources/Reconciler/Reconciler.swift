@@ -83,6 +83,16 @@ public actor Reconciler {
         return out
     }
 
+    /// What /metrics shows, one sample per running session.
+    func samples() async -> [SessionSample] {
+        guard let profile else { return [] }
+        var out: [SessionSample] = []
+        for a in profile.devices {
+            if let r = runners[a.name] { out.append(await r.sample()) }
+        }
+        return out
+    }
+
     /// What the status socket answers: sessions, and the match conflicts
     /// among the devices present at the last pass (as plan shows them).
     public func report() async -> StatusReport {

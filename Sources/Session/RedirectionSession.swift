@@ -24,7 +24,7 @@ public final class RedirectionSession: Sendable {
     }
 
     public var phase: SessionPhase { get async { await core.phase } }
-    public var counters: SessionCounters { get async { await core.counters } }
+    public var counters: SessionCounters { get async { await core.countersNow } }
     public var lastError: String? { get async { await core.lastError } }
     public var hasDevice: Bool { get async { await core.device != nil } }
 

@@ -106,6 +106,8 @@ extension SessionEngine {
         if status == 0 {
             counters.transfersIn += 1
             counters.bytesIn += length
+        } else {
+            countError(USBRedirStatus(rawValue: status) ?? .ioError)
         }
         await send(message, id: nextStreamPacketID())
         return status != 0

@@ -64,7 +64,10 @@ extension SessionEngine {
     }
 
     private func count(_ job: TransferJob, _ r: USBTransferResult) {
-        guard r.status == .success else { return }
+        guard r.status == .success else {
+            countError(WireValues.status(r.status))
+            return
+        }
         if job.endpointIsIn {
             counters.transfersIn += 1
             counters.bytesIn += r.data?.readableBytes ?? 0
@@ -81,5 +84,19 @@ extension SessionEngine {
         entry.cancelled = true
         entry.task?.cancel()
         inFlight[id] = entry
+    }
+}
+
+extension SessionEngine {
+    /// The counters, with the in-flight gauge filled in as of now.
+    var countersNow: SessionCounters {
+        var c = counters
+        c.transfersInFlight = inFlight.count
+        return c
+    }
+
+    /// A transfer answered with a failure, by the status the VM was sent.
+    func countError(_ status: USBRedirStatus) {
+        counters.errors[WireValues.name(status), default: 0] += 1
     }
 }

@@ -31,6 +31,12 @@ public struct SessionCounters: Sendable, Equatable {
     public var transfersOut = 0
     /// Packets from the VM, for diagnostics.
     public var packetsReceived = 0
+    /// Transfers answered with a failure, by the status the VM was sent
+    /// ("stall", "ioerror"...); bumped on failures only, off the fast path.
+    public var errors: [String: Int] = [:]
+    /// Transfers the VM asked for and has no answer to yet (a gauge, taken
+    /// when the counters are read).
+    public var transfersInFlight = 0
 
     public init() {}
 }
@@ -69,6 +75,19 @@ extension SessionEnd: CustomStringConvertible {
 /// Device-side values (Devices' status and speed enums) as the usbredir
 /// wire writes them.
 enum WireValues {
+    /// The name metrics give a wire status (`usbredir_transfer_errors_total`).
+    static func name(_ s: USBRedirStatus) -> String {
+        switch s {
+        case .success: "success"
+        case .cancelled: "cancelled"
+        case .invalid: "invalid"
+        case .ioError: "ioerror"
+        case .stall: "stall"
+        case .timeout: "timeout"
+        case .babble: "babble"
+        }
+    }
+
     static func status(_ s: USBTransferStatus) -> USBRedirStatus {
         switch s {
         case .success: .success

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Common
 import Foundation
 import Logging
 import Profile
@@ -23,6 +24,16 @@ struct ApplyCommand: AsyncParsableCommand {
     @Option(help: "Status socket path (default: $XDG_RUNTIME_DIR or /run/usbredir, usbredir-PROFILE.sock).")
     var socket: String?
 
+    @Option(help: ArgumentHelp("Serve Prometheus metrics at http://ADDRESS/metrics (overrides the profile's metrics:).",
+                               valueName: "address"),
+            transform: { text in
+                switch HostPort.commandLine(text) {
+                case .success(let address): return address
+                case .failure(let error): throw ValidationError("--metrics: \(error)")
+                }
+            })
+    var metrics: HostPort?
+
     @Argument(help: "The profile to apply.")
     var profile: String
 
@@ -38,6 +49,7 @@ struct ApplyCommand: AsyncParsableCommand {
                                     logger: logger, levelOverride: override)
         let controller = Controller(profilePath: profile, host: profileOptions.host, strict: profileOptions.strict,
                                     socketPath: socket ?? StatusSocket.path(forProfile: initial.name),
+                                    metricsAddress: metrics ?? initial.metrics,
                                     reconciler: reconciler, logger: logger)
         do {
             try await controller.run(initial: initial)

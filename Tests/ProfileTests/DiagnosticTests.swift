@@ -93,7 +93,7 @@ import Testing
 
     @Test func unknownKeyWithoutCloseMatch() throws {
         #expect(try diagnostics("version: 1\ncolour: red\n")
-            == ["p.yaml:2:1: error: unknown key 'colour' in the profile; expected one of: version, log, endpoints, devices, hosts"])
+            == ["p.yaml:2:1: error: unknown key 'colour' in the profile; expected one of: version, log, metrics, endpoints, devices, hosts"])
     }
 
     @Test func unknownLogLevel() throws {

@@ -18,6 +18,8 @@ import TestSupport
         "share/doc/usbredir/examples/lab.yaml",
         "lib/systemd/system/usbredir@.service",
     ]
+    /// Outside PREFIX: udev reads /etc, /run and /usr/lib only.
+    static let udevRule = "etc/udev/rules.d/70-usbredir.rules"
 
     func make(_ arguments: [String]) throws -> String {
         try runCommand("/usr/bin/make", ["-s", "-C", root] + arguments, timeout: 120)
@@ -40,7 +42,9 @@ import TestSupport
         let destdir = try makeTemporaryDirectory("usbredir-install")
         try make(["install", "DESTDIR=\(destdir.path)", "PREFIX=/opt/ur", "BINARY=\(usbredir)"])
         let prefix = destdir.appendingPathComponent("opt/ur")
-        #expect(files(under: destdir) == Self.installed.map { "opt/ur/\($0)" }.sorted())
+        #expect(files(under: destdir) == (Self.installed.map { "opt/ur/\($0)" } + [Self.udevRule]).sorted())
+        let rule = try String(contentsOf: destdir.appendingPathComponent(Self.udevRule), encoding: .utf8)
+        #expect(rule.contains("SUBSYSTEM==\"usb\", ENV{DEVTYPE}==\"usb_device\", MODE=\"0664\", GROUP=\"usbredir\""), "\(rule)")
         #expect(FileManager.default.isExecutableFile(atPath: prefix.appendingPathComponent("bin/usbredir").path))
         for completion in Self.installed.filter({ $0.contains("completion") || $0.contains("_usbredir") || $0.hasSuffix(".fish") }) {
             let text = try String(contentsOf: prefix.appendingPathComponent(completion), encoding: .utf8)
@@ -72,7 +76,7 @@ import TestSupport
     @Test(.requires(.all(.tool("make"), .tool("systemd-analyze", hint: "Debian package systemd"))))
     func theUnitPassesSystemdAnalyzeVerifyAndHasTheServiceContract() throws {
         let prefix = try makeTemporaryDirectory("usbredir-unit")
-        try make(["install", "PREFIX=\(prefix.path)", "BINARY=\(usbredir)"])
+        try make(["install", "PREFIX=\(prefix.path)", "UDEVRULESDIR=\(prefix.path)/udev", "BINARY=\(usbredir)"])
         let unitDir = prefix.appendingPathComponent("lib/systemd/system")
         let instance = unitDir.appendingPathComponent("usbredir@lab.service")
         try FileManager.default.createSymbolicLink(at: instance, withDestinationURL: unitDir.appendingPathComponent("usbredir@.service"))

@@ -14,7 +14,9 @@ struct ListenApply {
 
     /// `endpoint`: extra keys of the endpoint (e.g. `allow: [...]`);
     /// `socketName`: the status socket, relative to the test's folder.
-    static func start(_ prefix: String, endpoint extra: String = "", socketName: String = "s.sock") throws -> ListenApply {
+    /// `arguments`: more options of apply (e.g. `--metrics ADDRESS`).
+    static func start(_ prefix: String, endpoint extra: String = "", socketName: String = "s.sock",
+                      arguments: [String] = []) throws -> ListenApply {
         let dir = try makeTemporaryDirectory(prefix)
         let port = freeLoopbackPort()
         let profile = dir.appendingPathComponent("lab.yaml")
@@ -22,7 +24,7 @@ struct ListenApply {
         try "version: 1\nendpoints:\n  e: {listen: 127.0.0.1:\(port)\(keys)}\ndevices:\n  - {name: g, to: e, virtual: {kind: source-sink}}\n"
             .write(to: profile, atomically: true, encoding: .utf8)
         let socket = dir.appendingPathComponent(socketName).path
-        let process = try BackgroundProcess(builtProduct("usbredir"), ["apply", "--socket", socket, profile.path],
+        let process = try BackgroundProcess(builtProduct("usbredir"), ["apply", "--socket", socket] + arguments + [profile.path],
                                             logFile: dir.appendingPathComponent("apply.log"))
         return ListenApply(process: process, profile: profile, socket: socket, port: port)
     }

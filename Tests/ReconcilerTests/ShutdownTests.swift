@@ -30,18 +30,7 @@ import USBRedirProtocol
         defer { apply.signal(SIGKILL) }
         let peer = try await connectWhenListening(port: port, apply)
         defer { close(peer) }
-        // A usb-guest that asks for far more than the socket buffers hold,
-        // and never reads: the host's writes block.
-        var bytes = ByteBuffer()
-        let negotiation = USBRedirNegotiation(role: .guest, ours: .none)
-        try bytes.writeUSBRedirPacket(USBRedirPacket(id: 0, .hello(.init(version: "stalled test peer", capabilities: .none))),
-                                      negotiation: negotiation)
-        for id in 1...400 {
-            try bytes.writeUSBRedirPacket(USBRedirPacket(id: UInt64(id), .bulkPacket(
-                .init(endpoint: 0x81, status: 0, length: 65535, streamID: 0))), negotiation: negotiation)
-        }
-        let request = Array(bytes.readableBytesView)
-        #expect(request.withUnsafeBytes { send(peer, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == request.count)
+        try stallingGuest(peer)
         // Wait until the host has produced MiBs (its writes block after a
         // few, well before 400 x 64 KiB).
         try await waitFor("the host to serve bulk INs", timeout: 30) { status(socket)?.bytesIn ?? 0 > 2 << 20 }
@@ -53,6 +42,55 @@ import USBRedirProtocol
         print("SIGTERM with a stalled peer: exit \(exit.map(String.init) ?? "none") after \(String(format: "%.2f", seconds)) s")
         #expect(exit == 0, "apply did not exit cleanly:\n\(apply.log)")
         #expect(seconds < 5, "design.md: every network step has a deadline; took \(seconds) s")
+    }
+
+    /// Stops go through swift-service-lifecycle's ServiceGroup in order:
+    /// while the devices are disconnected (a peer that stopped reading holds
+    /// the disconnect write for up to a second) the status socket and
+    /// /metrics, stopped after the reconcile loop, still answer. A second
+    /// SIGTERM then closes every device at once and exits 1.
+    @Test func aStopIsOrderedAndASecondSIGTERMStopsAtOnceWith1() async throws {
+        let metricsPort = freeLoopbackPort()
+        let apply = try ListenApply.start("usbredir-shutdown-order", arguments: ["--metrics", "127.0.0.1:\(metricsPort)"])
+        defer { apply.process.signal(SIGKILL) }
+        let peer = try await apply.connectAsVM()
+        defer { close(peer) }
+        try stallingGuest(peer, acks: true)
+        try await waitFor("the host to serve bulk INs", timeout: 30) { status(apply.socket)?.bytesIn ?? 0 > 2 << 20 }
+
+        apply.process.signal(SIGTERM)
+        try await waitFor("the stop to begin", timeout: 10) { apply.process.log.contains("stopping: disconnecting") }
+        let answered = await StatusClient.query(apply.socket)
+        let scraped = Metrics.scrape(port: metricsPort)
+        #expect(answered != nil, "the status socket closed before the devices were disconnected:\n\(apply.process.log)")
+        #expect(scraped != nil, "/metrics closed before the devices were disconnected:\n\(apply.process.log)")
+
+        let start = Date()
+        apply.process.signal(SIGTERM)
+        let exit = await apply.process.waitForExit(timeout: 10)
+        let seconds = Date().timeIntervalSince(start)
+        print("second SIGTERM: exit \(exit.map(String.init) ?? "none") after \(String(format: "%.2f", seconds)) s")
+        #expect(exit == 1, "apply:\n\(apply.process.log)")
+        #expect(seconds < 3)
+        #expect(apply.process.log.contains("stopping at once"))
+    }
+
+    /// A usb-guest that asks for far more than the socket buffers hold and
+    /// never reads: the host's writes block. With `acks` it claims
+    /// device_disconnect_ack and never sends one, so a stop waits its
+    /// bounded second for it.
+    func stallingGuest(_ peer: Int32, acks: Bool = false) throws {
+        var bytes = ByteBuffer()
+        let caps = acks ? USBRedirCapabilities([.deviceDisconnectAck]) : .none
+        let negotiation = USBRedirNegotiation(role: .guest, ours: caps)
+        try bytes.writeUSBRedirPacket(USBRedirPacket(id: 0, .hello(.init(version: "stalled test peer", capabilities: caps))),
+                                      negotiation: negotiation)
+        for id in 1...400 {
+            try bytes.writeUSBRedirPacket(USBRedirPacket(id: UInt64(id), .bulkPacket(
+                .init(endpoint: 0x81, status: 0, length: 65535, streamID: 0))), negotiation: negotiation)
+        }
+        let request = Array(bytes.readableBytesView)
+        #expect(request.withUnsafeBytes { send(peer, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == request.count)
     }
 
     func status(_ socket: String) -> AssignmentStatus? {

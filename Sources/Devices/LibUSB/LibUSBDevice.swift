@@ -88,7 +88,7 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
             if state.withLock({ $0.handle }) != nil { return .success(()) }
             var handle: OpaquePointer?
             let rc = libusb_open(device, &handle)
-            guard rc == 0, let handle else { return .failure(LibUSBStatus.deviceError(rc, "open \(info.port)")) }
+            guard rc == 0, let handle else { return .failure(LibUSBStatus.openError(rc, info)) }
             var value: Int32 = 0
             _ = libusb_get_configuration(handle, &value)
             state.withLock {

@@ -45,6 +45,14 @@ enum LibUSBStatus {
         }
     }
 
+    /// A failed libusb_open. A permission refusal names the node and the
+    /// fix, since it is what a first run without root meets (usbredir(1),
+    /// "Running without root").
+    static func openError(_ code: Int32, _ info: USBDeviceInfo) -> DeviceError {
+        guard code == LIBUSB_ERROR_ACCESS.rawValue else { return deviceError(code, "open \(info.port)") }
+        return .access(DeviceError.permissionDenied(info))
+    }
+
     static func name(_ code: Int32) -> String {
         String(cString: libusb_error_name(code))
     }

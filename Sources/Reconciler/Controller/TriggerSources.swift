@@ -48,32 +48,3 @@ final class FileWatcher: @unchecked Sendable {   // fd and thread are owned here
         return false
     }
 }
-
-/// SIGINT/SIGTERM (stops) and SIGHUP (hangups) as async streams, from
-/// Dispatch signal sources.
-final class SignalWatcher: @unchecked Sendable {   // sources are kept alive here
-    let stops: AsyncStream<Int32>
-    let hangups: AsyncStream<Int32>
-    private var sources: [DispatchSourceSignal] = []
-
-    init(_ numbers: [Int32]) {
-        let (stops, stopFeed) = AsyncStream<Int32>.makeStream()
-        let (hangups, hangupFeed) = AsyncStream<Int32>.makeStream()
-        self.stops = stops
-        self.hangups = hangups
-        // A parent may have started us with these signals blocked (a child
-        // inherits its spawning thread's mask); unblock them here.
-        var set = sigset_t()
-        sigemptyset(&set)
-        for n in numbers { sigaddset(&set, n) }
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
-        for n in numbers {
-            signal(n, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: n, queue: .global())
-            let feed = n == SIGHUP ? hangupFeed : stopFeed
-            source.setEventHandler { feed.yield(n) }
-            source.resume()
-            sources.append(source)
-        }
-    }
-}

@@ -1,15 +1,29 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 
-/// Serves `status` requests: one line in, one JSON document out.
-final class StatusServer: Sendable {
+/// Serves `status` requests: one line in, one JSON document out. `start`
+/// binds; `run` (a swift-service-lifecycle service) serves until the
+/// group's graceful shutdown, then removes the socket.
+final class StatusServer: Service, Sendable {
     private let channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+    private let report: @Sendable () async -> StatusReport
     let path: String
 
-    private init(channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>, path: String) {
+    private init(channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>, path: String,
+                 report: @escaping @Sendable () async -> StatusReport) {
         self.channel = channel
         self.path = path
+        self.report = report
+    }
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await serve(report)
+        } onGracefulShutdown: {
+            self.stop()
+        }
     }
 
     /// Binds the socket, owner-only (it tells what runs where). Refuses when
@@ -32,9 +46,7 @@ final class StatusServer: Sendable {
             try? await channel.channel.close()
             throw StatusSocketError.permissions(path, String(cString: strerror(errno)))
         }
-        let server = StatusServer(channel: channel, path: path)
-        Task { try? await server.serve(report) }
-        return server
+        return StatusServer(channel: channel, path: path, report: report)
     }
 
     private func serve(_ report: @escaping @Sendable () async -> StatusReport) async throws {

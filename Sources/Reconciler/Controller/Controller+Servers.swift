@@ -1,0 +1,34 @@
+import Foundation
+import Logging
+
+/// The two servers apply runs beside the reconcile loop, bound before any
+/// session starts; the service group then runs and stops them.
+extension Controller {
+    func startStatusServer() async throws -> StatusServer? {
+        let reconciler = self.reconciler
+        do {
+            return try await StatusServer.start(path: socketPath) { await reconciler.report() }
+        } catch let error as StatusSocketError {
+            throw error
+        } catch {
+            logger.warning("status socket unavailable", metadata: ["path": "\(socketPath)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// Binds /metrics before anything starts: an address that is taken
+    /// stops apply (exit 1), as a taken status socket does.
+    func startMetricsServer() async throws -> MetricsServer? {
+        guard let address = metricsAddress else { return nil }
+        let (reconciler, exporter) = (self.reconciler, MetricsExporter())
+        do {
+            let server = try await MetricsServer.start(address) {
+                await exporter.render(await reconciler.samples(), process: .current())
+            }
+            logger.info("serving metrics", metadata: ["url": "http://\(address)/metrics"])
+            return server
+        } catch {
+            throw MetricsServerError.bind(address, "\(error)")
+        }
+    }
+}
