@@ -24,6 +24,8 @@ actor AssignmentRunner {
     private var since = Date()
     private var lastError: String?
     private var channel: UInt8?
+    /// Where the live connection goes (nil while not connected).
+    private var address: String?
     private(set) var deviceLabel: String?
     /// The physical device bound to this assignment (nil for virtual ones).
     private(set) var boundDevice: USBDeviceInfo?
@@ -122,6 +124,7 @@ actor AssignmentRunner {
             }
         }
         return AssignmentStatus(name: name, profile: profileName, endpoint: endpoint.name,
+                                address: state == .connected ? address : nil,
                                 channel: endpoint.isSpice ? channel.map(Int.init) : nil, device: deviceLabel,
                                 state: shown, since: RFC3339.string(since), bytesIn: c.bytesIn, transfersIn: c.transfersIn,
                                 bytesOut: c.bytesOut, transfersOut: c.transfersOut, lastError: lastError,
@@ -146,9 +149,10 @@ actor AssignmentRunner {
 
     private func run() async {
         while !Task.isCancelled {
-            // A retry from backoff stays "backoff" until it succeeds: one log
-            // line per state change, not one per attempt.
-            if state != .backoff { setState(.connecting) }
+            // A retry from backoff (or of a domain that is down) keeps its
+            // state until it succeeds: one log line per state change, not
+            // one per attempt.
+            if state != .backoff && state != .waitingForVM { setState(.connecting) }
             let outcome: Result<SessionEnd, Error>
             do { outcome = .success(try await connectAndServe()) } catch { outcome = .failure(error) }
             if Task.isCancelled { return }
@@ -162,6 +166,11 @@ actor AssignmentRunner {
             case .failure(TransportError.wrongPassword):
                 setState(.error, error: TransportError.wrongPassword.description)
                 await waitForRetry()
+            case .failure(let down as DomainDown):
+                // Quiet: one line when the state changes, then a lifecycle
+                // event (or a slow re-check, in case events were lost) retries.
+                setState(.waitingForVM, error: down.description)
+                await waitForRetry(atMost: Self.domainRecheckSeconds)
             case .failure(let error as ReconcilerError):
                 // An unset password variable, an unreadable password file: no
                 // retry helps until the profile changes or SIGHUP.
@@ -169,10 +178,10 @@ actor AssignmentRunner {
                 await waitForRetry()
             case .success(let end):
                 setState(.backoff, error: end.description)
-                await sleep(backoff.nextDelay())
+                await waitForRetry(atMost: backoff.nextDelay())
             case .failure(let error):
                 setState(.backoff, error: "\(error)")
-                await sleep(backoff.nextDelay())
+                await waitForRetry(atMost: backoff.nextDelay())
             }
         }
     }
@@ -181,27 +190,32 @@ actor AssignmentRunner {
         let connector = EndpointDialer(endpoint: endpoint, assignmentName: name, link: link, session: session,
                                        logger: logger)
         return try await connector.serve(
-            onConnected: { [weak self] channel in await self?.connected(channel: channel) },
+            onConnected: { [weak self] channel, address in await self?.connected(channel: channel, address: address) },
             onIdle: { [weak self] in await self?.setState(.connecting) },
             onListening: { [weak self] listener in await self?.keep(listener) })
     }
 
     private func keep(_ listener: RawUSBRedirListener) { self.listener = listener }
 
-    private func connected(channel: UInt8?) {
+    private func connected(channel: UInt8?, address: String) {
         self.channel = channel
+        self.address = address
         backoff.reset()
         setState(.connected)
     }
 
-    private func waitForRetry() async {
+    /// Until `retry()` (SIGHUP, a file change, a libvirt lifecycle event of
+    /// its domain), or at most `seconds`: a backoff delay also ends early
+    /// when the VM is known to have started.
+    private func waitForRetry(atMost seconds: Double = .infinity) async {
         let generation = retryGeneration
-        while retryGeneration == generation && !Task.isCancelled {
+        let deadline = Date().addingTimeInterval(seconds)
+        while retryGeneration == generation && !Task.isCancelled && Date() < deadline {
             try? await Task.sleep(nanoseconds: 100_000_000)
         }
     }
 
-    private func sleep(_ seconds: Double) async {
-        try? await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
-    }
+    /// A domain that is down is looked at again this often even without an
+    /// event (a lost libvirt connection delivers none): the backoff cap.
+    static let domainRecheckSeconds = Backoff.capSeconds
 }
