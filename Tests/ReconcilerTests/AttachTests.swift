@@ -63,6 +63,26 @@ struct AttachTests {
         return (await attach.waitForExit(timeout: 10), attach.log)
     }
 
+    /// A VM that refuses the password: no retry helps, so attach ends (1).
+    @Test func aRefusedPasswordExitsOneWithTheMessage() async throws {
+        let dir = try makeTemporaryDirectory("usbredir-attach-password")
+        let image = try makeRandomImage(mib: 1, in: dir)
+        var o = QEMUVM.Options()
+        o.spiceUnixSocket = dir.appendingPathComponent("spice.sock").path
+        o.spicePassword = "the-right-one"
+        o.usbredirChannels = 1
+        let vm = try QEMUVM(o)
+        defer { vm.stop() }
+        let attach = try BackgroundProcess(builtProduct("usbredir"),
+                                           ["attach", "image:\(image),ro", "--to", "spice+unix://\(o.spiceUnixSocket!)",
+                                            "--password-env", "ATTACH_TEST_PW", "--socket", dir.appendingPathComponent("s.sock").path],
+                                           logFile: dir.appendingPathComponent("attach.log"),
+                                           environment: ["ATTACH_TEST_PW": "a-wrong-one"])
+        defer { attach.signal(SIGKILL) }
+        #expect(await attach.waitForExit(timeout: 20) == 1, "attach:\n\(attach.log)")
+        #expect(attach.log.contains("usbredir attach: SPICE server rejected the password"), "attach:\n\(attach.log)")
+    }
+
     @Test func aWrongDeviceOrEndpointExitsOneWithTheMessage() async throws {
         let cases: [([String], String)] = [
             (["1234:5678", "--to", "spice://127.0.0.1:5930"],
