@@ -27,6 +27,8 @@ let package = Package(
                        providers: [.apt(["libyaml-dev"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4",
                        providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt",
+                       providers: [.apt(["libvirt-dev"])]),
         // Test-only: libusbredirparser, QEMU's own parser, is our wire-format oracle.
         .systemLibrary(name: "CUSBRedirParser", pkgConfig: "libusbredirparser-0.5",
                        providers: [.apt(["libusbredirparser-dev"])]),
@@ -59,8 +61,15 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Profile", dependencies: ["CYAML", "Common"]),
+        // Libvirt: domains by name (SPICE address, password, usbredir
+        // channels) and their lifecycle events, for the Reconciler.
+        .target(name: "Libvirt", dependencies: [
+            "CLibvirt", "Common", "Transport",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .target(name: "Reconciler", dependencies: [
-            "Profile", "Session", "Devices", "Transport", "Common",
+            "Profile", "Session", "Devices", "Transport", "Libvirt", "Common",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -101,6 +110,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "ProfileTests", dependencies: ["Profile", "Common"]),
+        .testTarget(name: "LibvirtTests", dependencies: ["Libvirt", "Transport", "Common"]),
         .testTarget(name: "DocsTests", dependencies: ["Profile", "TestSupport"]),
         .testTarget(name: "ReconcilerTests", dependencies: [
             "Common",

@@ -9,6 +9,7 @@ PACKAGES=(
   libyaml-dev           # Profile: YAML reader
   liblz4-dev            # Transport: SPICE LZ4 frames
   libusbredirparser-dev # tests: the C oracle for the wire format
+  libvirt-dev           # Libvirt: domains by name, lifecycle events
   python3               # Fuzz/build.py
 )
 if [[ "${1:-}" == "--vm" || "${1:-}" == "--all" ]]; then
@@ -30,6 +31,7 @@ if [[ "${1:-}" == "--all" ]]; then
     gcc libc6-dev util-linux                 # make bench: C reference host and load generator, taskset
     systemd                                  # systemd-analyze verify of dist/usbredir@.service
     make                                     # make install / uninstall tests
+    libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # libvirt endpoint tests (own libvirtd)
   )
 fi
 

@@ -3,12 +3,12 @@
 struct DecodedEndpoint {
     var name: String
     var location: SourcePosition
-    /// spice, spice-tls, usbredir or listen; nil when not exactly one was given.
+    /// spice, spice-tls, usbredir, listen or libvirt; nil when not exactly one was given.
     var kindName: String?
     /// Complete and valid.
     var endpoint: Endpoint?
 
-    var isSpice: Bool? { kindName.map { $0 == "spice" || $0 == "spice-tls" } }
+    var isSpice: Bool? { kindName.map { $0 == "spice" || $0 == "spice-tls" || $0 == "libvirt" } }
 }
 
 /// A device entry as read, with the locations the cross-checks point at.

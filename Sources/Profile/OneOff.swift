@@ -28,7 +28,7 @@ public enum OneOff {
 
     static let nowhere = SourcePosition(line: 0, column: 0)
 
-    static let endpointForms = "spice://HOST:PORT, spice+unix://PATH, tcp://HOST:PORT or listen://ADDRESS:PORT"
+    static let endpointForms = "spice://HOST:PORT, spice+unix://PATH, libvirt://DOMAIN[?uri=URI], tcp://HOST:PORT or listen://ADDRESS:PORT"
 
     /// An endpoint as a URL: spice://, spice+unix://, tcp:// (raw usbredir,
     /// we connect) or listen:// (raw usbredir, the VM connects).
@@ -46,6 +46,7 @@ public enum OneOff {
             }
             return .spiceUnix(path)
         }
+        if scheme == "libvirt" { return try libvirtKind(rest) }
         let make: (HostPort) -> Endpoint.Kind
         switch scheme {
         case "spice": make = Endpoint.Kind.spice
@@ -62,6 +63,18 @@ public enum OneOff {
         case .failure(.portOutOfRange(let port)): throw ParseError("port \(port) is out of range 1...65535")
         case .failure: throw ParseError("endpoint '\(text)' must be \(scheme)://HOST:PORT (IPv6 in brackets)")
         }
+    }
+
+    /// `libvirt://lab-vm-a` or `libvirt://lab-vm-a?uri=qemu:///session`.
+    static func libvirtKind(_ rest: String) throws(ParseError) -> Endpoint.Kind {
+        let parts = rest.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let domain = String(parts[0].hasSuffix("/") ? parts[0].dropLast() : parts[0])
+        guard !domain.isEmpty, !domain.contains("/") else { throw ParseError("libvirt:// needs a domain name") }
+        guard parts.count == 2 else { return .libvirt(domain: domain, uri: Endpoint.defaultLibvirtURI) }
+        guard parts[1].hasPrefix("uri="), parts[1].count > 4 else {
+            throw ParseError("libvirt://\(domain)?\(parts[1]): the only parameter is uri=, e.g. ?uri=qemu:///session")
+        }
+        return .libvirt(domain: domain, uri: String(parts[1].dropFirst(4)))
     }
 
     static let deviceForms = "VID:PID, VID:PID:SERIAL, a port path such as 1-3.2, or image:PATH[,ro]"

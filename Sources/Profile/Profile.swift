@@ -95,7 +95,12 @@ public struct Endpoint: Sendable {
         case usbredir(HostPort)
         /// Raw usbredir; the peer connects to us.
         case listen(HostPort)
+        /// A libvirt domain by name: its SPICE graphics, resolved when connecting.
+        case libvirt(domain: String, uri: String)
     }
+
+    /// `uri:` when a libvirt endpoint gives none.
+    public static let defaultLibvirtURI = "qemu:///system"
 
     public var name: String
     public var kind: Kind
@@ -118,20 +123,21 @@ public struct Endpoint: Sendable {
     public var hostPort: HostPort? {
         switch kind {
         case .spice(let a), .spiceTLS(let a, _, _), .usbredir(let a), .listen(let a): return a
-        case .spiceUnix: return nil
+        case .spiceUnix, .libvirt: return nil
         }
     }
 
     /// Where it is, as the profile writes it: `host:port` or `unix:PATH`.
     public var addressDescription: String {
         if case .spiceUnix(let path) = kind { return "unix:\(path)" }
+        if case .libvirt(let domain, let uri) = kind { return "domain \(domain) on \(uri)" }
         return hostPort.map { "\($0)" } ?? ""
     }
 
     /// SPICE endpoints multiplex channels; raw ones carry exactly one assignment.
     public var isSpice: Bool {
         switch kind {
-        case .spice, .spiceUnix, .spiceTLS: return true
+        case .spice, .spiceUnix, .spiceTLS, .libvirt: return true
         case .usbredir, .listen: return false
         }
     }
@@ -143,6 +149,7 @@ public struct Endpoint: Sendable {
         case .spiceTLS: return "spice-tls"
         case .usbredir: return "usbredir"
         case .listen: return "listen"
+        case .libvirt: return "libvirt"
         }
     }
 }

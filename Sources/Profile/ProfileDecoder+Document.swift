@@ -64,15 +64,18 @@ extension ProfileDecoder {
         let kinds = Keys.endpointKinds.filter { fields[$0] != nil }
         guard kinds.count == 1, let kindName = kinds.first, let kindField = fields[kindName] else {
             let found = kinds.isEmpty ? "none" : Self.list(kinds)
-            error("endpoint '\(name)' needs exactly one of spice, spice-tls, usbredir, listen; found \(found)",
+            error("endpoint '\(name)' needs exactly one of spice, spice-tls, usbredir, listen, libvirt; found \(found)",
                   at: entry.keyLocation)
             return decoded
         }
         decoded.kindName = kindName
         let isSpice = decoded.isSpice ?? false
         var valid = true
-        var address: HostPort?, unixPath: String?
-        if let written = Self.unixSocketText(kindField) {
+        var address: HostPort?, unixPath: String?, domain: String?
+        if kindName == "libvirt" {
+            domain = libvirtDomain(kindField)
+            valid = domain != nil
+        } else if let written = Self.unixSocketText(kindField) {
             unixPath = socketPath(written, kindField)
             valid = unixPath != nil
         } else {
@@ -86,9 +89,17 @@ extension ProfileDecoder {
                 valid = false
             }
         }
+        let uri = libvirtURI(fields["uri"], kindName: kindName)
+        valid = valid && uri != nil
         var password: PasswordSource?
         let file = fields["password-file"], variable = fields["password-env"]
-        if !isSpice {
+        if kindName == "libvirt" {
+            for field in [file, variable].compactMap({ $0 }) {
+                error("\(field.name) does not apply to libvirt endpoints", at: field.entryLocation,
+                      hint: "the password comes from the domain's definition (its graphics passwd)")
+                valid = false
+            }
+        } else if !isSpice {
             for field in [file, variable].compactMap({ $0 }) {
                 error("\(field.name) applies to spice and spice-tls endpoints only", at: field.entryLocation,
                       hint: "raw usbredir has no authentication")
@@ -131,7 +142,9 @@ extension ProfileDecoder {
         valid = valid && allowedPeers != nil
         guard valid, let allowedPeers else { return decoded }
         let kind: Endpoint.Kind
-        if let unixPath {
+        if let domain, let uri {
+            kind = .libvirt(domain: domain, uri: uri)
+        } else if let unixPath {
             kind = .spiceUnix(unixPath)
         } else if let address {
             kind = switch kindName {
@@ -174,6 +187,33 @@ extension ProfileDecoder {
             peers.append(text)
         }
         return peers
+    }
+
+    /// `libvirt: NAME`: a domain name as virsh shows it.
+    private mutating func libvirtDomain(_ field: Field) -> String? {
+        guard let text = string(field) else { return nil }
+        guard !text.isEmpty, !text.contains(where: { $0.isWhitespace || $0 == "/" }) else {
+            error("libvirt must be a domain name, found '\(text)'", at: field.valueLocation,
+                  hint: "the name virsh list --all shows, e.g. lab-vm-a")
+            return nil
+        }
+        return text
+    }
+
+    /// `uri:` (libvirt only), default qemu:///system.
+    private mutating func libvirtURI(_ field: Field?, kindName: String) -> String? {
+        guard let field else { return Endpoint.defaultLibvirtURI }
+        guard kindName == "libvirt" else {
+            error("uri applies to libvirt endpoints only", at: field.entryLocation)
+            return nil
+        }
+        guard let text = string(field) else { return nil }
+        guard text.contains(":/"), !text.contains(where: \.isWhitespace) else {
+            error("uri must be a libvirt connection URI, found '\(text)'", at: field.valueLocation,
+                  hint: "for example qemu:///system or qemu+ssh://host/system")
+            return nil
+        }
+        return text
     }
 
     /// The path of `unix:PATH` as written, when the value is written so.

@@ -1,8 +1,8 @@
 /// The keys of profile version 1 (design.md), one list per mapping.
 enum Keys {
     static let root = ["version", "log", "metrics", "endpoints", "devices", "hosts"]
-    static let endpointKinds = ["spice", "spice-tls", "usbredir", "listen"]
-    static let endpoint = endpointKinds + ["password-file", "password-env", "ca-file", "host-subject", "allow"]
+    static let endpointKinds = ["spice", "spice-tls", "usbredir", "listen", "libvirt"]
+    static let endpoint = endpointKinds + ["password-file", "password-env", "ca-file", "host-subject", "allow", "uri"]
     static let device = ["name", "to", "log", "channel", "match", "virtual"]
     static let match = ["vendor", "product", "serial", "port"]
     static let virtual = ["kind", "image", "read-only"]

@@ -24,6 +24,8 @@ actor AssignmentRunner {
     private var since = Date()
     private var lastError: String?
     private var channel: UInt8?
+    /// Where the live connection goes (nil while not connected).
+    private var address: String?
     private(set) var deviceLabel: String?
     /// The physical device bound to this assignment (nil for virtual ones).
     private(set) var boundDevice: USBDeviceInfo?
@@ -119,6 +121,7 @@ actor AssignmentRunner {
     func status(profileName: String) async -> AssignmentStatus {
         let c = await session.counters
         return AssignmentStatus(name: name, profile: profileName, endpoint: endpoint.name,
+                                address: state == .connected ? address : nil,
                                 channel: endpoint.isSpice ? channel.map(Int.init) : nil, device: deviceLabel,
                                 state: await shownState(), since: RFC3339.string(since),
                                 bytesIn: c.bytesIn, transfersIn: c.transfersIn,
@@ -161,9 +164,10 @@ actor AssignmentRunner {
 
     private func run() async {
         while !Task.isCancelled {
-            // A retry from backoff stays "backoff" until it succeeds: one log
-            // line per state change, not one per attempt.
-            if state != .backoff { setState(.connecting) }
+            // A retry from backoff (or of a domain that is down) keeps its
+            // state until it succeeds: one log line per state change, not
+            // one per attempt.
+            if state != .backoff && state != .waitingForVM { setState(.connecting) }
             let outcome: Result<SessionEnd, Error>
             do { outcome = .success(try await connectAndServe()) } catch { outcome = .failure(error) }
             if Task.isCancelled { return }
@@ -175,10 +179,16 @@ actor AssignmentRunner {
                 setState(.displaced, error: TransportError.displaced.description)
                 // Displaced until SIGHUP, a profile change, or (when the
                 // server is on this host) the other client leaving.
-                await waitForRetry(until: { [endpoint] in EndpointDialer.displacingClientLeft(endpoint) == true })
+                let server = await link?.lastServer
+                await waitForRetry(until: { server.flatMap(EndpointDialer.displacingClientLeft) == true })
             case .failure(TransportError.wrongPassword):
                 setState(.error, error: TransportError.wrongPassword.description)
                 await waitForRetry()
+            case .failure(let down as DomainDown):
+                // Quiet: one line when the state changes, then a lifecycle
+                // event (or a slow re-check, in case events were lost) retries.
+                setState(.waitingForVM, error: down.description)
+                await waitForRetry(atMost: Self.domainRecheckSeconds)
             case .failure(let error as ReconcilerError):
                 // An unset password variable, an unreadable password file: no
                 // retry helps until the profile changes or SIGHUP.
@@ -186,10 +196,10 @@ actor AssignmentRunner {
                 await waitForRetry()
             case .success(let end):
                 setState(.backoff, error: end.description)
-                await sleep(backoff.nextDelay())
+                await waitForRetry(atMost: backoff.nextDelay())
             case .failure(let error):
                 setState(.backoff, error: "\(error)")
-                await sleep(backoff.nextDelay())
+                await waitForRetry(atMost: backoff.nextDelay())
             }
         }
     }
@@ -198,26 +208,31 @@ actor AssignmentRunner {
         let connector = EndpointDialer(endpoint: endpoint, assignmentName: name, link: link, session: session,
                                        logger: logger)
         return try await connector.serve(
-            onConnected: { [weak self] channel in await self?.connected(channel: channel) },
+            onConnected: { [weak self] channel, address in await self?.connected(channel: channel, address: address) },
             onIdle: { [weak self] in await self?.setState(.connecting) },
             onListening: { [weak self] listener in await self?.keep(listener) })
     }
 
     private func keep(_ listener: RawUSBRedirListener) { self.listener = listener }
 
-    private func connected(channel: UInt8?) {
+    private func connected(channel: UInt8?, address: String) {
         self.channel = channel
         connections += 1
+        self.address = address
         backoff.reset()
         setState(.connected)
     }
 
-    /// Waits for SIGHUP or a profile change, or for `condition` (checked
-    /// once a second) to hold.
-    private func waitForRetry(until condition: (@Sendable () -> Bool)? = nil) async {
+    /// Until `retry()` (SIGHUP, a file change, a libvirt lifecycle event of
+    /// its domain), or at most `seconds` (a backoff delay also ends early
+    /// when the VM is known to have started), or until `condition` (checked
+    /// once a second) holds.
+    private func waitForRetry(atMost seconds: Double = .infinity,
+                              until condition: (@Sendable () -> Bool)? = nil) async {
         let generation = retryGeneration
+        let deadline = Date().addingTimeInterval(seconds)
         var ticks = 0
-        while retryGeneration == generation && !Task.isCancelled {
+        while retryGeneration == generation && !Task.isCancelled && Date() < deadline {
             ticks += 1
             if let condition, ticks.isMultiple(of: 10), condition() {
                 logger.info("the other client left: linking again")
@@ -227,7 +242,7 @@ actor AssignmentRunner {
         }
     }
 
-    private func sleep(_ seconds: Double) async {
-        try? await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
-    }
+    /// A domain that is down is looked at again this often even without an
+    /// event (a lost libvirt connection delivers none): the backoff cap.
+    static let domainRecheckSeconds = Backoff.capSeconds
 }

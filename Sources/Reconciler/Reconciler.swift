@@ -1,5 +1,6 @@
 import Devices
 import Foundation
+import Libvirt
 import Logging
 import Profile
 
@@ -16,6 +17,8 @@ public actor Reconciler {
     /// Every device the runners have open (for an emergency stop).
     public nonisolated let openDevices = OpenDevices()
     private var links: [String: SpiceEndpointLink] = [:]
+    /// Lifecycle event subscriptions, one per libvirt URI the profile uses.
+    private var domainWatches: [String: Task<Void, Never>] = [:]
     /// Physical devices whose open failed, retried with backoff (not in a loop).
     var failedOpens: [String: FailedOpen] = [:]
     /// The devices present at the last pass, for status's conflicts.
@@ -59,6 +62,7 @@ public actor Reconciler {
             runners[name] = nil
         }
         await updateLinks(profile)
+        updateDomainWatches(profile)
         // Start what is new.
         for assignment in profile.devices where runners[assignment.name] == nil {
             guard let endpoint = profile.endpoints[assignment.endpoint] else { continue }
@@ -109,6 +113,37 @@ public actor Reconciler {
         runners = [:]
         for (_, link) in links { await link.close() }
         links = [:]
+        for (_, watch) in domainWatches { watch.cancel() }
+        domainWatches = [:]
+    }
+
+    /// Subscribes to the lifecycle events of each libvirt URI in use.
+    private func updateDomainWatches(_ profile: Profile) {
+        let uris = Set(profile.endpoints.values.compactMap { e -> String? in
+            if case .libvirt(_, let uri) = e.kind { return uri }
+            return nil
+        })
+        for (uri, watch) in domainWatches where !uris.contains(uri) {
+            watch.cancel()
+            domainWatches[uri] = nil
+        }
+        for uri in uris where domainWatches[uri] == nil {
+            let events = Libvirt.shared.events(uri: uri)
+            domainWatches[uri] = Task { [weak self] in
+                for await event in events { await self?.domainChanged(event) }
+            }
+        }
+    }
+
+    /// A domain started, stopped or changed: its assignments try again now
+    /// instead of waiting out a backoff or a re-check.
+    func domainChanged(_ event: DomainEvent) async {
+        logger.debug("libvirt domain event", metadata: ["domain": "\(event.domain)", "event": "\(event.kind)"])
+        for runner in runners.values {
+            if case .libvirt(let domain, let uri) = runner.endpoint.kind, domain == event.domain, uri == event.uri {
+                await runner.retry()
+            }
+        }
     }
 
     // MARK: Pieces of a pass

@@ -4,10 +4,13 @@
 public enum ReconcilerError: Error, Sendable, Equatable, CustomStringConvertible {
     /// An unset password variable, an unreadable password file.
     case password(endpoint: String, String)
+    /// A libvirt domain that cannot carry usbredir (no SPICE graphics, no
+    /// spicevmc redirdev): a lifecycle event or SIGHUP checks again.
+    case domain(endpoint: String, String)
 
     public var description: String {
         switch self {
-        case .password(let endpoint, let why): "endpoint '\(endpoint)': \(why)"
+        case .password(let endpoint, let why), .domain(let endpoint, let why): "endpoint '\(endpoint)': \(why)"
         }
     }
 }

@@ -23,6 +23,10 @@ actor SpiceEndpointLink {
     }
 
     /// The live session, connecting first when there is none.
+    /// Where the last session linked (a libvirt domain's server is known
+    /// only once resolved).
+    var lastServer: SpiceServerAddress? { current?.configuration.server }
+
     func session() async throws -> SpiceSession {
         if let s = current, !s.isClosed { return s }
         if let pending = connecting { return try await Self.value(of: pending) }

@@ -17,7 +17,7 @@ struct AttachCommand: AsyncParsableCommand {
         discussion: """
             DEVICE is VID:PID, VID:PID:SERIAL, a port path such as 1-3.2 (as list shows them), \
             or image:PATH[,ro] for a virtual stick over a disk image. ENDPOINT is spice://HOST:PORT, \
-            spice+unix://PATH, tcp://HOST:PORT (raw usbredir, QEMU listens) or listen://ADDRESS:PORT \
+            spice+unix://PATH, libvirt://DOMAIN[?uri=URI], tcp://HOST:PORT (raw usbredir, QEMU listens) or listen://ADDRESS:PORT \
             (raw usbredir, QEMU connects). Exits 0 after SIGINT or SIGTERM (the device is disconnected \
             cleanly) or when a physical device is unplugged; 1 when the device or endpoint is wrong \
             or the VM refuses the password.
@@ -26,7 +26,7 @@ struct AttachCommand: AsyncParsableCommand {
     @Argument(help: "The device: VID:PID, VID:PID:SERIAL, a port path (1-3.2) or image:PATH[,ro].")
     var device: String
 
-    @Option(name: .customLong("to"), help: "The endpoint: spice://, spice+unix://, tcp:// or listen:// URL.")
+    @Option(name: .customLong("to"), help: "The endpoint: spice://, spice+unix://, libvirt://, tcp:// or listen:// URL.")
     var endpoint: String
 
     @Option(name: .customLong("password-file"), help: "File holding the SPICE password.")
@@ -66,6 +66,11 @@ struct AttachCommand: AsyncParsableCommand {
         var logger = Logger(label: "usbredir")
         logger.logLevel = level
         try await requirePresent(profile)
+        // A libvirt domain must exist (and be able to carry usbredir): a
+        // one-off attach to a name libvirt does not know is a typo.
+        if let problem = await LibvirtCheck.warnings(profile).first {
+            throw AttachFailure.print(problem.message)
+        }
         let reconciler = Reconciler(monitor: DeviceMonitors.system(), environment: ProcessInfo.processInfo.environment,
                                     logger: logger, levelOverride: override)
         let controller = Controller(profilePath: profile.sourcePath, host: nil,

@@ -28,7 +28,7 @@ struct PlanCommand: AsyncParsableCommand {
         guard let p = loaded else { throw Exit.invalidProfile }
         let present = (try? await DeviceMonitors.system().presentDevices()) ?? []
         let running = await StatusClient.query(socket ?? StatusSocket.path(forProfile: p.name))
-        let plan = Plan.make(p, present: present, running: running)
+        let plan = Plan.make(p, present: present, running: running, resolved: await Plan.resolvedAddresses(p))
         if json {
             print(String(decoding: try JSONEncoder.sortedKeys.encode(plan), as: UTF8.self))
         } else {
@@ -45,7 +45,7 @@ extension Plan {
         print("profile \(profile)" + (host.map { " (host \($0))" } ?? "") + ": " + (runningApply ? (upToDate ? "running, up to date" : "running, changes pending")
                                                        : "not running"))
         for e in endpoints {
-            print("endpoint \(e.name) (\(e.kind) \(e.address))")
+            print("endpoint \(e.name) (\(e.kind) \(e.address)\(e.resolved.map { " -> \($0)" } ?? ""))")
             for a in assignments where a.endpoint == e.name {
                 let sign = switch a.action { case .add: "+"; case .keep: "="; case .update: "~" }
                 print("  \(sign) \(a.name)  channel \(a.channel.map(String.init) ?? "auto")  device \(a.device ?? "none present")")

@@ -60,7 +60,7 @@ struct StatusCommand: AsyncParsableCommand {
             return
         }
         let rows = sessions.map { s in
-            [s.name, s.endpoint, s.channel.map(String.init) ?? "-", s.device ?? "-", s.state.rawValue,
+            [s.name, s.endpoint + (s.address.map { " (\($0))" } ?? ""), s.channel.map(String.init) ?? "-", s.device ?? "-", s.state.rawValue,
              "\(s.bytesIn)/\(s.bytesOut)", s.lastError ?? ""]
         }
         printTable(["NAME", "ENDPOINT", "CHANNEL", "DEVICE", "STATE", "BYTES IN/OUT", "LAST ERROR"], rows)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Reconciler
 
 struct ValidateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,8 +20,15 @@ struct ValidateCommand: AsyncParsableCommand {
     func run() async throws {
         var failed = false
         for path in profiles {
-            let (profile, _) = ProfileLoading.load(path, profileOptions)
-            if profile == nil { failed = true } else { print("\(path): ok") }
+            let (loaded, _) = ProfileLoading.load(path, profileOptions)
+            guard let profile = loaded else {
+                failed = true
+                continue
+            }
+            // Domains are looked up where libvirt answers; a warning either way.
+            let warnings = await LibvirtCheck.warnings(profile)
+            for w in warnings { FileHandle.standardError.write(Data((w.description + "\n").utf8)) }
+            if profileOptions.strict && !warnings.isEmpty { failed = true } else { print("\(path): ok") }
         }
         if failed { throw Exit.invalidProfile }
     }

@@ -117,7 +117,7 @@ import Testing
               vm1:
                 password-env: PW
             """, environment: ["PW": "x"])
-            == ["p.yaml:3:3: error: endpoint 'vm1' needs exactly one of spice, spice-tls, usbredir, listen; found none"])
+            == ["p.yaml:3:3: error: endpoint 'vm1' needs exactly one of spice, spice-tls, usbredir, listen, libvirt; found none"])
     }
 
     @Test func endpointWithTwoKinds() throws {
@@ -127,7 +127,7 @@ import Testing
               vm1:
                 spice: 127.0.0.1:5930
                 usbredir: 127.0.0.1:4000
-            """) == ["p.yaml:3:3: error: endpoint 'vm1' needs exactly one of spice, spice-tls, usbredir, listen; found spice and usbredir"])
+            """) == ["p.yaml:3:3: error: endpoint 'vm1' needs exactly one of spice, spice-tls, usbredir, listen, libvirt; found spice and usbredir"])
     }
 
     @Test func endpointThatIsNotAMapping() throws {

@@ -17,6 +17,8 @@ import Testing
         #expect(try kind("spice+unix://vm1/spice.sock") == .spiceUnix("/work/vm1/spice.sock"))
         #expect(try kind("tcp://localhost:4000") == .usbredir(HostPort(host: "localhost", port: 4000)))
         #expect(try kind("listen://0.0.0.0:4001") == .listen(HostPort(host: "0.0.0.0", port: 4001)))
+        #expect(try kind("libvirt://lab-vm-a") == .libvirt(domain: "lab-vm-a", uri: "qemu:///system"))
+        #expect(try kind("libvirt://lab-vm-a?uri=qemu+ssh://h/system") == .libvirt(domain: "lab-vm-a", uri: "qemu+ssh://h/system"))
     }
 
     @Test func wrongEndpointsSayWhatIsExpected() {

@@ -40,7 +40,11 @@ struct AttachTests {
                                             "--socket", dir.appendingPathComponent("s.sock").path],
                                            logFile: dir.appendingPathComponent("attach.log"))
         defer { attach.signal(SIGKILL) }
-        #expect(await vm.serialContains("USBTEST sha256=", within: 90), "guest:\n\(vm.serial)\nattach:\n\(attach.log)")
+        // The whole result line (the console writes it in pieces).
+        let hashed = await waitUntil(timeout: 90, interval: 0.05) {
+            GuestReport(serial: vm.serial).line("sha256=")?.contains(" bytes=") == true
+        }
+        #expect(hashed != nil, "guest:\n\(vm.serial)\nattach:\n\(attach.log)")
         #expect(GuestReport(serial: vm.serial).value("sha256") == (try sha256(ofFile: image)),
                 "guest:\n\(GuestReport(serial: vm.serial))")
         #expect(attach.log.contains("connected"), "attach:\n\(attach.log)")
@@ -57,6 +61,26 @@ struct AttachTests {
                                            logFile: dir.appendingPathComponent("attach.log"))
         defer { attach.signal(SIGKILL) }
         return (await attach.waitForExit(timeout: 10), attach.log)
+    }
+
+    /// A VM that refuses the password: no retry helps, so attach ends (1).
+    @Test func aRefusedPasswordExitsOneWithTheMessage() async throws {
+        let dir = try makeTemporaryDirectory("usbredir-attach-password")
+        let image = try makeRandomImage(mib: 1, in: dir)
+        var o = QEMUVM.Options()
+        o.spiceUnixSocket = dir.appendingPathComponent("spice.sock").path
+        o.spicePassword = "the-right-one"
+        o.usbredirChannels = 1
+        let vm = try QEMUVM(o)
+        defer { vm.stop() }
+        let attach = try BackgroundProcess(builtProduct("usbredir"),
+                                           ["attach", "image:\(image),ro", "--to", "spice+unix://\(o.spiceUnixSocket!)",
+                                            "--password-env", "ATTACH_TEST_PW", "--socket", dir.appendingPathComponent("s.sock").path],
+                                           logFile: dir.appendingPathComponent("attach.log"),
+                                           environment: ["ATTACH_TEST_PW": "a-wrong-one"])
+        defer { attach.signal(SIGKILL) }
+        #expect(await attach.waitForExit(timeout: 20) == 1, "attach:\n\(attach.log)")
+        #expect(attach.log.contains("usbredir attach: SPICE server rejected the password"), "attach:\n\(attach.log)")
     }
 
     @Test func aWrongDeviceOrEndpointExitsOneWithTheMessage() async throws {

@@ -9,6 +9,9 @@ public struct Plan: Codable, Sendable {
         public var name: String
         public var kind: String
         public var address: String
+        /// A libvirt endpoint's SPICE server now (host:port, unix:PATH), or
+        /// why there is none ("domain lab-vm-a is shut off"); null otherwise.
+        @NullWhenAbsent public var resolved: String? = nil
     }
 
     public enum Action: String, Codable, Sendable {
@@ -46,7 +49,9 @@ public struct Plan: Codable, Sendable {
         case upToDate = "up_to_date", runningApply = "running_apply"
     }
 
-    public static func make(_ p: Profile, present: [USBDeviceInfo], running: StatusReport?) -> Plan {
+    /// `resolved`: `resolvedAddresses(p)`, for libvirt endpoints.
+    public static func make(_ p: Profile, present: [USBDeviceInfo], running: StatusReport?,
+                            resolved: [String: String] = [:]) -> Plan {
         let runningByName = Dictionary((running?.sessions ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let actions = Dictionary(uniqueKeysWithValues: p.devices.map { a -> (String, Action) in
             guard let session = runningByName[a.name] else { return (a.name, .add) }
@@ -69,8 +74,21 @@ public struct Plan: Codable, Sendable {
         let removals = Set(runningByName.keys).subtracting(p.devices.map(\.name)).sorted()
         let upToDate = running != nil && removals.isEmpty && actions.values.allSatisfy { $0 == .keep }
         return Plan(profile: p.sourcePath, host: p.selectedHost, upToDate: upToDate, runningApply: running != nil,
-                    endpoints: p.orderedEndpoints.map { .init(name: $0.name, kind: $0.kindName, address: $0.addressDescription) },
+                    endpoints: p.orderedEndpoints.map {
+                        .init(name: $0.name, kind: $0.kindName, address: $0.addressDescription, resolved: resolved[$0.name])
+                    },
                     assignments: assignments, removals: removals,
                     conflicts: MatchConflict.all(in: p, present: present))
+    }
+}
+
+extension Plan {
+    /// Where each libvirt endpoint's domain is now, by endpoint name.
+    public static func resolvedAddresses(_ p: Profile) async -> [String: String] {
+        var out: [String: String] = [:]
+        for e in p.orderedEndpoints {
+            if case .libvirt(let domain, let uri) = e.kind { out[e.name] = await LibvirtEndpoints.describe(domain: domain, uri: uri) }
+        }
+        return out
     }
 }

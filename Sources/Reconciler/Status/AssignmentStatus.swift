@@ -4,6 +4,8 @@ import Foundation
 /// The state of one assignment, as `status` reports it.
 public enum AssignmentState: String, Sendable, Codable {
     case waitingForDevice = "waiting-for-device"
+    /// A libvirt domain that is not running (last_error says which state).
+    case waitingForVM = "waiting-for-vm"
     case connecting
     case connected
     case backoff
@@ -17,6 +19,9 @@ public struct AssignmentStatus: Sendable, Codable, Equatable {
     public var name: String
     public var profile: String
     public var endpoint: String
+    /// Where the session is connected: host:port or unix:PATH (a libvirt
+    /// endpoint's resolved SPICE server); null while not connected.
+    @NullWhenAbsent public var address: String?
     @NullWhenAbsent public var channel: Int?
     @NullWhenAbsent public var device: String?
     public var state: AssignmentState
@@ -32,7 +37,7 @@ public struct AssignmentStatus: Sendable, Codable, Equatable {
     public var desiredDigest: String
 
     enum CodingKeys: String, CodingKey {
-        case name, profile, endpoint, channel, device, state, since
+        case name, profile, endpoint, address, channel, device, state, since
         case bytesIn = "bytes_in", transfersIn = "transfers_in", bytesOut = "bytes_out", transfersOut = "transfers_out"
         case lastError = "last_error", desiredDigest = "desired_digest"
     }
