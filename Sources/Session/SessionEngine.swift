@@ -153,10 +153,16 @@ actor SessionEngine {
 
     func send(_ message: USBRedirMessage, id: UInt64 = 0) async {
         guard let writer, let negotiation else { return }
-        var buffer = ByteBuffer()
+        var header = ByteBuffer()
         do {
-            try buffer.writeUSBRedirPacket(USBRedirPacket(id: id, message), negotiation: negotiation)
-            try await writer.write(buffer, compressible: compressible)
+            // Header and payload go out as two slices: the payload (a device
+            // buffer, a slice of the stick's read) is never copied here.
+            let data = try header.writeUSBRedirPacketHeader(USBRedirPacket(id: id, message), negotiation: negotiation)
+            if let data, data.readableBytes > 0 {
+                try await writer.write(parts: [header, data], compressible: compressible)
+            } else {
+                try await writer.write(header, compressible: compressible)
+            }
         } catch {
             logger.debug("send failed", metadata: ["type": "\(message.type)", "error": "\(error)"])
         }
