@@ -52,6 +52,7 @@ let package = Package(
         .target(name: "Devices", dependencies: [
             "CLibUSB", "Common",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),   // the stick's file-I/O thread pool
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Session", dependencies: [

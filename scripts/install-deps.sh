@@ -29,6 +29,7 @@ if [[ "${1:-}" == "--all" ]]; then
     umockdev gir1.2-umockdev-1.0 python3-gi  # emulated USB devices
     mandoc                                   # man page lint
     gcc libc6-dev util-linux                 # make bench: C reference host and load generator, taskset
+    linux-perf                               # scripts/speed-probe.py --perf: profile the host under load
     systemd                                  # systemd-analyze verify of dist/usbredir@.service
     make                                     # make install / uninstall tests
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # libvirt endpoint tests (own libvirtd)

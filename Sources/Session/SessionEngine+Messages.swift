@@ -11,6 +11,7 @@ extension SessionEngine {
         switch packet.message {
         case .hello(let hello):
             negotiation = current
+            if link == .awaitingHello { link = .ready(ackPending: false) }
             logger.debug("peer hello", metadata: ["version": "\(hello.version)", "caps": "\(hello.capabilities.rawValue)"])
             await send(.hello(.init(version: USBRedirVersion.hello, capabilities: Self.capabilities)))
             await announceIfReady()

@@ -16,6 +16,6 @@ extension SessionEngine {
     }
 
     func acknowledgeDisconnect() {
-        awaitingAck = false
+        if link == .ready(ackPending: true) { link = .ready(ackPending: false) }
     }
 }

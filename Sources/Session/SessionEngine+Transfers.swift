@@ -3,8 +3,8 @@ import NIOCore
 import USBRedirProtocol
 
 extension SessionEngine {
-    /// Queues a data packet on its endpoint. Waits (so reading from the VM
-    /// pauses) while the in-flight bounds are reached.
+    /// Queues a data packet on its endpoint's lane. Waits (so reading from
+    /// the VM pauses) while the in-flight bounds are reached.
     func submit(id: UInt64, kind: TransferJob.Kind, reserving: Int) async {
         guard let device else {
             await send(TransferJob(id: id, generation: generation, device: NoDevice.shared, kind: kind, reservedBytes: 0)
@@ -18,43 +18,99 @@ extension SessionEngine {
         }
         // OUT data is already held; IN requests reserve what they asked for.
         job.reservedBytes = max(reserving, 1)
-        job.gateEpoch = await gate.acquire(bytes: job.reservedBytes)
+        job.gateEpoch = await acquirePermit(bytes: job.reservedBytes)
         guard job.generation == generation else {
-            await gate.release(bytes: job.reservedBytes, epoch: job.gateEpoch)
+            budget.release(job.reservedBytes, epoch: job.gateEpoch)
             return
         }
         inFlight[id] = InFlight()
-        queue(for: job.endpoint).enqueue(job)
+        enqueue(job)
     }
 
-    private func queue(for endpoint: UInt8) -> EndpointQueue {
-        if let q = queues[endpoint] { return q }
-        let q = EndpointQueue { [weak self] job in await self?.run(job) }
-        queues[endpoint] = q
-        return q
-    }
-
-    /// Runs one job on its endpoint's task; the device call gets its own task
-    /// so cancel_data_packet can cancel it.
-    private func run(_ job: TransferJob) async {
-        guard var entry = inFlight[job.id], job.generation == generation else {
-            await gate.release(bytes: job.reservedBytes, epoch: job.gateEpoch)
-            return
+    private func acquirePermit(bytes: Int) async -> Int {
+        while !budget.admits(bytes) {
+            await withCheckedContinuation { budget.waiters.append($0) }
         }
-        let result: USBTransferResult
-        if entry.cancelled {
-            result = .failed(.cancelled)
+        return budget.take(bytes)
+    }
+
+    /// Hands the job to its lane: to the parked worker, to a new worker, or
+    /// behind the running job.
+    private func enqueue(_ job: TransferJob) {
+        let endpoint = job.endpoint
+        var lane = lanes[endpoint] ?? EndpointLane()
+        if let parked = lane.parked {
+            lane.parked = nil
+            lane.running = job.id
+            lanes[endpoint] = lane
+            parked.resume(returning: job)
+        } else if lane.worker == nil {
+            lane.running = job.id
+            lane.worker = startWorker(job)
+            lanes[endpoint] = lane
         } else {
-            let task = Task.detached { await job.perform() }
-            entry.task = task
-            inFlight[job.id] = entry
-            result = await task.value
+            lane.waiting.append(job)
+            lanes[endpoint] = lane
         }
+    }
+
+    /// The lane's worker: calls the device (off the engine, so the engine
+    /// keeps serving other endpoints), then one hop back per transfer.
+    /// Detached: it must not start on the engine's executor.
+    private func startWorker(_ first: TransferJob) -> Task<Void, Never> {
+        Task.detached { [weak self] in
+            var next: TransferJob? = first
+            while let job = next {
+                let result = await job.perform()
+                guard let self else { return }
+                next = await self.finish(job, result)
+            }
+        }
+    }
+
+    /// Replies to a finished job and returns the lane's next one; parks the
+    /// worker while the lane is empty. nil ends the worker.
+    private func finish(_ job: TransferJob, _ result: USBTransferResult) async -> TransferJob? {
         await complete(job, result)
+        guard job.generation == generation, var lane = lanes[job.endpoint] else { return nil }
+        lane.running = nil
+        if lane.workerCancelled {
+            // This task was cancelled with its transfer; a fresh one takes over.
+            lane.workerCancelled = false
+            lane.worker = nil
+            if let next = lane.waiting.popFirst() {
+                lane.running = next.id
+                lane.worker = startWorker(next)
+            }
+            lanes[job.endpoint] = lane
+            return nil
+        }
+        lanes[job.endpoint] = lane
+        return await nextJob(job.endpoint, generation: job.generation)
+    }
+
+    private func nextJob(_ endpoint: UInt8, generation current: Int) async -> TransferJob? {
+        // A new device's lanes are not this worker's (the generation moved on
+        // while it awaited a reply's write).
+        while current == generation, var lane = lanes[endpoint] {
+            guard let job = lane.waiting.popFirst() else {
+                return await withCheckedContinuation { lanes[endpoint]?.parked = $0 }
+            }
+            if inFlight[job.id]?.cancelled ?? false {
+                lanes[endpoint] = lane
+                // Cancelled while it waited: answered without the device.
+                await complete(job, .failed(.cancelled))
+                continue
+            }
+            lane.running = job.id
+            lanes[endpoint] = lane
+            return job
+        }
+        return nil
     }
 
     private func complete(_ job: TransferJob, _ result: USBTransferResult) async {
-        await gate.release(bytes: job.reservedBytes, epoch: job.gateEpoch)
+        budget.release(job.reservedBytes, epoch: job.gateEpoch)
         guard inFlight.removeValue(forKey: job.id) != nil, job.generation == generation else { return }
         if result.status == .noDevice {
             logger.warning("device stopped answering during a transfer")
@@ -78,12 +134,15 @@ extension SessionEngine {
     }
 
     /// cancel_data_packet: a queued transfer is answered as cancelled when its
-    /// turn comes; a running one has its task cancelled.
+    /// turn comes; a running one has its worker's task cancelled (the device
+    /// call sees it) and the lane gets a fresh worker.
     func cancel(_ id: UInt64) {
-        guard var entry = inFlight[id] else { return }
-        entry.cancelled = true
-        entry.task?.cancel()
-        inFlight[id] = entry
+        guard inFlight[id] != nil else { return }
+        inFlight[id]?.cancelled = true
+        for (endpoint, lane) in lanes where lane.running == id && !lane.workerCancelled {
+            lanes[endpoint]?.workerCancelled = true
+            lane.worker?.cancel()
+        }
     }
 }
 

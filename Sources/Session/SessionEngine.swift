@@ -14,33 +14,29 @@ actor SessionEngine {
 
     struct InFlight {
         var cancelled = false
-        var task: Task<USBTransferResult, Never>?
     }
 
     let logger: Logger
     let limits: SessionLimits
-    let gate: InFlightGate
-    var phase = SessionPhase.waitingForDevice
+    var link = LinkState.offline
     var counters = SessionCounters()
     var writer: (any USBRedirByteWriter)?
     var negotiation: USBRedirNegotiation?
     var device: (any USBDevice)?
     var generation = 0
-    var announced = false
-    var awaitingAck = false
     var compressible = true
     var peerFilter: [USBRedirFilterRule]?
-    var queues: [UInt8: EndpointQueue] = [:]
+    var lanes: [UInt8: EndpointLane] = [:]
+    var budget: InFlightBudget
     var inFlight: [UInt64: InFlight] = [:]
     var streams: [UInt8: Task<Void, Never>] = [:]
     var streamPacketID: UInt64 = 0
-    var rejected = false
     var lastError: String?
 
     init(logger: Logger, limits: SessionLimits) {
         self.logger = logger
         self.limits = limits
-        gate = InFlightGate(maxTransfers: limits.maxTransfersInFlight, maxBytes: limits.maxBytesInFlight)
+        budget = InFlightBudget(maxTransfers: limits.maxTransfersInFlight, maxBytes: limits.maxBytesInFlight)
     }
 
     // MARK: Connection lifetime
@@ -48,11 +44,8 @@ actor SessionEngine {
     func begin(writer: any USBRedirByteWriter) {
         self.writer = writer
         negotiation = nil
-        announced = false
-        awaitingAck = false
-        rejected = false
+        link = .awaitingHello
         peerFilter = nil
-        phase = device == nil ? .waitingForDevice : .connecting
     }
 
     /// The connection is gone: stop everything that talks to it. The device
@@ -60,20 +53,19 @@ actor SessionEngine {
     func end(reason: String?) async {
         writer = nil
         negotiation = nil
-        announced = false
+        if link != .rejected { link = .offline }   // a rejection stays for status
         await stopDeviceWork()
         if let reason { lastError = reason }
     }
 
     func stopDeviceWork() async {
         generation += 1
-        for (_, f) in inFlight { f.task?.cancel() }
         inFlight = [:]
-        for (_, q) in queues { q.stop() }
-        queues = [:]
+        for endpoint in lanes.keys { lanes[endpoint]?.stop() }
+        lanes = [:]
         for (_, s) in streams { s.cancel() }
         streams = [:]
-        await gate.reset()
+        budget.reset()
     }
 
     // MARK: Device plug and unplug
@@ -82,7 +74,6 @@ actor SessionEngine {
         if device != nil { await unplug() }
         device = newDevice
         generation += 1
-        phase = .connecting
         await announceIfReady()
     }
 
@@ -94,11 +85,9 @@ actor SessionEngine {
         guard let old = device else { return }
         device = nil
         await stopDeviceWork()
-        phase = .waitingForDevice
         await old.close()
-        if announced {
-            announced = false
-            awaitingAck = negotiation?.isActive(.deviceDisconnectAck) ?? false
+        if link == .announced {
+            link = .ready(ackPending: negotiation?.isActive(.deviceDisconnectAck) ?? false)
             let sent = await send(.deviceDisconnect, deadlineNanoseconds: limits.disconnectWriteTimeoutNanoseconds)
             if sent {
                 // A write only queues the bytes; the VM's ack (when it has the
@@ -122,12 +111,12 @@ actor SessionEngine {
     }
 
     func announceIfReady() async {
-        guard let device, negotiation != nil, !announced, !rejected else { return }
-        if awaitingAck {
+        guard let device, case .ready(let ackPending) = link else { return }
+        if ackPending {
             // The VM must acknowledge the last disconnect before a new connect.
             await waitForDisconnectAck(nanoseconds: limits.disconnectAckTimeoutNanoseconds)
-            awaitingAck = false
-            guard self.device === device, !announced else { return }
+            if link == .ready(ackPending: true) { link = .ready(ackPending: false) }   // timed out
+            guard self.device === device, link == .ready(ackPending: false) else { return }
         }
         if let rules = peerFilter, await filterVerdict(rules, device) != .allowed {
             reject("the VM's usbredir filter does not allow this device")
@@ -135,9 +124,8 @@ actor SessionEngine {
         }
         let config = await device.activeConfiguration
         compressible = !DeviceAnnouncement.hasIsochronous(config)
-        announced = true
+        link = .announced
         for m in await DeviceAnnouncement.all(device) { await send(m) }
-        phase = .connected
         let d = device.descriptor
         logger.info("device connected to the VM", metadata: [
             "device": "\(Hex.id(d.vendorID)):\(Hex.id(d.productID))", "speed": "\(device.speed.rawValue)",
@@ -145,8 +133,7 @@ actor SessionEngine {
     }
 
     func reject(_ why: String) {
-        rejected = true
-        phase = .rejected
+        link = .rejected
         lastError = why
         logger.error("\(why); not retrying until the profile changes or SIGHUP")
         // End the connection now: a device rejected when it is plugged would
@@ -166,10 +153,16 @@ actor SessionEngine {
 
     func send(_ message: USBRedirMessage, id: UInt64 = 0) async {
         guard let writer, let negotiation else { return }
-        var buffer = ByteBuffer()
+        var header = ByteBuffer()
         do {
-            try buffer.writeUSBRedirPacket(USBRedirPacket(id: id, message), negotiation: negotiation)
-            try await writer.write(buffer, compressible: compressible)
+            // Header and payload go out as two slices: the payload (a device
+            // buffer, a slice of the stick's read) is never copied here.
+            let data = try header.writeUSBRedirPacketHeader(USBRedirPacket(id: id, message), negotiation: negotiation)
+            if let data, data.readableBytes > 0 {
+                try await writer.write(parts: [header, data], compressible: compressible)
+            } else {
+                try await writer.write(header, compressible: compressible)
+            }
         } catch {
             logger.debug("send failed", metadata: ["type": "\(message.type)", "error": "\(error)"])
         }

@@ -79,25 +79,3 @@ struct TransferJob: Sendable {
         }
     }
 }
-
-/// Runs the transfers of one endpoint in order, on its own task, so a slow
-/// endpoint never delays another one or control traffic.
-final class EndpointQueue: Sendable {
-    private let continuation: AsyncStream<TransferJob>.Continuation
-    let worker: Task<Void, Never>
-
-    init(run: @escaping @Sendable (TransferJob) async -> Void) {
-        let (stream, continuation) = AsyncStream<TransferJob>.makeStream()
-        self.continuation = continuation
-        worker = Task {
-            for await job in stream { await run(job) }
-        }
-    }
-
-    func enqueue(_ job: TransferJob) { continuation.yield(job) }
-
-    func stop() {
-        continuation.finish()
-        worker.cancel()
-    }
-}

@@ -40,3 +40,27 @@ enum LZ4 {
         return out
     }
 }
+
+/// Compress only while it pays: a stick's data (filesystem images, media)
+/// often does not shrink, and trying costs a pass over every large reply.
+/// After `giveUpAfter` tries in a row that saved less than an eighth, only
+/// one message in `probeEvery` is tried, so data that turns compressible
+/// (a text file after a video) is noticed again.
+struct AdaptiveCompression: Sendable {
+    static let giveUpAfter = 4
+    static let probeEvery = 64
+    private var misses = 0
+    private var skipped = 0
+
+    mutating func shouldTry() -> Bool {
+        guard misses >= Self.giveUpAfter else { return true }
+        skipped += 1
+        guard skipped >= Self.probeEvery else { return false }
+        skipped = 0
+        return true
+    }
+
+    mutating func record(shrank: Bool) {
+        misses = shrank ? 0 : misses + 1
+    }
+}

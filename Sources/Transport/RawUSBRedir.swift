@@ -102,5 +102,10 @@ struct RawWriter: USBRedirByteWriter {
         try await outbound.write(bytes)
     }
 
+    /// All parts in one call: NIO gathers them into one writev and one flush.
+    func write(parts: [ByteBuffer], compressible: Bool) async throws {
+        try await outbound.write(contentsOf: parts)
+    }
+
     func close() { channel.close(promise: nil) }
 }

@@ -41,6 +41,17 @@ struct SpiceMessageWriter: Sendable {
     func send(type: UInt16, body: ByteBuffer? = nil, prefix: ByteBuffer? = nil) async throws {
         try await outbound.write(frame(type: type, body: body, prefix: prefix))
     }
+
+    /// One message whose body is `parts`: the SPICE header is framed alone
+    /// and the parts follow as they are (no copy of the payload).
+    func send(type: UInt16, parts: [ByteBuffer]) async throws {
+        var header = frame(type: type, body: nil)
+        let size = parts.reduce(0) { $0 + $1.readableBytes }
+        // frame() wrote size 0: patch the size field (last u32 of a mini
+        // header, the one before the sub-list offset of a full one).
+        header.setInteger(UInt32(size), at: header.writerIndex - (miniHeader ? 4 : 8), endianness: .little)
+        try await outbound.write(contentsOf: CollectionOfOne(header) + parts)
+    }
 }
 
 /// Reads SPICE messages on one channel and answers the messages every

@@ -170,6 +170,8 @@ public struct SpiceStatistics: Sendable {
     public var messagesOut = 0
     public var compressedMessagesIn = 0
     public var compressedMessagesOut = 0
+    /// Large messages LZ4 was tried on (it is skipped while it does not pay).
+    public var compressionAttempts = 0
 }
 
 typealias SpiceStatisticsBox = NIOLockedValueBox<SpiceStatistics>

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// usbredir bytes carried in SPICEVMC_DATA / COMPRESSED_DATA messages.
@@ -47,19 +48,39 @@ struct SpiceVMCWriter: USBRedirByteWriter {
     /// The server advertised SPICEVMC LZ4.
     let lz4: Bool
     let closeChannel: @Sendable () -> Void
+    /// Whether LZ4 has been paying off on this channel's data.
+    let compression = NIOLockedValueBox(AdaptiveCompression())
 
     func write(_ bytes: ByteBuffer, compressible: Bool) async throws {
-        if lz4 && compressible && bytes.readableBytes > Spice.compressionThreshold,
-           let compressed = LZ4.compress(bytes) {
-            var prefix = ByteBuffer()
-            prefix.writeInteger(Spice.vmcCompressionLZ4)
-            prefix.writeInteger(UInt32(bytes.readableBytes), endianness: .little)
-            try await writer.send(type: Spice.msgVMCCompressedData, body: compressed, prefix: prefix)
-            statistics.withLockedValue { $0.messagesOut += 1; $0.compressedMessagesOut += 1 }
-        } else {
-            try await writer.send(type: Spice.msgVMCData, body: bytes)
-            statistics.withLockedValue { $0.messagesOut += 1 }
+        try await write(parts: [bytes], compressible: compressible)
+    }
+
+    func write(parts: [ByteBuffer], compressible: Bool) async throws {
+        let size = parts.reduce(0) { $0 + $1.readableBytes }
+        if lz4 && compressible && size > Spice.compressionThreshold,
+           compression.withLockedValue({ $0.shouldTry() }) {
+            statistics.withLockedValue { $0.compressionAttempts += 1 }
+            let compressed = LZ4.compress(Self.joined(parts, size))
+            compression.withLockedValue { $0.record(shrank: compressed.map { $0.readableBytes <= size - size / 8 } ?? false) }
+            if let compressed {
+                var prefix = ByteBuffer()
+                prefix.writeInteger(Spice.vmcCompressionLZ4)
+                prefix.writeInteger(UInt32(size), endianness: .little)
+                try await writer.send(type: Spice.msgVMCCompressedData, body: compressed, prefix: prefix)
+                statistics.withLockedValue { $0.messagesOut += 1; $0.compressedMessagesOut += 1 }
+                return
+            }
         }
+        try await writer.send(type: Spice.msgVMCData, parts: parts)
+        statistics.withLockedValue { $0.messagesOut += 1 }
+    }
+
+    private static func joined(_ parts: [ByteBuffer], _ size: Int) -> ByteBuffer {
+        if parts.count == 1 { return parts[0] }
+        var b = ByteBuffer()
+        b.reserveCapacity(size)
+        for p in parts { b.writeImmutableBuffer(p) }
+        return b
     }
 
     func close() { closeChannel() }

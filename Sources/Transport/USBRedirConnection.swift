@@ -16,8 +16,22 @@ public protocol USBRedirByteWriter: Sendable {
     /// devices with isochronous endpoints); the transport decides whether to
     /// compress from it, the size and what the peer supports.
     func write(_ bytes: ByteBuffer, compressible: Bool) async throws
+    /// Sends one packet given as parts (header, then payload) without joining
+    /// them: the payload is not copied on its way to the socket.
+    func write(parts: [ByteBuffer], compressible: Bool) async throws
     /// Closes the connection; a pending read ends.
     func close()
+}
+
+extension USBRedirByteWriter {
+    /// For writers that have nothing better: one joined buffer.
+    public func write(parts: [ByteBuffer], compressible: Bool) async throws {
+        guard parts.count > 1 else { return try await write(parts.first ?? ByteBuffer(), compressible: compressible) }
+        var joined = ByteBuffer()
+        joined.reserveCapacity(parts.reduce(0) { $0 + $1.readableBytes })
+        for p in parts { joined.writeImmutableBuffer(p) }
+        try await write(joined, compressible: compressible)
+    }
 }
 
 /// A live usbredir connection: handed to a body that runs for its lifetime.

@@ -7,6 +7,15 @@ extension ByteBuffer {
     public mutating func writeUSBRedirPacket(
         _ packet: USBRedirPacket, negotiation: USBRedirNegotiation
     ) throws(USBRedirProtocolError) {
+        if let data = try writeUSBRedirPacketHeader(packet, negotiation: negotiation) { writeImmutableBuffer(data) }
+    }
+
+    /// Appends the packet without its payload and returns the payload (nil
+    /// when it has none): a sender can write the two as separate slices
+    /// instead of copying the payload behind the header. Same checks.
+    public mutating func writeUSBRedirPacketHeader(
+        _ packet: USBRedirPacket, negotiation: USBRedirNegotiation
+    ) throws(USBRedirProtocolError) -> ByteBuffer? {
         let message = packet.message
         let type = message.type
         let layout = USBRedirMessageLayout.of(type)
@@ -31,6 +40,6 @@ extension ByteBuffer {
         putLE(UInt32(headerLength + (data?.readableBytes ?? 0)))
         if wide { putLE(packet.id) } else { putLE(UInt32(packet.id)) }
         encodeUSBRedirTypeHeader(message, headerLength: headerLength)
-        if let data { writeImmutableBuffer(data) }
+        return data
     }
 }

@@ -52,9 +52,19 @@ struct CommandStatusWrapper: Sendable {
 
 enum BulkOnlyState: Sendable {
     struct DataIn: Sendable {
+        /// Data made by the command (INQUIRY, MODE SENSE...), still to send.
         var data: ByteBuffer
+        /// Image bytes still to send, read on the IN leg, as the host asks.
+        var image: ImageRange? = nil
         var sent: Int
         var csw: CommandStatusWrapper
+    }
+
+    /// Bytes of the image, read when the host asks for them (bounded by
+    /// each IN transfer), not all when the command arrives.
+    struct ImageRange: Sendable, Equatable {
+        var offset: UInt64
+        var count: Int
     }
 
     struct DataOut: Sendable {

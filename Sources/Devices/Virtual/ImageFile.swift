@@ -4,7 +4,7 @@ import Glibc
 import NIOCore
 
 /// A raw disk image, read and written at byte offsets.
-final class ImageFile: @unchecked Sendable {   // used only from its device's actor
+final class ImageFile: @unchecked Sendable {   // state used only from its device's actor; read() (pread on the fd) also from the file-I/O pool
     let path: String
     let size: UInt64
     let readOnly: Bool

@@ -15,8 +15,11 @@ public actor MassStorageDevice: VirtualUSBDevice {
     public nonisolated let imagePath: String
     public nonisolated let readOnly: Bool
     public var core: VirtualDeviceCore
-    private let image: ImageFile
-    private var bot = BulkOnlyState.idle
+    let image: ImageFile
+    var bot = BulkOnlyState.idle
+    /// The next image bytes, being read on the file-I/O pool before the
+    /// host asks (sequential reads find them ready).
+    var readAhead: ReadAhead?
     var scsi: SCSIState
 
     public init(imagePath: String, readOnly: Bool, serial: String) throws {
@@ -41,12 +44,14 @@ public actor MassStorageDevice: VirtualUSBDevice {
     /// Makes every write durable before the device goes away, then lets
     /// another assignment have the image.
     public func close() async {
+        readAhead = nil
         _ = image.sync()
         image.unlock()
     }
     public func reset() async -> USBTransferStatus {
         core.reset()
         bot = .idle
+        readAhead = nil
         return .success
     }
 
@@ -67,7 +72,7 @@ public actor MassStorageDevice: VirtualUSBDevice {
         if core.halted.contains(endpoint) { return .failed(.stall) }
         switch endpoint {
         case Self.bulkOut: return bulkOut(data ?? ByteBuffer())
-        case Self.bulkIn: return bulkIn(length: length)
+        case Self.bulkIn: return await bulkIn(length: length)
         default: return .failed(.invalid)
         }
     }
@@ -88,6 +93,7 @@ public actor MassStorageDevice: VirtualUSBDevice {
             let n = data.readableBytes
             let accepted = min(n, phase.expected - phase.received)
             if accepted > 0 && phase.sense == .none && phase.writable > phase.received {
+                readAhead = nil   // it may hold the bytes about to change
                 let toWrite = min(accepted, phase.writable - phase.received)
                 if !image.write(data.getSlice(at: data.readerIndex, length: toWrite)!,
                                 offset: phase.offset + UInt64(phase.received)) {
@@ -110,8 +116,10 @@ public actor MassStorageDevice: VirtualUSBDevice {
         }
     }
 
-    private func bulkIn(length: Int) -> USBTransferResult {
+    private func bulkIn(length: Int) async -> USBTransferResult {
         switch bot {
+        case .dataIn(let phase) where phase.image != nil:
+            return await imageIn(phase, length: length)
         case .dataIn(var phase):
             let n = min(length, phase.data.readableBytes)
             let chunk = phase.data.readSlice(length: n)!
@@ -136,6 +144,8 @@ public actor MassStorageDevice: VirtualUSBDevice {
         let outcome = execute(cbw.command, hostWantsIn: cbw.isIn)
         var csw = CommandStatusWrapper(tag: cbw.tag, residue: cbw.dataLength, status: 0)
         switch outcome {
+        case .imageData(let offset, let count) where cbw.isIn || expected == 0:
+            return imagePhase(offset: offset, count: count, expected: expected, csw: csw)
         case .data(let data, let sense) where cbw.isIn || expected == 0:
             if data.readableBytes > expected {
                 // The command has more than the host asked for (BOT 6.7.2, case 7, Hi < Di):

@@ -13,6 +13,8 @@ struct SCSIState: Sendable {
 enum SCSIOutcome {
     /// Data for the host (possibly empty) and the resulting sense.
     case data(ByteBuffer, SCSI.Sense)
+    /// `count` bytes of the image at byte `offset`, read on the IN leg.
+    case imageData(offset: UInt64, count: Int)
     /// The host is to send `count` bytes, to be written at byte `offset`.
     case write(offset: UInt64, count: Int)
     case failed(SCSI.Sense)
@@ -85,8 +87,7 @@ extension MassStorageDevice {
     private func read(lba: UInt64, count: Int) -> SCSIOutcome {
         guard lba <= scsi.blocks, UInt64(count) <= scsi.blocks - lba else { return .failed(.lbaOutOfRange) }
         guard count * Self.blockSize <= Self.maxCommandBytes else { return .failed(.invalidFieldInCDB) }
-        guard let data = readImage(lba: lba, blocks: count) else { return .failed(.readError) }
-        return .data(data, .none)
+        return .imageData(offset: lba * UInt64(Self.blockSize), count: count * Self.blockSize)
     }
 
     private func inquiry(_ cdb: [UInt8]) -> SCSIOutcome {

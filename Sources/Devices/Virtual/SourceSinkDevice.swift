@@ -17,6 +17,9 @@ public actor SourceSinkDevice: VirtualUSBDevice {
     private var interruptCounter: UInt8 = 0
     /// Bytes and transfers seen on bulk OUT, for tests and benchmarks.
     public private(set) var bytesSunk = 0
+    /// The bulk IN pattern, built once and grown to the longest request seen:
+    /// every IN transfer is a slice of it (shared storage, no bytes made).
+    private var patternBuffer = ByteBuffer()
 
     public init(serial: String) {
         var d = USBDeviceDescriptor(vendorID: Self.vendorID, productID: Self.productID)
@@ -50,7 +53,7 @@ public actor SourceSinkDevice: VirtualUSBDevice {
         switch endpoint {
         case Self.bulkIn:
             guard length <= Self.maxTransferLength else { return .failed(.invalid) }
-            return .inData(Self.pattern(length: length))
+            return .inData(patternSlice(length: length))
         case Self.bulkOut:
             let n = data?.readableBytes ?? 0
             bytesSunk += n
@@ -65,7 +68,17 @@ public actor SourceSinkDevice: VirtualUSBDevice {
         }
     }
 
-    /// byte i = i % 63, built with doubling copies rather than per byte.
+    private func patternSlice(length: Int) -> ByteBuffer {
+        if patternBuffer.readableBytes < length {
+            // Grow in large steps so a ramp of sizes does not rebuild it often;
+            // bounded by maxTransferLength (checked by the caller).
+            patternBuffer = Self.pattern(length: min(Self.maxTransferLength, max(length, 2 * patternBuffer.readableBytes, 64 * 1024)))
+        }
+        return patternBuffer.getSlice(at: patternBuffer.readerIndex, length: length)!
+    }
+
+    /// byte i = i % 63 (the C reference host and the bench's load generator
+    /// check the same), built with doubling copies rather than per byte.
     public static func pattern(length: Int) -> ByteBuffer {
         var b = ByteBuffer()
         b.reserveCapacity(length)

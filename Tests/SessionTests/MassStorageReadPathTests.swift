@@ -1,0 +1,67 @@
+import Devices
+import Foundation
+import NIOCore
+import Testing
+
+/// The stick reads the image on the bulk IN leg, as much as each IN transfer
+/// asks for, and reads ahead for sequential access (issue #9): not the whole
+/// command when its CBW arrives.
+@Suite("MassStorageReadPathTests", .timeLimit(.minutes(1)))
+struct MassStorageReadPathTests {
+    static func cbwRead(_ device: MassStorageDevice, tag: UInt32, lba: UInt64, blocks: Int) async {
+        let cbw = StickDriver.cbw(tag: tag, dataLength: UInt32(blocks * 512), isIn: true,
+                                  [0x28, 0] + be(lba, 4) + [0] + be(UInt64(blocks), 2) + [0])
+        #expect(await device.transfer(endpoint: MassStorageDevice.bulkOut, length: 31, data: cbw, streamID: 0).status
+                == .success)
+    }
+
+    static func bulkIn(_ device: MassStorageDevice, _ length: Int) async -> [UInt8] {
+        let r = await device.transfer(endpoint: MassStorageDevice.bulkIn, length: length, data: nil, streamID: 0)
+        return r.data.map { Array($0.readableBytesView) } ?? []
+    }
+
+    static func overwrite(_ path: String, at offset: UInt64, _ bytes: [UInt8]) throws {
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try h.seek(toOffset: offset)
+        try h.write(contentsOf: Data(bytes))
+        try h.close()
+    }
+
+    @Test("the data phase is read when the host asks, in the pieces it asks for")
+    func readOnTheInLeg() async throws {
+        let image = try makeStickImage(blocks: 64, fill: 0xaa)
+        let device = try MassStorageDevice(imagePath: image, readOnly: false, serial: "READPATH")
+        await Self.cbwRead(device, tag: 1, lba: 0, blocks: 8)
+        // Changed behind the device after the CBW: a read made at the CBW
+        // would still return 0xaa.
+        try Self.overwrite(image, at: 0, Array(repeating: 0x11, count: 4096))
+        let first = await Self.bulkIn(device, 1024)
+        #expect(first == Array(repeating: 0x11, count: 1024))
+        let rest = await Self.bulkIn(device, 3072)
+        #expect(rest == Array(repeating: 0x11, count: 3072))
+        let csw = await Self.bulkIn(device, 13)
+        // "USBS", tag 1, residue 0, status 0.
+        #expect(csw == [0x55, 0x53, 0x42, 0x53, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+        await device.close()
+    }
+
+    @Test("a write between sequential reads is seen: the read ahead is dropped")
+    func writeInvalidatesReadAhead() async throws {
+        let image = try makeStickImage(blocks: 64, fill: 0xaa)
+        var s = StickDriver(device: try MassStorageDevice(imagePath: image, readOnly: false, serial: "READAHEAD"))
+        let read = [0x28, 0] + be(0, 4) + [0] + be(8, 2) + [0]
+        let (d0, c0) = try await s.command(read, dataLength: 4096)
+        #expect(d0 == Array(repeating: 0xaa, count: 4096) && c0.status == 0)
+        // Blocks 8-15 are being read ahead now; the guest writes them.
+        let (_, w) = try await s.command([0x2a, 0] + be(8, 4) + [0] + be(8, 2) + [0], dataLength: 4096, isIn: false,
+                                         outData: Array(repeating: 0x5c, count: 4096))
+        #expect(w.status == 0)
+        let (d1, c1) = try await s.command([0x28, 0] + be(8, 4) + [0] + be(8, 2) + [0], dataLength: 4096)
+        #expect(c1.status == 0)
+        #expect(d1 == Array(repeating: 0x5c, count: 4096), "stale read-ahead bytes returned")
+        // And a sequential read after that is served right (from the read ahead).
+        let (d2, c2) = try await s.command([0x28, 0] + be(16, 4) + [0] + be(8, 2) + [0], dataLength: 4096)
+        #expect(d2 == Array(repeating: 0xaa, count: 4096) && c2.status == 0)
+        await s.device.close()
+    }
+}
