@@ -4,13 +4,15 @@ import USBRedirProtocol
 
 /// Streams the VM starts and stops: interrupt receiving, isochronous streams,
 /// buffered bulk receiving, and bulk stream allocation. Each receiving stream
-/// is a loop on its own task that reads the device and sends what it gets.
+/// is a loop on its own task that reads the device and sends what it gets;
+/// each packet holds a permit of the session's budget from before the read
+/// until it is written, so streams count with the transfers in flight.
 extension SessionEngine {
     func handleStreamControl(_ message: USBRedirMessage, id: UInt64) async {
         switch message {
         case .startInterruptReceiving(let m):
             let length = await maxPacketSize(m.endpoint)
-            let ok = startStream(m.endpoint) { core, device in
+            let ok = startStream(m.endpoint, reserving: length) { core, device in
                 let r = await device.transfer(endpoint: m.endpoint, length: length, data: nil, streamID: 0)
                 return .interruptPacket(.init(endpoint: m.endpoint, status: WireValues.status(r.status).rawValue,
                                               length: UInt16(clamping: r.data?.readableBytes ?? 0), data: r.data ?? ByteBuffer()))
@@ -23,7 +25,7 @@ extension SessionEngine {
             var ok = device != nil
             if m.endpoint & 0x80 != 0 {
                 let length = await maxPacketSize(m.endpoint)
-                ok = startStream(m.endpoint) { core, device in
+                ok = startStream(m.endpoint, reserving: length) { core, device in
                     let r = await device.isoTransfer(endpoint: m.endpoint, length: length, data: nil)
                     return .isoPacket(.init(endpoint: m.endpoint, status: WireValues.status(r.status).rawValue,
                                             length: UInt16(clamping: r.data?.readableBytes ?? 0), data: r.data ?? ByteBuffer()))
@@ -34,7 +36,7 @@ extension SessionEngine {
             stopStream(m.endpoint)
             await send(.isoStreamStatus(.init(status: 0, endpoint: m.endpoint)), id: id)
         case .startBulkReceiving(let m):
-            let ok = startStream(m.endpoint) { core, device in
+            let ok = startStream(m.endpoint, reserving: Int(m.bytesPerTransfer)) { core, device in
                 let r = await device.transfer(endpoint: m.endpoint, length: Int(m.bytesPerTransfer), data: nil,
                                               streamID: m.streamID)
                 let data = r.data ?? ByteBuffer()
@@ -71,21 +73,28 @@ extension SessionEngine {
     }
 
     /// Starts a receiving loop on `endpoint`; false without a device.
-    private func startStream(_ endpoint: UInt8,
+    private func startStream(_ endpoint: UInt8, reserving: Int,
                              _ next: @escaping @Sendable (SessionEngine, any USBDevice) async -> USBRedirMessage) -> Bool {
         guard let device else { return false }
         stopStream(endpoint)
         let generation = self.generation
+        let bytes = max(reserving, 1)
         streams[endpoint] = Task.detached { [weak self] in
             while !Task.isCancelled, let self {
+                let epoch = await self.acquirePermit(bytes: bytes)
+                guard !Task.isCancelled else { return await self.releasePermit(bytes, epoch: epoch) }
                 let message = await next(self, device)
-                guard !Task.isCancelled else { return }
-                let failed = await self.deliverStreamPacket(message, generation: generation)
+                let failed = Task.isCancelled ? true : await self.deliverStreamPacket(message, generation: generation)
+                await self.releasePermit(bytes, epoch: epoch)
                 // A failing endpoint is retried gently rather than spun on.
                 if failed { try? await Task.sleep(nanoseconds: 10_000_000) }
             }
         }
         return true
+    }
+
+    private func releasePermit(_ bytes: Int, epoch: Int) {
+        budget.release(bytes, epoch: epoch)
     }
 
     private func stopStream(_ endpoint: UInt8) {

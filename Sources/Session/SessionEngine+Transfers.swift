@@ -27,7 +27,9 @@ extension SessionEngine {
         enqueue(job)
     }
 
-    private func acquirePermit(bytes: Int) async -> Int {
+    /// Waits for room in the session's one budget (transfers in flight,
+    /// their replies until written, receiving streams' packets).
+    func acquirePermit(bytes: Int) async -> Int {
         while !budget.admits(bytes) {
             await withCheckedContinuation { budget.waiters.append($0) }
         }
@@ -109,8 +111,11 @@ extension SessionEngine {
         return nil
     }
 
+    /// Replies to a finished transfer. Its permit is released only once the
+    /// reply is written: a reply waiting for a peer that does not read holds
+    /// its bytes, and they count against the budget until they are gone.
     private func complete(_ job: TransferJob, _ result: USBTransferResult) async {
-        budget.release(job.reservedBytes, epoch: job.gateEpoch)
+        defer { budget.release(job.reservedBytes, epoch: job.gateEpoch) }
         guard inFlight.removeValue(forKey: job.id) != nil, job.generation == generation else { return }
         if result.status == .noDevice {
             logger.warning("device stopped answering during a transfer")

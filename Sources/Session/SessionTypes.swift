@@ -8,6 +8,9 @@ import USBRedirProtocol
 /// reached, so the transport's back-pressure reaches the VM.
 public struct SessionLimits: Sendable {
     public var maxTransfersInFlight = 64
+    /// One byte budget for the whole session: transfers in flight (OUT data
+    /// held, IN lengths asked), their replies until written, and each
+    /// receiving stream's packet from the device read until it is written.
     public var maxBytesInFlight = 64 * 1024 * 1024
     /// Longest single transfer (IN request length or OUT data).
     public var maxTransferLength = USBRedirLimits.maxDataLength

@@ -155,7 +155,9 @@ public final class SpiceSession: Sendable {
     /// A usbredir channel closed: if the main channel closes with it (QEMU
     /// closes them together), its reason wins; else the VM closed just this one.
     private func reasonAfterChannelClosed() async -> TransportError {
-        let deadline = NIODeadline.now() + .seconds(1)
+        // spice-server closes the main channel asynchronously: on a loaded
+        // host it can follow the usbredir channel by more than a second.
+        let deadline = NIODeadline.now() + .seconds(3)
         while NIODeadline.now() < deadline {
             if isClosed { return await closeReason() }
             try? await Task.sleep(nanoseconds: 20_000_000)

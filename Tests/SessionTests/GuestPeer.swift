@@ -24,8 +24,12 @@ final class BytePipe: @unchecked Sendable {
     private var reader: CheckedContinuation<ByteBuffer?, Never>?
     private var writers: [CheckedContinuation<Void, Never>] = []
     private var _chunksRead = 0
+    private var _bytesAccepted = 0
 
     init(capacity: Int = .max) { self.capacity = capacity }
+
+    /// Bytes of every write the pipe has taken (buffered or handed over).
+    var bytesAccepted: Int { lock.withLock { _bytesAccepted } }
 
     /// Chunks taken by the reading side so far.
     var chunksRead: Int { lock.withLock { _chunksRead } }
@@ -41,9 +45,11 @@ final class BytePipe: @unchecked Sendable {
             if let r = reader {
                 reader = nil
                 _chunksRead += 1
+                _bytesAccepted += bytes.readableBytes
                 return .handOff(r)
             }
             guard ignoringCapacity || buffered == 0 || buffered + bytes.readableBytes <= capacity else { return .wait }
+            _bytesAccepted += bytes.readableBytes
             chunks.append(bytes)
             buffered += bytes.readableBytes
             return .done
@@ -217,9 +223,33 @@ actor GuestPeer {
     private nonisolated func startPump() {
         let pipe = toPeer
         Task {
-            while let chunk = await pipe.read() { await self.ingest(chunk) }
+            while true {
+                await self.waitWhileNotReading()
+                guard let chunk = await pipe.read() else { break }
+                await self.ingest(chunk)
+            }
             await self.endInput()
         }
+    }
+
+    // MARK: A peer that stops reading
+
+    private var notReading = false
+    private var resumeReading: CheckedContinuation<Void, Never>?
+
+    /// The peer stops taking what the session writes (after the chunk it may
+    /// be waiting for already): the session's writes fill the pipe and block.
+    func stopReading() { notReading = true }
+
+    func startReading() {
+        notReading = false
+        resumeReading?.resume()
+        resumeReading = nil
+    }
+
+    private func waitWhileNotReading() async {
+        guard notReading else { return }
+        await withCheckedContinuation { resumeReading = $0 }
     }
 
     private func ingest(_ chunk: ByteBuffer) {

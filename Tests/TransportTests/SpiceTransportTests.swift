@@ -183,10 +183,13 @@ struct SpiceTransportTests {
         let (vm, config) = try spiceVM(channels: 1, unix: unix)
         defer { vm.stop() }
         let first = try await SpiceSession.connect(config, logger: testLogger)
+        // The other client stays connected until the reason is known: it is
+        // what tells displacement from a server that dropped us.
+        let second = Box<SpiceSession>()
+        defer { second.value?.close() }
         try await first.withUSBRedirChannel(0) { connection, _ in
             try await expectQEMUHello(connection)
-            let second = try await SpiceSession.connect(config, logger: testLogger)
-            defer { second.close() }
+            second.value = try await SpiceSession.connect(config, logger: testLogger)
             await #expect(throws: TransportError.displaced) {
                 while try await connection.reader.read() != nil {}
             }
@@ -281,4 +284,9 @@ struct SpiceTransportTests {
 actor Counter {
     private(set) var value = 0
     func increment() { value += 1 }
+}
+
+/// A value set inside a closure and used after it.
+final class Box<T: Sendable>: @unchecked Sendable {
+    var value: T?
 }
