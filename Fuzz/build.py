@@ -22,7 +22,7 @@ TARGETS = {
     "stick": "Devices",
     "profile": "Profile",
 }
-OURS = {"USBRedirProtocol", "Transport", "Devices", "Session", "Profile", "Reconciler", "usbredir", "usbredir_bench",
+OURS = {"USBRedirProtocol", "Transport", "Devices", "Session", "Profile", "Reconciler", "Libvirt", "usbredir", "usbredir_bench",
         "usbredir-bench", "TestSupport"}
 OUT = os.path.join(ROOT, ".build", "fuzz")
 
