@@ -84,6 +84,9 @@ private func run(_ input: Input) async {
             _ = await device.clearHalt(endpoint: input.u8())
         }
     }
+    // As an assignment ends a device: the image lock goes with the close, not
+    // with the last reference (a read ahead still on the pool holds one).
+    await device.close()
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")

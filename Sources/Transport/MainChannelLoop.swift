@@ -30,15 +30,32 @@ struct MainChannelLoop {
         } catch {
             if !wasReady { return error.asTransportError }
         }
-        guard await isServerStillThere() else { return .closedByPeer }
-        return whyDropped()
+        return await whyClosed()
+    }
+
+    /// QEMU drops the earlier client when another connects, but keeps
+    /// listening; a VM that went away refuses connections. A dying process
+    /// closes our connection a moment before its listening socket, so the
+    /// probe waits that moment out and must succeed twice. Around the probes
+    /// the server's clients are counted three times: a client that displaced
+    /// us is there each time, while the server's ends of our own channels go
+    /// (spice-server closes them one by one).
+    private func whyClosed() async -> TransportError {
+        var othersConnected = SpiceClientCensus.otherClientsConnected(to: configuration.server)
+        for _ in 0..<2 {
+            try? await Task.sleep(nanoseconds: Self.probeDelayNanoseconds)
+            let now = SpiceClientCensus.otherClientsConnected(to: configuration.server)
+            othersConnected = othersConnected.flatMap { before in now.map { before && $0 } }
+            guard await isServerStillThere() else { return .closedByPeer }
+        }
+        return whyDropped(othersConnected: othersConnected)
     }
 
     /// The server is up but dropped us. A client that displaced us is
     /// connected to it now; with none, the server itself dropped us
     /// (`set_password ... disconnect`, a restart) and linking again is right.
-    private func whyDropped() -> TransportError {
-        switch SpiceClientCensus.otherClientsConnected(to: configuration.server) {
+    private func whyDropped(othersConnected: Bool?) -> TransportError {
+        switch othersConnected {
         case false?:
             logger.info("SPICE server dropped us and no other client is connected: linking again",
                         metadata: ["endpoint": "\(configuration.server)"])
@@ -72,16 +89,13 @@ struct MainChannelLoop {
         }
     }
 
-    /// QEMU drops the earlier client when another connects, but keeps
-    /// listening; a VM that went away refuses connections. A dying process
-    /// closes our connection a moment before its listening socket, so the
-    /// probe waits that moment out and must succeed twice.
+    /// A unix-socket server is there while its listening socket is (a
+    /// connection to it would itself be counted as a client for a moment); a
+    /// TCP server while it accepts a connection.
     private func isServerStillThere() async -> Bool {
-        for _ in 0..<2 {
-            try? await Task.sleep(nanoseconds: Self.probeDelayNanoseconds)
-            guard let probe = try? await TCPConnector.connect(to: configuration.server) else { return false }
-            try? await probe.channel.close()
-        }
+        if let listening = SpiceClientCensus.isListening(configuration.server) { return listening }
+        guard let probe = try? await TCPConnector.connect(to: configuration.server) else { return false }
+        try? await probe.channel.close()
         return true
     }
 

@@ -24,13 +24,26 @@ public enum SpiceClientCensus {
         }
     }
 
+    /// Whether a unix-socket server's listening socket exists (nil for TCP:
+    /// a connection attempt tells).
+    public static func isListening(_ server: SpiceServerAddress) -> Bool? {
+        guard case .unix(let path) = server else { return nil }
+        return readProcFile("/proc/net/unix").map { unixSockets(in: $0, path: path, state: "01") > 0 }
+    }
+
     /// Accepted connections of a listening unix socket carry its path and
     /// state 03 (connected); the listener itself is 01, and a client's own
     /// end has no path.
     static func connectedUnixSockets(in table: String, path: String) -> Int {
+        unixSockets(in: table, path: path, state: "03")
+    }
+
+    /// Lines of /proc/net/unix (`Num RefCount Protocol Flags Type St Inode
+    /// Path`) with this path and state (01 unconnected, as a listener is).
+    static func unixSockets(in table: String, path: String, state: Substring) -> Int {
         table.split(separator: "\n").dropFirst().filter { line in
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            return fields.count >= 8 && fields[5] == "03" && fields[7...].joined(separator: " ") == path
+            return fields.count >= 8 && fields[5] == state && fields[7...].joined(separator: " ") == path
         }.count
     }
 
