@@ -44,7 +44,15 @@ struct SpiceLink {
     }
 
     func run(reader: ConnectionReader, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws -> Result {
-        try await outbound.write(linkMessage())
+        do {
+            try await outbound.write(linkMessage())
+        } catch {
+            // A write on a connection that already failed says only "closed";
+            // why (a TLS handshake the CA refused, say) waits on the inbound
+            // side, so read it from there.
+            _ = try await reader.readExactly(1)
+            throw error
+        }
         // Every count, size and offset below is the server's, read before
         // any authentication: SpiceWire checks them without arithmetic that
         // could overflow.
