@@ -55,7 +55,8 @@ import TestSupport
         #expect(page.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(page)")
         #expect(page.contains("Content-Type: text/plain; version=0.0.4"))
         let states = page.split(separator: "\n").filter { $0.hasPrefix("usbredir_session_state{") }
-        #expect(states.count == 7 && states.filter { $0.hasSuffix(" 1.0") }.count == 1, "\(states)")
+        #expect(states.count == AssignmentState.allCases.count && states.filter { $0.hasSuffix(" 1.0") }.count == 1,
+                "\(states)")
         #expect(Metrics.request(port: port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")?.hasPrefix("HTTP/1.1 404") == true)
         #expect(Metrics.request(port: port, "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")?
             .hasPrefix("HTTP/1.1 405") == true)

@@ -39,26 +39,42 @@ final class BytePipe: @unchecked Sendable {
 
     private enum Step { case done, wait, closed, handOff(CheckedContinuation<ByteBuffer?, Never>) }
 
-    private func offer(_ bytes: ByteBuffer, ignoringCapacity: Bool) -> Step {
+    /// Writes land in the order they were made, as on a socket: a small
+    /// write may not pass a large one that waits for room. Each `write`
+    /// takes a ticket; only the ticket being served may go in.
+    private var nextTicket = 0
+    private var serving = 0
+
+    /// `ticket` nil: the peer's own sends (no capacity, no queue).
+    private func offer(_ bytes: ByteBuffer, ticket: Int?) -> (Step, wake: [CheckedContinuation<Void, Never>]) {
         lock.withLock {
-            if closed { return .closed }
+            if closed { return (.closed, []) }
+            if let ticket {
+                guard canTake(bytes.readableBytes, ticket: ticket) else { return (.wait, []) }
+                serving += 1
+            }
+            // The next ticket may go in now: let the waiting writers look.
+            let wake = ticket == nil ? [] : writers
+            if ticket != nil { writers = [] }
+            _bytesAccepted += bytes.readableBytes
             if let r = reader {
                 reader = nil
                 _chunksRead += 1
-                _bytesAccepted += bytes.readableBytes
-                return .handOff(r)
+                return (.handOff(r), wake)
             }
-            guard ignoringCapacity || buffered == 0 || buffered + bytes.readableBytes <= capacity else { return .wait }
-            _bytesAccepted += bytes.readableBytes
             chunks.append(bytes)
             buffered += bytes.readableBytes
-            return .done
+            return (.done, wake)
         }
+    }
+
+    private func canTake(_ count: Int, ticket: Int) -> Bool {
+        ticket == serving && (reader != nil || buffered == 0 || buffered + count <= capacity)
     }
 
     /// Writes without waiting for room (for the peer's own sends, kept in order).
     func writeNow(_ bytes: ByteBuffer) throws {
-        switch offer(bytes, ignoringCapacity: true) {
+        switch offer(bytes, ticket: nil).0 {
         case .closed: throw TransportError.closedByPeer
         case .handOff(let r): r.resume(returning: bytes)
         case .done, .wait: break
@@ -66,8 +82,13 @@ final class BytePipe: @unchecked Sendable {
     }
 
     func write(_ bytes: ByteBuffer) async throws {
+        let ticket = lock.withLock { () -> Int in
+            defer { nextTicket += 1 }
+            return nextTicket
+        }
         while true {
-            let step = offer(bytes, ignoringCapacity: false)
+            let (step, wake) = offer(bytes, ticket: ticket)
+            for w in wake { w.resume() }
             switch step {
             case .done: return
             case .closed: throw TransportError.closedByPeer
@@ -75,7 +96,7 @@ final class BytePipe: @unchecked Sendable {
             case .wait:
                 await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                     let now: Bool = lock.withLock {
-                        if closed || buffered + bytes.readableBytes <= capacity { return true }
+                        if closed || canTake(bytes.readableBytes, ticket: ticket) { return true }
                         writers.append(c)
                         return false
                     }

@@ -16,8 +16,8 @@ final class SessionSeries {
 
     static func key(_ s: SessionSample) -> String { "\(s.assignment)\u{0}\(s.endpoint)" }
 
-    static let allStates: [AssignmentState] = [.waitingForDevice, .connecting, .connected, .backoff, .displaced,
-                                               .rejected, .error]
+    /// Every state, waiting-for-vm (libvirt) included: one gauge each.
+    static let allStates = AssignmentState.allCases
 
     init(_ sample: SessionSample, factory: any MetricsFactory) {
         let dims = [("assignment", sample.assignment), ("endpoint", sample.endpoint)]

@@ -2,7 +2,7 @@ import Common
 import Foundation
 
 /// The state of one assignment, as `status` reports it.
-public enum AssignmentState: String, Sendable, Codable {
+public enum AssignmentState: String, Sendable, Codable, CaseIterable {
     case waitingForDevice = "waiting-for-device"
     /// A libvirt domain that is not running (last_error says which state).
     case waitingForVM = "waiting-for-vm"
