@@ -84,11 +84,13 @@ import TestSupport
         #expect(output.contains("expected HOST:PORT such as 127.0.0.1:9477"), "\(output)")
     }
 
+    /// The first page that shows the sessions: /metrics answers from the
+    /// start, the sessions appear with the first reconcile pass.
     func waitForPage(port: Int, _ apply: BackgroundProcess) async throws -> String {
         var page: String?
-        try await waitFor("apply to serve /metrics on \(port)", timeout: 20, interval: 0.05) {
+        try await waitFor("apply to serve its sessions on /metrics on \(port)", timeout: 20, interval: 0.05) {
             page = Metrics.request(port: port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            return page?.isEmpty == false
+            return page?.contains("usbredir_session_state{") == true
         }
         return page ?? ""
     }
