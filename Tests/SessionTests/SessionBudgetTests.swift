@@ -14,10 +14,7 @@ struct SessionBudgetTests {
     static let request = 64 * 1024
 
     @Test func repliesWaitingForAPeerThatStopsReadingCountAgainstTheBudget() async throws {
-        var limits = SessionLimits()
-        limits.maxBytesInFlight = 2 * Self.request
-        let device = EagerDevice()
-        let (rig, _) = try await Rig.connected(device, limits: limits)
+        let (rig, device, limits) = try await Self.connected()
         let peer = rig.peer
         await peer.stopReading()
         let acceptedBefore = peer.toPeer.bytesAccepted
@@ -36,10 +33,7 @@ struct SessionBudgetTests {
     }
 
     @Test func aReceivingStreamCountsAgainstTheBudget() async throws {
-        var limits = SessionLimits()
-        limits.maxBytesInFlight = 2 * Self.request
-        let device = EagerDevice()
-        let (rig, _) = try await Rig.connected(device, limits: limits)
+        let (rig, device, limits) = try await Self.connected()
         let peer = rig.peer
         // Buffered bulk receiving on 0x84, one request's worth per packet.
         let start = try await peer.request(.startBulkReceiving(.init(streamID: 0, bytesPerTransfer: UInt32(Self.request),
@@ -61,6 +55,15 @@ struct SessionBudgetTests {
         #expect(held <= limits.maxBytesInFlight, "held \(held) bytes, budget \(limits.maxBytesInFlight)")
         try await Self.readEverything(peer, ids)
         try await rig.finish()
+    }
+
+    /// A session over an EagerDevice with a budget of two requests.
+    static func connected() async throws -> (Rig, EagerDevice, SessionLimits) {
+        var limits = SessionLimits()
+        limits.maxBytesInFlight = 2 * request
+        let device = EagerDevice()
+        let (rig, _) = try await Rig.connected(device, limits: limits)
+        return (rig, device, limits)
     }
 
     static func sendBulkIns(_ peer: GuestPeer, endpoints: [UInt8], rounds: Int) async throws -> [UInt64] {
