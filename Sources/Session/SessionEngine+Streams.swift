@@ -6,7 +6,7 @@ import USBRedirProtocol
 /// buffered bulk receiving, and bulk stream allocation. Each receiving stream
 /// is a loop on its own task that reads the device and sends what it gets;
 /// each packet holds a permit of the session's budget from before the read
-/// until it is written, so streams count with the transfers in flight.
+/// until the outbox has written it, so streams count with the transfers in flight.
 extension SessionEngine {
     func handleStreamControl(_ message: USBRedirMessage, id: UInt64) async {
         switch message {
@@ -84,8 +84,8 @@ extension SessionEngine {
                 let epoch = await self.acquirePermit(bytes: bytes)
                 guard !Task.isCancelled else { return await self.releasePermit(bytes, epoch: epoch) }
                 let message = await next(self, device)
-                let failed = Task.isCancelled ? true : await self.deliverStreamPacket(message, generation: generation)
-                await self.releasePermit(bytes, epoch: epoch)
+                let permit = Outbox.Permit(bytes: bytes, epoch: epoch)
+                let failed = await self.deliverStreamPacket(message, generation: generation, releasing: permit)
                 // A failing endpoint is retried gently rather than spun on.
                 if failed { try? await Task.sleep(nanoseconds: 10_000_000) }
             }
@@ -102,10 +102,15 @@ extension SessionEngine {
     }
 
     /// Sends one packet of a receiving stream; true when its status was a failure.
-    private func deliverStreamPacket(_ message: USBRedirMessage, generation: Int) async -> Bool {
+    private func deliverStreamPacket(_ message: USBRedirMessage, generation: Int, releasing permit: Outbox.Permit) -> Bool {
         // Called from the stream's task: once stopped, nothing more is sent,
-        // even if the stop came while this packet waited for the actor.
-        guard generation == self.generation, !Task.isCancelled else { return true }
+        // even if the stop came while this packet waited for the actor. The
+        // check and the queueing happen in one turn of the actor, so a packet
+        // queued here is ahead of any stop status.
+        guard generation == self.generation, !Task.isCancelled else {
+            budget.release(permit.bytes, epoch: permit.epoch)
+            return true
+        }
         let (status, length): (UInt8, Int) = switch message {
         case .interruptPacket(let p): (p.status, Int(p.length))
         case .isoPacket(let p): (p.status, Int(p.length))
@@ -118,7 +123,7 @@ extension SessionEngine {
         } else {
             countError(USBRedirStatus(rawValue: status) ?? .ioError)
         }
-        await send(message, id: nextStreamPacketID())
+        enqueue(message, id: nextStreamPacketID(), releasing: permit)
         return status != 0
     }
 

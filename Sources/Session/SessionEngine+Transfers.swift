@@ -73,7 +73,7 @@ extension SessionEngine {
     /// Replies to a finished job and returns the lane's next one; parks the
     /// worker while the lane is empty. nil ends the worker.
     private func finish(_ job: TransferJob, _ result: USBTransferResult) async -> TransferJob? {
-        await complete(job, result)
+        complete(job, result)
         guard job.generation == generation, var lane = lanes[job.endpoint] else { return nil }
         lane.running = nil
         if lane.workerCancelled {
@@ -101,7 +101,7 @@ extension SessionEngine {
             if inFlight[job.id]?.cancelled ?? false {
                 lanes[endpoint] = lane
                 // Cancelled while it waited: answered without the device.
-                await complete(job, .failed(.cancelled))
+                complete(job, .failed(.cancelled))
                 continue
             }
             lane.running = job.id
@@ -112,16 +112,20 @@ extension SessionEngine {
     }
 
     /// Replies to a finished transfer. Its permit is released only once the
-    /// reply is written: a reply waiting for a peer that does not read holds
+    /// reply is written (by the outbox): a reply waiting for a peer that does not read holds
     /// its bytes, and they count against the budget until they are gone.
-    private func complete(_ job: TransferJob, _ result: USBTransferResult) async {
-        defer { budget.release(job.reservedBytes, epoch: job.gateEpoch) }
-        guard inFlight.removeValue(forKey: job.id) != nil, job.generation == generation else { return }
+    private func complete(_ job: TransferJob, _ result: USBTransferResult) {
+        let permit = Outbox.Permit(bytes: job.reservedBytes, epoch: job.gateEpoch)
+        guard inFlight.removeValue(forKey: job.id) != nil, job.generation == generation else {
+            return budget.release(permit.bytes, epoch: permit.epoch)
+        }
         if result.status == .noDevice {
             logger.warning("device stopped answering during a transfer")
         }
         count(job, result)
-        await send(job.reply(result), id: job.id)
+        // Queued, not awaited: the lane goes on to its next job while the
+        // writer task takes the reply; the budget bounds what is queued.
+        enqueue(job.reply(result), id: job.id, releasing: permit)
     }
 
     private func count(_ job: TransferJob, _ r: USBTransferResult) {

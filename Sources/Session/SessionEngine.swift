@@ -31,6 +31,7 @@ actor SessionEngine {
     var inFlight: [UInt64: InFlight] = [:]
     var streams: [UInt8: Task<Void, Never>] = [:]
     var streamPacketID: UInt64 = 0
+    var outbox = Outbox(connection: 0)
     var lastError: String?
 
     init(logger: Logger, limits: SessionLimits) {
@@ -43,6 +44,8 @@ actor SessionEngine {
 
     func begin(writer: any USBRedirByteWriter) {
         self.writer = writer
+        shutOutbox()   // an earlier connection's, should `end` not have run
+        outbox = Outbox(connection: outbox.connection + 1)
         negotiation = nil
         link = .awaitingHello
         peerFilter = nil
@@ -52,6 +55,7 @@ actor SessionEngine {
     /// stays plugged, to be announced on the next connection.
     func end(reason: String?) async {
         writer = nil
+        shutOutbox()
         negotiation = nil
         if link != .rejected { link = .offline }   // a rejection stays for status
         await stopDeviceWork()
@@ -147,41 +151,6 @@ actor SessionEngine {
         return USBRedirFilter.check(rules, deviceClass: d.deviceClass,
                                     interfaceClasses: interfaces.map { ($0.interfaceClass, $0.interfaceSubclass, $0.interfaceProtocol) },
                                     vendor: d.vendorID, product: d.productID, version: d.deviceVersion)
-    }
-
-    // MARK: Sending
-
-    func send(_ message: USBRedirMessage, id: UInt64 = 0) async {
-        guard let writer, let negotiation else { return }
-        var header = ByteBuffer()
-        do {
-            // Header and payload go out as two slices: the payload (a device
-            // buffer, a slice of the stick's read) is never copied here.
-            let data = try header.writeUSBRedirPacketHeader(USBRedirPacket(id: id, message), negotiation: negotiation)
-            if let data, data.readableBytes > 0 {
-                try await writer.write(parts: [header, data], compressible: compressible)
-            } else {
-                try await writer.write(header, compressible: compressible)
-            }
-        } catch {
-            logger.debug("send failed", metadata: ["type": "\(message.type)", "error": "\(error)"])
-        }
-    }
-
-    /// `send`, bounded: when the write has not completed after the deadline
-    /// (a peer that stopped reading), the connection is closed, which ends
-    /// the write. Returns whether it completed in time.
-    func send(_ message: USBRedirMessage, deadlineNanoseconds: UInt64) async -> Bool {
-        guard let writer else { return false }
-        let expired = ExpiryFlag()
-        let watchdog = Task {
-            try await Task.sleep(nanoseconds: deadlineNanoseconds)
-            expired.set()
-            writer.close()
-        }
-        await send(message)
-        watchdog.cancel()
-        return !expired.isSet
     }
 
     func nextStreamPacketID() -> UInt64 {
