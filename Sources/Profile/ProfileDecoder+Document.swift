@@ -377,7 +377,7 @@ extension ProfileDecoder {
         var device = VirtualDevice(kind: kind)
         var valid = true
         if kind == .sourceSink {
-            for key in ["image", "read-only"] {
+            for key in ["image", "read-only", "speed"] {
                 if let extra = fields[key] {
                     error("\(key) applies to mass-storage devices only", at: extra.entryLocation)
                     valid = false
@@ -394,6 +394,9 @@ extension ProfileDecoder {
         }
         if let readOnly = fields["read-only"] {
             if let value = bool(readOnly) { device.readOnly = value } else { valid = false }
+        }
+        if let speed = fields["speed"] {
+            if let value: VirtualDevice.Speed = choice(speed, "stick speed") { device.speed = value } else { valid = false }
         }
         // A writable stick needs a writable image; say so now, not at apply time.
         if valid, checkFiles, !device.readOnly, let path = device.image, let imageField = fields["image"],

@@ -8,7 +8,8 @@ enum VirtualDeviceFactory {
         switch v.kind {
         case .massStorage:
             guard let image = v.image else { throw DeviceError.notFound("mass-storage device '\(name)' has no image") }
-            return try MassStorageDevice(imagePath: image, readOnly: v.readOnly, serial: serial(for: name))
+            return try MassStorageDevice(imagePath: image, readOnly: v.readOnly, serial: serial(for: name),
+                                          superSpeed: v.speed == .super)
         case .sourceSink:
             return SourceSinkDevice(serial: serial(for: name))
         }

@@ -6,17 +6,20 @@ struct GuestResults {
     var mbps: [String: [String: [Double]]] = [:]   // op -> dev -> per round
     var errors: [String] = []
     let rounds: Int, mib: Int
+    /// What our stick announced (super or high).
+    let speed: String
     func med(_ op: String, _ dev: String) -> Double { median(mbps[op]?[dev] ?? []) }
     func ratio(_ op: String) -> Double { med(op, "ours") / med(op, "native") }
 }
 
-func runGuest(_ config: BenchConfig) throws -> GuestResults {
+func runGuest(_ config: BenchConfig, speed: String) throws -> GuestResults {
     let rounds = config.quick ? 1 : 3, mib = 64
-    progress("guest: one boot, \(rounds) round(s): read then write \(mib) MiB of each stick (ours over SPICE, QEMU's usb-storage)")
-    let child = try Child("/bin/bash", [config.guestScript, config.usbredir, config.outDir + "/guest", "\(rounds)", "\(mib)"],
-                          captureStdout: true)
+    progress("guest: one boot, \(rounds) round(s): read then write \(mib) MiB of each stick "
+             + "(ours over SPICE announced at \(speed) speed, QEMU's usb-storage)")
+    let child = try Child("/bin/bash", [config.guestScript, config.usbredir, config.outDir + "/guest-\(speed)",
+                                        "\(rounds)", "\(mib)", speed], captureStdout: true)
     let (status, text) = child.output()
-    var r = GuestResults(rounds: rounds, mib: mib)
+    var r = GuestResults(rounds: rounds, mib: mib, speed: speed)
     for line in text.split(separator: "\n") {
         if line.hasPrefix("GUEST error") { r.errors.append(String(line.dropFirst("GUEST error ".count))); continue }
         guard line.hasPrefix("GUEST ") else { continue }
@@ -28,15 +31,24 @@ func runGuest(_ config: BenchConfig) throws -> GuestResults {
     return r
 }
 
-func printGuest(_ g: GuestResults?) {
+/// One block per boot (our stick at super, then high speed), then what the
+/// SuperSpeed announcement gains: the ratio of the two boots' ratios to
+/// native (each boot is its own reference, so load between them cancels).
+func printGuest(_ boots: [GuestResults]) {
     print("")
-    guard let g else { print("== guest view: not measured"); return }
-    print("== guest view: test guest on qemu-xhci (TCG), \(g.mib) MiB dd O_DIRECT, median of \(g.rounds) round(s), "
-          + "ours and native in turn in one boot")
-    for (op, what) in [("read", "read (dd iflag=direct)"), ("write", "write (dd oflag=direct, fsync)")] {
-        print(pad("   " + what, 36) + " ours (SPICE usbredir) " + lpad(fmt(g.med(op, "ours")), 8) + " MB/s"
-              + "   native usb-storage " + lpad(fmt(g.med(op, "native")), 8) + " MB/s"
-              + "   ratio " + fmt(g.ratio(op), 2) + "x")
+    guard !boots.isEmpty else { print("== guest view: not measured"); return }
+    for g in boots {
+        print("== guest view: test guest on qemu-xhci (TCG), our stick at \(g.speed) speed, \(g.mib) MiB dd O_DIRECT, "
+              + "median of \(g.rounds) round(s), ours and native in turn in one boot")
+        for (op, what) in [("read", "read (dd iflag=direct)"), ("write", "write (dd oflag=direct, fsync)")] {
+            print(pad("   " + what, 36) + " ours (SPICE usbredir) " + lpad(fmt(g.med(op, "ours")), 8) + " MB/s"
+                  + "   native usb-storage " + lpad(fmt(g.med(op, "native")), 8) + " MB/s"
+                  + "   ratio " + fmt(g.ratio(op), 2) + "x")
+        }
+        for e in g.errors { print("   error: \(e)") }
     }
-    for e in g.errors { print("   error: \(e)") }
+    if let s = boots.first(where: { $0.speed == "super" }), let h = boots.first(where: { $0.speed == "high" }) {
+        print("   SuperSpeed announcement gains: reads " + fmt(s.ratio("read") / h.ratio("read"), 2) + "x, writes "
+              + fmt(s.ratio("write") / h.ratio("write"), 2) + "x (ratio to native, super over high)")
+    }
 }

@@ -148,16 +148,20 @@ if !config.skip.contains("footprint") {
 }
 printFootprint(footprint, engine: engine)
 
-var guest: GuestResults?
+// The stick's default (SuperSpeed) is what the targets judge; the high-speed
+// boot shows what the announcement is worth.
+var guestBoots: [GuestResults] = []
 if !config.skip.contains("guest") {
     if config.guestScript.isEmpty {
         print("== guest view: FAILED: --guest-script is required")
     } else {
-        do { guest = try runGuest(config) } catch { print("== guest view: FAILED: \(error)") }
+        for speed in ["super", "high"] {
+            do { guestBoots.append(try runGuest(config, speed: speed)) } catch { print("== guest view (\(speed)): FAILED: \(error)") }
+        }
     }
 }
-printGuest(guest)
+printGuest(guestBoots)
 
-printVerdicts(engine: engine, guest: guest, footprint: footprint)
+printVerdicts(engine: engine, guest: guestBoots.first { $0.speed == "super" }, footprint: footprint)
 print("")
 print("usbredir-bench: done in \(fmt(Date().timeIntervalSince(started), 0)) s")

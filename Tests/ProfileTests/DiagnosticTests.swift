@@ -530,6 +530,19 @@ import Testing
             """) == ["p.yaml:12:7: error: read-only applies to mass-storage devices only"])
     }
 
+    @Test func stickSpeeds() throws {
+        #expect(try diagnostics(head + """
+              - name: a
+                to: vm1
+                virtual: {kind: mass-storage, image: a.img, speed: supper}
+            """, files: ["a.img": ""]) == ["p.yaml:10:56: error: unknown stick speed 'supper'; did you mean 'super'?"])
+        #expect(try diagnostics(head + """
+              - name: a
+                to: vm1
+                virtual: {kind: source-sink, speed: high}
+            """) == ["p.yaml:10:35: error: speed applies to mass-storage devices only"])
+    }
+
     @Test func unknownVirtualKey() throws {
         #expect(try diagnostics(head + """
               - name: a

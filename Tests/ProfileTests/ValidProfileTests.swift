@@ -119,6 +119,22 @@ import Testing
                                                                         image: scratch.path("s.img"), readOnly: false)))
     }
 
+    @Test func aStickIsSuperSpeedUnlessToldHighSpeed() throws {
+        let scratch = try Scratch(files: ["s.img": "", "t.img": ""])
+        let result = try scratch.load("""
+            version: 1
+            endpoints: {vm1: {spice: "localhost:5930"}}
+            devices:
+              - {name: s, to: vm1, virtual: {kind: mass-storage, image: s.img}}
+              - {name: t, to: vm1, virtual: {kind: mass-storage, image: t.img, speed: high}}
+            """)
+        let profile = try #require(result.profile, "\(result.diagnostics)")
+        #expect(profile.devices.map(\.source) == [
+            .virtual(VirtualDevice(kind: .massStorage, image: scratch.path("s.img"), speed: .super)),
+            .virtual(VirtualDevice(kind: .massStorage, image: scratch.path("t.img"), speed: .high)),
+        ])
+    }
+
     @Test func relativePathsStartFromTheProfilesFolder() throws {
         // The profile lives in conf/; its files in conf/keys and in the
         // scratch folder's images/, named with `..`; the working directory

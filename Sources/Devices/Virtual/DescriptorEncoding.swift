@@ -5,6 +5,7 @@ import NIOCore
 enum DescriptorEncoding {
     static let deviceType: UInt8 = 1, configType: UInt8 = 2, stringType: UInt8 = 3
     static let interfaceType: UInt8 = 4, endpointType: UInt8 = 5
+    static let bosType: UInt8 = 15, capabilityType: UInt8 = 16, companionType: UInt8 = 48
 
     /// String indexes: 1 manufacturer, 2 product, 3 serial (0 = none).
     static func device(_ d: USBDeviceDescriptor) -> [UInt8] {
@@ -16,7 +17,9 @@ enum DescriptorEncoding {
         return b
     }
 
-    static func configuration(_ c: USBConfigurationDescriptor) -> [UInt8] {
+    /// With `superSpeed`, each endpoint is followed by its SuperSpeed
+    /// companion (USB 3.2, 9.6.7): bulk endpoints burst 16 packets.
+    static func configuration(_ c: USBConfigurationDescriptor, superSpeed: Bool = false) -> [UInt8] {
         var body: [UInt8] = []
         let interfaceCount = Set(c.interfaces.map(\.number)).count
         for i in c.interfaces {
@@ -24,12 +27,22 @@ enum DescriptorEncoding {
                      i.interfaceClass, i.interfaceSubclass, i.interfaceProtocol, 0]
             for e in i.endpoints {
                 body += [7, endpointType, e.address, e.type.rawValue] + le16(e.maxPacketSize) + [e.interval]
+                if superSpeed { body += [6, companionType, e.type == .bulk ? 15 : 0, 0, 0, 0] }
             }
         }
         let total = UInt16(9 + body.count)
         return [9, configType] + le16(total)
             + [UInt8(interfaceCount), c.value, 0, c.attributes, UInt8(min(255, c.maxPowerMilliamps / 2))] + body
     }
+
+    /// The BOS of a SuperSpeed device (USB 3.2, 9.6.2): a USB 2.0 extension
+    /// (no LPM: nothing to save on a virtual link) and the SuperSpeed capability (full, high and super supported).
+    static let superSpeedBOS: [UInt8] = {
+        let usb2Extension: [UInt8] = [7, capabilityType, 2, 0, 0, 0, 0]
+        let superSpeed: [UInt8] = [10, capabilityType, 3, 0, 0x0e, 0, 1, 0x0a, 0xff, 0x07]
+        let total = 5 + usb2Extension.count + superSpeed.count
+        return [5, bosType] + le16(UInt16(total)) + [2] + usb2Extension + superSpeed
+    }()
 
     /// String descriptor `index` (0 = the language list: US English).
     static func string(index: UInt8, of d: USBDeviceDescriptor) -> [UInt8]? {

@@ -11,10 +11,14 @@ public struct VirtualDeviceCore: Sendable {
     var altSettings: [UInt8: UInt8] = [:]
     var halted: Set<UInt8> = []
 
-    init(descriptor: USBDeviceDescriptor, configuration: USBConfigurationDescriptor) {
+    /// USB 3.0 descriptors: endpoint companions and a BOS.
+    let superSpeed: Bool
+
+    init(descriptor: USBDeviceDescriptor, configuration: USBConfigurationDescriptor, superSpeed: Bool = false) {
         self.descriptor = descriptor
         self.configuration = configuration
         self.configurationValue = configuration.value
+        self.superSpeed = superSpeed
     }
 
     var activeConfiguration: USBConfigurationDescriptor? {
@@ -86,8 +90,10 @@ public struct VirtualDeviceCore: Sendable {
     func descriptorBytes(type: UInt8, index: UInt8) -> [UInt8]? {
         switch type {
         case DescriptorEncoding.deviceType: DescriptorEncoding.device(descriptor)
-        case DescriptorEncoding.configType: index == 0 ? DescriptorEncoding.configuration(configuration) : nil
+        case DescriptorEncoding.configType:
+            index == 0 ? DescriptorEncoding.configuration(configuration, superSpeed: superSpeed) : nil
         case DescriptorEncoding.stringType: DescriptorEncoding.string(index: index, of: descriptor)
+        case DescriptorEncoding.bosType: superSpeed ? DescriptorEncoding.superSpeedBOS : nil
         default: nil
         }
     }

@@ -6,12 +6,13 @@
 # scripts/guest/init) reads, then writes, MIB MiB of each disk in turn, for
 # ROUNDS rounds (dd O_DIRECT; writes with fsync).
 #
-# Usage: guest-bench.sh USBREDIR_BINARY OUTDIR [ROUNDS] [MIB]
+# Usage: guest-bench.sh USBREDIR_BINARY OUTDIR [ROUNDS] [MIB] [SPEED]
+# SPEED is what our stick announces: super (the default) or high.
 # Prints one line per measurement on stdout:
 #   GUEST op=read|write dev=ours|native round=K mbps=X
 # and "GUEST error ..." when something failed. Progress on stderr.
 set -euo pipefail
-usbredir=$1 out=$2 rounds=${3:-3} mib=${4:-64}
+usbredir=$1 out=$2 rounds=${3:-3} mib=${4:-64} speed=${5:-super}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
 log() { echo "bench: guest: $*" >&2; }
@@ -46,6 +47,7 @@ devices:
       kind: mass-storage
       image: ours.img
       read-only: false
+      speed: $speed
 EOF
 
 qemu="" apply=""
