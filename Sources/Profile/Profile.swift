@@ -231,8 +231,10 @@ public struct VirtualDevice: Sendable, Hashable {
     }
 
     /// The USB speed a mass-storage stick announces. SuperSpeed lets a guest
-    /// on xhci send 1 MiB SCSI commands (120 KiB at high speed),
-    /// so a read costs fewer round trips; QEMU still attaches it on ehci.
+    /// on xhci send 1 MiB SCSI commands (120 KiB at high speed), so a read
+    /// costs fewer round trips; but QEMU attaches a usbredir device to an
+    /// ehci or uhci port at the port's speed without adapting its ep0
+    /// (bMaxPacketSize0 9), and the guest refuses it there: high by default.
     public enum Speed: String, Sendable, Hashable, CaseIterable {
         case high
         case `super`
@@ -244,7 +246,7 @@ public struct VirtualDevice: Sendable, Hashable {
     public var readOnly: Bool
     public var speed: Speed
 
-    public init(kind: Kind, image: String? = nil, readOnly: Bool = false, speed: Speed = .super) {
+    public init(kind: Kind, image: String? = nil, readOnly: Bool = false, speed: Speed = .high) {
         self.kind = kind
         self.image = image
         self.readOnly = readOnly

@@ -540,7 +540,7 @@ import Testing
               - name: a
                 to: vm1
                 virtual: {kind: source-sink, speed: high}
-            """) == ["p.yaml:10:35: error: speed applies to mass-storage devices only"])
+            """) == ["p.yaml:10:34: error: speed applies to mass-storage devices only"])
     }
 
     @Test func unknownVirtualKey() throws {

@@ -119,19 +119,19 @@ import Testing
                                                                         image: scratch.path("s.img"), readOnly: false)))
     }
 
-    @Test func aStickIsSuperSpeedUnlessToldHighSpeed() throws {
+    @Test func aStickIsHighSpeedUnlessToldSuper() throws {
         let scratch = try Scratch(files: ["s.img": "", "t.img": ""])
         let result = try scratch.load("""
             version: 1
             endpoints: {vm1: {spice: "localhost:5930"}}
             devices:
               - {name: s, to: vm1, virtual: {kind: mass-storage, image: s.img}}
-              - {name: t, to: vm1, virtual: {kind: mass-storage, image: t.img, speed: high}}
+              - {name: t, to: vm1, virtual: {kind: mass-storage, image: t.img, speed: super}}
             """)
         let profile = try #require(result.profile, "\(result.diagnostics)")
         #expect(profile.devices.map(\.source) == [
-            .virtual(VirtualDevice(kind: .massStorage, image: scratch.path("s.img"), speed: .super)),
-            .virtual(VirtualDevice(kind: .massStorage, image: scratch.path("t.img"), speed: .high)),
+            .virtual(VirtualDevice(kind: .massStorage, image: scratch.path("s.img"), speed: .high)),
+            .virtual(VirtualDevice(kind: .massStorage, image: scratch.path("t.img"), speed: .super)),
         ])
     }
 

@@ -2,10 +2,10 @@ import NIOCore
 import Testing
 @testable import Devices
 
-/// The stick announces SuperSpeed by default: USB 3.0 device descriptor,
-/// SuperSpeed endpoint companions and a BOS, so a Linux guest on xhci treats
-/// it as a USB 3 disk (1 MiB commands). A high-speed stick has none of them.
-/// Whether a guest enumerates both is shown end to end on xhci and ehci
+/// A SuperSpeed stick has a USB 3.0 device descriptor, SuperSpeed endpoint
+/// companions and a BOS, so a Linux guest on xhci treats it as a USB 3 disk
+/// (1 MiB commands). A high-speed stick (the default) has none of them.
+/// A guest enumerating and reading both is shown end to end
 /// (VirtualStickEndToEndTests).
 @Suite("StickSpeedTests")
 struct StickSpeedTests {
@@ -16,7 +16,8 @@ struct StickSpeedTests {
     }
 
     @Test func aSuperSpeedStickDescribesItselfAsUSB3() async throws {
-        let stick = try MassStorageDevice(imagePath: try makeStickImage(blocks: 64), readOnly: true, serial: "SS")
+        let stick = try MassStorageDevice(imagePath: try makeStickImage(blocks: 64), readOnly: true, serial: "SS",
+                                          superSpeed: true)
         #expect(stick.speed == .super)
         let device = try #require(await Self.descriptor(stick, type: 1))
         #expect(device[2] == 0x00 && device[3] == 0x03, "bcdUSB 3.00")
@@ -42,8 +43,7 @@ struct StickSpeedTests {
     }
 
     @Test func aHighSpeedStickHasNoUSB3Descriptors() async throws {
-        let stick = try MassStorageDevice(imagePath: try makeStickImage(blocks: 64), readOnly: true, serial: "HS",
-                                          superSpeed: false)
+        let stick = try MassStorageDevice(imagePath: try makeStickImage(blocks: 64), readOnly: true, serial: "HS")
         #expect(stick.speed == .high)
         let device = try #require(await Self.descriptor(stick, type: 1))
         #expect(device[2] == 0x00 && device[3] == 0x02 && device[7] == 64)

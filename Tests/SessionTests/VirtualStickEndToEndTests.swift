@@ -9,14 +9,16 @@ import TestSupport
 struct VirtualStickEndToEndTests {
     static let readMiB = 64
 
-    func readTest(_ link: GuestLink, label: String) async throws {
+    func readTest(_ link: GuestLink, label: String, superSpeed: Bool = false) async throws {
         let dir = try makeTemporaryDirectory("usbredir-e2e")
         let image = try makeRandomImage(mib: Self.readMiB, in: dir)
         let session = RedirectionSession(name: "stick", logger: testLogger)
-        try await session.plug(MassStorageDevice(imagePath: image, readOnly: true, serial: "E2E0001"))
+        try await session.plug(MassStorageDevice(imagePath: image, readOnly: true, serial: "E2E0001", superSpeed: superSpeed))
         let (report, _) = try await runGuest(append: "usbtest=read usbtest.mib=\(Self.readMiB)", link: link, session: session)
         #expect(report.value("sha256") == (try sha256(ofFile: image)), "guest report:\n\(report)")
-        #expect(report.has("usb-device 0525:a4a5"), "guest report:\n\(report)")
+        // The speed the guest's kernel gave the device (Mb/s, sysfs).
+        #expect(report.line("usb-device 0525:a4a5")?.hasSuffix("speed=\(superSpeed ? 5000 : 480)") == true,
+                "guest report:\n\(report)")
         let counters = await session.counters
         #expect(counters.bytesIn >= Self.readMiB << 20)
         print("E2E \(label): guest read \(Self.readMiB) MiB at \(report.value("mbps") ?? "?") MB/s")
@@ -24,6 +26,11 @@ struct VirtualStickEndToEndTests {
 
     @Test func guestReadsA64MiBStickOverSpiceOnXHCI() async throws {
         try await readTest(.spice(controller: "qemu-xhci"), label: "spice/qemu-xhci")
+    }
+
+    /// SuperSpeed on xhci: the guest sends 1 MiB commands.
+    @Test func guestReadsA64MiBSuperSpeedStickOverSpiceOnXHCI() async throws {
+        try await readTest(.spice(controller: "qemu-xhci"), label: "spice/qemu-xhci, SuperSpeed stick", superSpeed: true)
     }
 
     @Test func guestReadsA64MiBStickOverSpiceOnEHCI() async throws {
@@ -48,17 +55,27 @@ struct VirtualStickEndToEndTests {
     }
 
     @Test func guestWritesReachTheImageFile() async throws {
+        try await writeTest(superSpeed: false)
+    }
+
+    /// 1 MiB WRITE commands, their data in many bulk OUT packets.
+    @Test func guestWritesReachTheImageFileOfASuperSpeedStick() async throws {
+        try await writeTest(superSpeed: true)
+    }
+
+    func writeTest(superSpeed: Bool) async throws {
         let dir = try makeTemporaryDirectory("usbredir-e2e-write")
         let image = try makeRandomImage(mib: 32, in: dir)
         let session = RedirectionSession(name: "stick", logger: testLogger)
-        try await session.plug(MassStorageDevice(imagePath: image, readOnly: false, serial: "E2E0002"))
+        try await session.plug(MassStorageDevice(imagePath: image, readOnly: false, serial: "E2E0002", superSpeed: superSpeed))
         let (report, _) = try await runGuest(append: "usbtest=write usbtest.mib=16 usbtest.seed=e2e", link: .spice(controller: "qemu-xhci"),
                                              session: session)
         #expect(report.has("write-status=ok"), "guest report:\n\(report)")
         await session.unplug()
         let expected = try guestPatternSHA256(seed: "e2e", mib: 16)
         #expect(try sha256(ofFile: image, bytes: 16 << 20) == expected)
-        print("E2E write over spice/qemu-xhci: \(report.line("written") ?? "?")")
+        #expect(report.line("usb-device 0525:a4a5")?.hasSuffix("speed=\(superSpeed ? 5000 : 480)") == true)
+        print("E2E write over spice/qemu-xhci\(superSpeed ? ", SuperSpeed stick" : ""): \(report.line("written") ?? "?")")
     }
 
     @Test func aReadOnlyStickRefusesWritesAndTheFileIsUnchanged() async throws {

@@ -1,9 +1,11 @@
 import NIOCore
 
 /// A mass-storage stick over a raw image file: Bulk-Only Transport with the
-/// SCSI transparent command set (design.md). SuperSpeed by default (USB 3.0
-/// descriptors, BOS, endpoint companions), so a Linux guest on xhci sends it
-/// 1 MiB commands instead of 120 KiB ones; high speed on request.
+/// SCSI transparent command set (design.md). High speed, or SuperSpeed on
+/// request (USB 3.0 descriptors, BOS, endpoint companions), so a Linux guest
+/// on xhci sends it 1 MiB commands instead of 120 KiB ones. A SuperSpeed
+/// stick works on xhci only: QEMU attaches it to an ehci port at high speed
+/// but leaves bMaxPacketSize0 at 9, which a high-speed guest refuses.
 public actor MassStorageDevice: VirtualUSBDevice {
     public static let vendorID: UInt16 = 0x0525
     public static let productID: UInt16 = 0xa4a5
@@ -24,7 +26,7 @@ public actor MassStorageDevice: VirtualUSBDevice {
     var readAhead: ReadAhead?
     var scsi: SCSIState
 
-    public init(imagePath: String, readOnly: Bool, serial: String, superSpeed: Bool = true) throws {
+    public init(imagePath: String, readOnly: Bool, serial: String, superSpeed: Bool = false) throws {
         image = try ImageFile(path: imagePath, readOnly: readOnly)
         self.imagePath = imagePath
         self.readOnly = readOnly
@@ -33,8 +35,7 @@ public actor MassStorageDevice: VirtualUSBDevice {
         d.manufacturer = "usbredir"
         d.product = "Virtual Disk"
         d.serial = serial
-        // USB 3.0: ep0 is 2^9 bytes, bulk packets 1024. QEMU rewrites ep0 to
-        // 64 for a guest behind a high-speed controller.
+        // USB 3.0: ep0 is 2^9 bytes, bulk packets 1024.
         if superSpeed { (d.usbVersion, d.maxPacketSize0) = (0x0300, 9) }
         descriptor = d
         let packet: UInt16 = superSpeed ? 1024 : 512

@@ -7,7 +7,7 @@
 # ROUNDS rounds (dd O_DIRECT; writes with fsync).
 #
 # Usage: guest-bench.sh USBREDIR_BINARY OUTDIR [ROUNDS] [MIB] [SPEED]
-# SPEED is what our stick announces: super (the default) or high.
+# SPEED is what our stick announces: super (this script's default: the VM is on xhci) or high.
 # Prints one line per measurement on stdout:
 #   GUEST op=read|write dev=ours|native round=K mbps=X
 # and "GUEST error ..." when something failed. Progress on stderr.
