@@ -22,28 +22,53 @@ public struct USBRedirParser: Sendable {
     public private(set) var negotiation: USBRedirNegotiation
     private var state: State = .awaitingHeader
     private var buffer: ByteBuffer
+    /// Bytes that arrived after the packet `buffer` is completing: adopted
+    /// as they are and parsed once that packet is out.
+    private var overflow: ByteBuffer?
+    private let allocator: ByteBufferAllocator
 
     public init(role: USBRedirRole, capabilities: USBRedirCapabilities,
                 allocator: ByteBufferAllocator = ByteBufferAllocator()) {
         self.negotiation = USBRedirNegotiation(role: role, ours: capabilities)
         self.buffer = allocator.buffer(capacity: 0)
+        self.allocator = allocator
     }
 
     /// Bytes held that are not yet part of a returned packet.
-    public var bufferedByteCount: Int { buffer.readableBytes }
+    public var bufferedByteCount: Int { buffer.readableBytes + (overflow?.readableBytes ?? 0) }
 
     public var senderRole: USBRedirRole { negotiation.role.peer }
 
     public mutating func append(_ bytes: ByteBuffer) {
-        if buffer.readableBytes == 0 {
+        if overflow != nil {
+            overflow!.writeImmutableBuffer(bytes)   // appended twice without draining
+        } else if buffer.readableBytes == 0 {
             buffer = bytes   // common case: no copy at all
+        } else if case .awaitingBody(_, _, let length) = state, buffer.readableBytes < length {
+            completeBody(length: length, with: bytes)
         } else {
             buffer.writeImmutableBuffer(bytes)
         }
     }
 
     public mutating func append(_ bytes: some Sequence<UInt8>) {
-        buffer.writeBytes(bytes)
+        append(ByteBuffer(bytes: bytes))
+    }
+
+    /// A packet larger than one read (bulk OUT data): its bytes go into one
+    /// buffer of exactly its size, so each byte is copied once, the buffer
+    /// never grows, the storage the last packets still share is never
+    /// copied on write, and the bytes after it are adopted, not moved.
+    private mutating func completeBody(length: Int, with bytes: ByteBuffer) {
+        if buffer.readerIndex != 0 || buffer.writableBytes < length - buffer.readableBytes {
+            var body = allocator.buffer(capacity: length)
+            body.writeImmutableBuffer(buffer)
+            buffer = body
+        }
+        var rest = bytes
+        let missing = length - buffer.readableBytes
+        buffer.writeImmutableBuffer(rest.readSlice(length: min(missing, rest.readableBytes))!)
+        if rest.readableBytes > 0 { overflow = rest }
     }
 
     /// The next complete packet, nil when more bytes are needed.
@@ -66,6 +91,10 @@ public struct USBRedirParser: Sendable {
                 do {
                     let packet = try readBody(type: type, id: id, length: length)
                     state = .awaitingHeader
+                    if buffer.readableBytes == 0, let next = overflow {
+                        buffer = next
+                        overflow = nil
+                    }
                     compactIfItPays()
                     return packet
                 } catch {
