@@ -1,3 +1,4 @@
+import Common
 import Devices
 import Foundation
 import Logging

@@ -1,3 +1,4 @@
+import Common
 import Foundation
 import Logging
 
@@ -70,9 +71,7 @@ struct LineLogHandler: LogHandler {
     }
 
     static func timestamp() -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: Date())
+        RFC3339.string(milliseconds: true)
     }
 
     /// Installs the handler for the whole process.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Common
 import Foundation
 import Reconciler
 #if canImport(Glibc)
@@ -96,7 +97,7 @@ extension StatusCommand {
                 [s.name, s.state.rawValue, ThroughputMeter.format(r?.bytesInPerSecond),
                  ThroughputMeter.format(r?.bytesOutPerSecond), s.device ?? "-", s.lastError ?? ""]
             }
-            let stamp = RFC3339Now.string()
+            let stamp = RFC3339.string()
             if terminal {
                 // Cursor home and clear: the table is redrawn in place.
                 print("\u{1B}[H\u{1B}[2J", terminator: "")
@@ -114,14 +115,6 @@ extension StatusCommand {
     }
 }
 
-enum RFC3339Now {
-    static func string() -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        f.timeZone = TimeZone(identifier: "UTC")
-        return f.string(from: Date())
-    }
-}
 
 /// Prints aligned columns.
 func printTable(_ header: [String], _ rows: [[String]]) {

@@ -63,11 +63,3 @@ public struct StatusReport: Sendable, Codable, Equatable {
 
 }
 
-enum RFC3339 {
-    static func string(_ date: Date) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        f.timeZone = TimeZone(identifier: "UTC")
-        return f.string(from: date)
-    }
-}
