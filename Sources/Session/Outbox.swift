@@ -73,7 +73,7 @@ struct Outbox {
         return batch
     }
 
-    /// A batch was written: returns the waiters that may go on.
+    /// A batch was written (or dropped with its connection): its bytes leave the count.
     mutating func wrote(_ batch: Batch) {
         queuedBytes -= batch.bytes
         finished += batch.count
