@@ -32,6 +32,13 @@ struct EndpointLane {
 /// transfer larger than the byte bound cannot wedge the session. Plain state
 /// of the engine (no actor of its own: no extra hop per transfer).
 struct InFlightBudget {
+    /// What one transfer or stream packet holds until its reply is written:
+    /// its bytes, and the epoch it was taken in.
+    struct Permit: Sendable {
+        let bytes: Int
+        let epoch: Int
+    }
+
     let maxTransfers: Int
     let maxBytes: Int
     private(set) var transfers = 0
@@ -49,17 +56,17 @@ struct InFlightBudget {
         transfers < maxTransfers && (transfers == 0 || bytes + amount <= maxBytes)
     }
 
-    /// Takes a permit; returns the epoch it belongs to.
-    mutating func take(_ amount: Int) -> Int {
+    mutating func take(_ amount: Int) -> Permit {
         transfers += 1
         bytes += amount
-        return epoch
+        return Permit(bytes: amount, epoch: epoch)
     }
 
-    mutating func release(_ amount: Int, epoch permitEpoch: Int) {
-        guard permitEpoch == epoch else { return }
+    /// Gives a permit back; one taken before the last `reset` is ignored.
+    mutating func release(_ permit: Permit) {
+        guard permit.epoch == epoch else { return }
         transfers -= 1
-        bytes -= amount
+        bytes -= permit.bytes
         wakeAll()
     }
 

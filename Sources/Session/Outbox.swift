@@ -7,17 +7,12 @@ import NIOCore
 /// one writer task per connection takes everything queued as one batch,
 /// written with one call (one flush) per burst.
 struct Outbox {
-    /// A permit of the session's budget, released once its bytes are written.
-    struct Permit {
-        var bytes: Int
-        var epoch: Int
-    }
-
     struct Item {
         var parts: [ByteBuffer]
         var bytes: Int
         var compressible: Bool
-        var permit: Permit?
+        /// Released once its bytes are written.
+        var permit: InFlightBudget.Permit?
     }
 
     /// Items taken together by the writer task.
@@ -26,7 +21,7 @@ struct Outbox {
         var bytes = 0
         var count = 0
         var compressible = true
-        var permits: [Permit] = []
+        var permits: [InFlightBudget.Permit] = []
     }
 
     /// A batch grows up to this many bytes (a single larger item goes alone):
@@ -80,7 +75,7 @@ struct Outbox {
     }
 
     /// Drops what is queued (the connection is gone); returns the permits to release.
-    mutating func breakDown() -> [Permit] {
+    mutating func breakDown() -> [InFlightBudget.Permit] {
         broken = true
         let permits = queue.compactMap(\.permit)
         finished += queue.count

@@ -14,7 +14,7 @@ extension SessionEngine {
 
     /// Queues `message`; with a permit, its bytes count against the budget
     /// until written. Waits while the queue is over its bound.
-    func send(_ message: USBRedirMessage, id: UInt64 = 0, releasing permit: Outbox.Permit? = nil) async {
+    func send(_ message: USBRedirMessage, id: UInt64 = 0, releasing permit: InFlightBudget.Permit? = nil) async {
         enqueue(message, id: id, releasing: permit)
         while outbox.queuedBytes > Self.queuedBytesBeforeWaiting, !outbox.broken {
             await withCheckedContinuation { outbox.roomWaiters.append($0) }
@@ -22,9 +22,9 @@ extension SessionEngine {
     }
 
     /// Queues `message` without waiting: its place in line is taken now.
-    func enqueue(_ message: USBRedirMessage, id: UInt64 = 0, releasing permit: Outbox.Permit? = nil) {
+    func enqueue(_ message: USBRedirMessage, id: UInt64 = 0, releasing permit: InFlightBudget.Permit? = nil) {
         guard writer != nil, let negotiation, !outbox.broken else {
-            if let permit { budget.release(permit.bytes, epoch: permit.epoch) }
+            if let permit { budget.release(permit) }
             return
         }
         var header = ByteBuffer()
@@ -38,7 +38,7 @@ extension SessionEngine {
             outbox.append(.init(parts: parts, bytes: bytes, compressible: compressible, permit: permit))
         } catch {
             logger.debug("cannot serialise a message", metadata: ["type": "\(message.type)", "error": "\(error)"])
-            if let permit { budget.release(permit.bytes, epoch: permit.epoch) }
+            if let permit { budget.release(permit) }
             return
         }
         wakeWriter()
@@ -76,7 +76,7 @@ extension SessionEngine {
     /// and returns the next batch; parks while there is none. nil ends the task.
     private func wrote(_ batch: Outbox.Batch, ok: Bool, connection: Int) async -> Outbox.Batch? {
         guard connection == outbox.connection else { return nil }
-        for p in batch.permits { budget.release(p.bytes, epoch: p.epoch) }
+        for p in batch.permits { budget.release(p) }
         outbox.wrote(batch)
         if !ok {
             logger.debug("a write to the VM failed; dropping what is queued")
@@ -99,7 +99,7 @@ extension SessionEngine {
 
     /// The connection is gone or failed: nothing queued goes out, every waiter goes on.
     func shutOutbox() {
-        for p in outbox.breakDown() { budget.release(p.bytes, epoch: p.epoch) }
+        for p in outbox.breakDown() { budget.release(p) }
         outbox.parked?.resume(returning: nil)
         outbox.parked = nil
         outbox.writerTask = nil

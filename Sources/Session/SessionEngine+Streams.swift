@@ -81,10 +81,9 @@ extension SessionEngine {
         let bytes = max(reserving, 1)
         streams[endpoint] = Task.detached { [weak self] in
             while !Task.isCancelled, let self {
-                let epoch = await self.acquirePermit(bytes: bytes)
-                guard !Task.isCancelled else { return await self.releasePermit(bytes, epoch: epoch) }
+                let permit = await self.acquirePermit(bytes: bytes)
+                guard !Task.isCancelled else { return await self.releasePermit(permit) }
                 let message = await next(self, device)
-                let permit = Outbox.Permit(bytes: bytes, epoch: epoch)
                 let failed = await self.deliverStreamPacket(message, generation: generation, releasing: permit)
                 // A failing endpoint is retried gently rather than spun on.
                 if failed { try? await Task.sleep(nanoseconds: 10_000_000) }
@@ -93,8 +92,8 @@ extension SessionEngine {
         return true
     }
 
-    private func releasePermit(_ bytes: Int, epoch: Int) {
-        budget.release(bytes, epoch: epoch)
+    private func releasePermit(_ permit: InFlightBudget.Permit) {
+        budget.release(permit)
     }
 
     private func stopStream(_ endpoint: UInt8) {
@@ -102,13 +101,13 @@ extension SessionEngine {
     }
 
     /// Sends one packet of a receiving stream; true when its status was a failure.
-    private func deliverStreamPacket(_ message: USBRedirMessage, generation: Int, releasing permit: Outbox.Permit) -> Bool {
+    private func deliverStreamPacket(_ message: USBRedirMessage, generation: Int, releasing permit: InFlightBudget.Permit) -> Bool {
         // Called from the stream's task: once stopped, nothing more is sent,
         // even if the stop came while this packet waited for the actor. The
         // check and the queueing happen in one turn of the actor, so a packet
         // queued here is ahead of any stop status.
         guard generation == self.generation, !Task.isCancelled else {
-            budget.release(permit.bytes, epoch: permit.epoch)
+            budget.release(permit)
             return true
         }
         let (status, length): (UInt8, Int) = switch message {

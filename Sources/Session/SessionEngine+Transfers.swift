@@ -7,29 +7,26 @@ extension SessionEngine {
     /// the VM pauses) while the in-flight bounds are reached.
     func submit(id: UInt64, kind: TransferJob.Kind, reserving: Int) async {
         guard let device else {
-            await send(TransferJob(id: id, generation: generation, device: NoDevice.shared, kind: kind, reservedBytes: 0)
+            await send(TransferJob(id: id, generation: generation, device: NoDevice.shared, kind: kind)
                 .reply(.failed(.noDevice)), id: id)
             return
         }
-        var job = TransferJob(id: id, generation: generation, device: device, kind: kind, reservedBytes: reserving)
+        var job = TransferJob(id: id, generation: generation, device: device, kind: kind)
         if reserving > limits.maxTransferLength {
             await send(job.reply(.failed(.invalid)), id: id)
             return
         }
         // OUT data is already held; IN requests reserve what they asked for.
-        job.reservedBytes = max(reserving, 1)
-        job.gateEpoch = await acquirePermit(bytes: job.reservedBytes)
-        guard job.generation == generation else {
-            budget.release(job.reservedBytes, epoch: job.gateEpoch)
-            return
-        }
+        let permit = await acquirePermit(bytes: max(reserving, 1))
+        guard job.generation == generation else { return budget.release(permit) }
+        job.permit = permit
         inFlight[id] = InFlight()
         enqueue(job)
     }
 
     /// Waits for room in the session's one budget (transfers in flight,
     /// their replies until written, receiving streams' packets).
-    func acquirePermit(bytes: Int) async -> Int {
+    func acquirePermit(bytes: Int) async -> InFlightBudget.Permit {
         while !budget.admits(bytes) {
             await withCheckedContinuation { budget.waiters.append($0) }
         }
@@ -115,9 +112,9 @@ extension SessionEngine {
     /// reply is written (by the outbox): a reply waiting for a peer that does not read holds
     /// its bytes, and they count against the budget until they are gone.
     private func complete(_ job: TransferJob, _ result: USBTransferResult) {
-        let permit = Outbox.Permit(bytes: job.reservedBytes, epoch: job.gateEpoch)
         guard inFlight.removeValue(forKey: job.id) != nil, job.generation == generation else {
-            return budget.release(permit.bytes, epoch: permit.epoch)
+            if let permit = job.permit { budget.release(permit) }
+            return
         }
         if result.status == .noDevice {
             logger.warning("device stopped answering during a transfer")
@@ -125,7 +122,7 @@ extension SessionEngine {
         count(job, result)
         // Queued, not awaited: the lane goes on to its next job while the
         // writer task takes the reply; the budget bounds what is queued.
-        enqueue(job.reply(result), id: job.id, releasing: permit)
+        enqueue(job.reply(result), id: job.id, releasing: job.permit)
     }
 
     private func count(_ job: TransferJob, _ r: USBTransferResult) {

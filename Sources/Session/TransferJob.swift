@@ -14,9 +14,9 @@ struct TransferJob: Sendable {
     var generation: Int
     var device: any USBDevice
     var kind: Kind
-    /// Bytes counted against the in-flight bound, and the gate epoch of its permit.
-    var reservedBytes: Int
-    var gateEpoch = 0
+    /// Its share of the session's budget, held until the reply is written
+    /// (nil for a job answered at once, without the device).
+    var permit: InFlightBudget.Permit?
 
     var endpoint: UInt8 {
         switch kind {
