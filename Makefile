@@ -20,16 +20,17 @@ test: deps
 demo: deps
 	bash scripts/demo.sh
 
+# The release build links the Swift runtime in: a lab host needs no Swift
+# toolchain, and an idle apply is ~5 MB smaller (one image instead of 14
+# libraries' pages).
+RELEASE := -c release --static-swift-stdlib
+
 # Speed and footprint as ratios against references measured in the same run
 # (release builds): parser micro-benches; the engine against the C reference
 # host (source-sink, loopback raw usbredir); the guest reading and writing our
 # stick against QEMU's own usb-storage; memory and idle CPU of 8 idle sessions;
 # a verdict per target of issue #9. BENCH_QUICK=1 runs a reduced set.
 BENCH_OUT := out/bench
-# The release build links the Swift runtime in: a lab host needs no Swift
-# toolchain, and an idle apply is ~5 MB smaller (one image instead of 14
-# libraries' pages).
-RELEASE := -c release --static-swift-stdlib
 BENCH_C := Sources/usbredir-bench/reference
 
 bench: deps $(BENCH_OUT)/usbredir-refhost $(BENCH_OUT)/usbredir-loadgen
