@@ -86,6 +86,16 @@ public protocol USBDevice: AnyObject, Sendable {
     func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult
     /// One isochronous packet (devices without iso endpoints answer `.invalid`).
     func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult
+    /// Whether every transfer on `endpoint` completes without waiting for
+    /// anything (no I/O, no timer, no other party): the session may then run
+    /// it in its own turn rather than on the endpoint's worker task, which
+    /// saves two thread hops per transfer. false unless a device says so;
+    /// never true for a physical device.
+    func completesWithoutWaiting(endpoint: UInt8) -> Bool
+}
+
+extension USBDevice {
+    public func completesWithoutWaiting(endpoint: UInt8) -> Bool { false }
 }
 
 /// What the session needs to know about a device's identity.

@@ -1,45 +1,31 @@
+import NIOConcurrencyHelpers
 import NIOCore
 
-/// What the engine has said to the VM and the connection has not taken yet,
-/// in the order the engine said it. The engine appends synchronously (no
-/// suspension between deciding to send and taking its place in line), so a
-/// stream packet read before a stop can never land after the stop's status;
-/// one writer task per connection takes everything queued as one batch,
-/// written with one call (one flush) per burst.
+/// What the engine has handed to the connection and the connection has not
+/// written yet, in the order the engine said it. The engine hands every
+/// packet over synchronously, on the actor (no suspension between deciding
+/// to send and taking its place in line), so a stream packet read before a
+/// stop can never land after the stop's status. The transport writes in that
+/// order and reports each packet written through `progress`, from its own
+/// thread; the engine collects those reports when it next looks (or when a
+/// waiter asked to be woken), so a written reply costs no hop back to it.
 struct Outbox {
     struct Item {
-        var parts: [ByteBuffer]
         var bytes: Int
-        var compressible: Bool
         /// Released once its bytes are written.
         var permit: InFlightBudget.Permit?
     }
 
-    /// Items taken together by the writer task.
-    struct Batch {
-        var parts: [ByteBuffer] = []
-        var bytes = 0
-        var count = 0
-        var compressible = true
-        var permits: [InFlightBudget.Permit] = []
-    }
-
-    /// A batch grows up to this many bytes (a single larger item goes alone):
-    /// a SPICE message per batch stays of a size the server handles well.
-    static let batchBytes = 256 * 1024
-
-    /// Identifies the connection; a writer task of an earlier one is ignored.
+    /// Identifies the connection (for logs and tests).
     let connection: Int
-    private(set) var queue = CircularBuffer<Item>()
+    let progress = WriteProgress()
+    private(set) var inTransit = CircularBuffer<Item>()
     private(set) var queuedBytes = 0
-    /// Items appended and items written (or dropped), for `flushed`.
+    /// Items handed over and items written (or dropped), for `flushed`.
     private(set) var appended = 0
     private(set) var finished = 0
     /// The connection failed a write or ended: nothing more goes out.
     private(set) var broken = false
-    var writerTask: Task<Void, Never>?
-    /// The idle writer task, waiting for the next batch (nil: stop).
-    var parked: CheckedContinuation<Batch?, Never>?
     var flushWaiters: [(mark: Int, continuation: CheckedContinuation<Bool, Never>)] = []
     var roomWaiters: [CheckedContinuation<Void, Never>] = []
 
@@ -47,40 +33,36 @@ struct Outbox {
         self.connection = connection
     }
 
-    mutating func append(_ item: Item) {
-        queue.append(item)
+    /// Records a packet handed to the connection; returns its sequence
+    /// number (1, 2, ...), which the transport's report names.
+    mutating func append(_ item: Item) -> Int {
+        inTransit.append(item)
         queuedBytes += item.bytes
         appended += 1
+        return appended
     }
 
-    /// Everything queued up to `batchBytes`, in order, with one compressible hint.
-    mutating func takeBatch() -> Batch? {
-        guard let first = queue.first else { return nil }
-        var batch = Batch(compressible: first.compressible)
-        while let item = queue.first, item.compressible == batch.compressible,
-              batch.count == 0 || batch.bytes + item.bytes <= Self.batchBytes {
-            queue.removeFirst()
-            batch.parts += item.parts
-            batch.bytes += item.bytes
-            batch.count += 1
-            if let p = item.permit { batch.permits.append(p) }
+    /// Takes the items the transport has written since the last call;
+    /// returns their permits to release. A failed write breaks the outbox.
+    mutating func collectWritten() -> [InFlightBudget.Permit] {
+        let (written, failed) = progress.snapshot()
+        var permits: [InFlightBudget.Permit] = []
+        while finished < written, let item = inTransit.popFirst() {
+            finished += 1
+            queuedBytes -= item.bytes
+            if let p = item.permit { permits.append(p) }
         }
-        return batch
+        if failed { permits += breakDown() }
+        return permits
     }
 
-    /// A batch was written (or dropped with its connection): its bytes leave the count.
-    mutating func wrote(_ batch: Batch) {
-        queuedBytes -= batch.bytes
-        finished += batch.count
-    }
-
-    /// Drops what is queued (the connection is gone); returns the permits to release.
+    /// Drops what is in transit (the connection is gone); returns the permits to release.
     mutating func breakDown() -> [InFlightBudget.Permit] {
         broken = true
-        let permits = queue.compactMap(\.permit)
-        finished += queue.count
+        let permits = inTransit.compactMap(\.permit)
+        finished += inTransit.count
         queuedBytes = 0
-        queue.removeAll()
+        inTransit.removeAll()
         return permits
     }
 
@@ -89,5 +71,38 @@ struct Outbox {
         let done = flushWaiters.filter { $0.mark <= finished }
         flushWaiters.removeAll { $0.mark <= finished }
         return done
+    }
+}
+
+/// The transport's side of the outbox: how many packets are written (they
+/// complete in order), whether a write failed, and a one-shot wake-up the
+/// engine arms when it waits for writes.
+final class WriteProgress: Sendable {
+    private struct State {
+        var written = 0
+        var failed = false
+        var wake: (@Sendable () -> Void)?
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    /// Called by the transport for packet `sequence`.
+    func record(_ sequence: Int, ok: Bool) {
+        let wake = state.withLockedValue { s -> (@Sendable () -> Void)? in
+            s.written = max(s.written, sequence)
+            if !ok { s.failed = true }
+            defer { s.wake = nil }
+            return s.wake
+        }
+        wake?()
+    }
+
+    func snapshot() -> (written: Int, failed: Bool) {
+        state.withLockedValue { ($0.written, $0.failed) }
+    }
+
+    /// `wake` runs at the next report (once).
+    func arm(_ wake: @escaping @Sendable () -> Void) {
+        state.withLockedValue { $0.wake = wake }
     }
 }

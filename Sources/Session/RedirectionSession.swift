@@ -44,10 +44,9 @@ public final class RedirectionSession: Sendable {
     public func run(_ connection: USBRedirConnection) async -> SessionEnd {
         await core.begin(writer: connection.writer)
         logger.debug("usbredir connection up", metadata: ["peer": "\(connection.peerDescription)"])
-        var parser = USBRedirParser(role: .host, capabilities: SessionEngine.capabilities)
         let end: SessionEnd
         do {
-            end = try await withHelloDeadline(connection) { try await serve(connection, &parser) }
+            end = try await withHelloDeadline(connection) { try await serve(connection) }
         } catch let error as USBRedirProtocolError {
             logger.error("closing the connection: malformed usbredir from the VM: \(error)")
             connection.writer.close()
@@ -88,7 +87,7 @@ public final class RedirectionSession: Sendable {
         "no usbredir hello within \(Double(limits.helloTimeoutNanoseconds) / 1e9) s"
     }
 
-    private func serve(_ connection: USBRedirConnection, _ parser: inout USBRedirParser) async throws -> SessionEnd {
+    private func serve(_ connection: USBRedirConnection) async throws -> SessionEnd {
         while true {
             let read: ByteBuffer?
             do {
@@ -101,10 +100,8 @@ public final class RedirectionSession: Sendable {
             guard let bytes = read else {
                 return await core.rejected ? .rejectedByFilter : .transportClosed(.closedByPeer)
             }
-            parser.append(bytes)
-            while let packet = try parser.nextPacket() {
-                if let end = await core.handle(packet, negotiation: parser.negotiation) { return end }
-            }
+            // One hop to the engine per read, not per packet.
+            if let end = try await core.receive(bytes) { return end }
         }
     }
 }

@@ -21,13 +21,31 @@ extension SessionEngine {
         guard job.generation == generation else { return budget.release(permit) }
         job.permit = permit
         inFlight[id] = InFlight()
-        enqueue(job)
+        if runsInPlace(job) {
+            // The reader waits for it (it never waits long): no worker hop.
+            complete(job, await job.perform())
+        } else {
+            enqueue(job)
+        }
+    }
+
+    /// A transfer the device answers without waiting, on an endpoint with
+    /// nothing queued (its order is kept), runs in the engine's own turn.
+    private func runsInPlace(_ job: TransferJob) -> Bool {
+        guard job.device.completesWithoutWaiting(endpoint: job.endpoint) else { return false }
+        guard let lane = lanes[job.endpoint] else { return true }
+        return lane.running == nil && lane.waiting.isEmpty
     }
 
     /// Waits for room in the session's one budget (transfers in flight,
     /// their replies until written, receiving streams' packets).
     func acquirePermit(bytes: Int) async -> InFlightBudget.Permit {
+        collectWrites()
         while !budget.admits(bytes) {
+            // Replies that are written give their permits back when collected.
+            armWriteWake()
+            collectWrites()
+            if budget.admits(bytes) { break }
             await withCheckedContinuation { budget.waiters.append($0) }
         }
         return budget.take(bytes)
@@ -120,8 +138,8 @@ extension SessionEngine {
             logger.warning("device stopped answering during a transfer")
         }
         count(job, result)
-        // Queued, not awaited: the lane goes on to its next job while the
-        // writer task takes the reply; the budget bounds what is queued.
+        // Handed over, not awaited: the lane goes on to its next job while
+        // the transport writes the reply; the budget bounds what is unwritten.
         enqueue(job.reply(result), id: job.id, releasing: job.permit)
     }
 

@@ -22,6 +22,8 @@ actor SessionEngine {
     var counters = SessionCounters()
     var writer: (any USBRedirByteWriter)?
     var negotiation: USBRedirNegotiation?
+    /// The connection's parser: the engine parses what the reader hands it.
+    var parser = USBRedirParser(role: .host, capabilities: SessionEngine.capabilities)
     var device: (any USBDevice)?
     var generation = 0
     var compressible = true
@@ -47,8 +49,19 @@ actor SessionEngine {
         shutOutbox()   // an earlier connection's, should `end` not have run
         outbox = Outbox(connection: outbox.connection + 1)
         negotiation = nil
+        parser = USBRedirParser(role: .host, capabilities: Self.capabilities)
         link = .awaitingHello
         peerFilter = nil
+    }
+
+    /// Bytes from the VM: every whole packet in them is handled, in order.
+    /// Throws on malformed bytes; returns an end when the session must stop.
+    func receive(_ bytes: ByteBuffer) async throws -> SessionEnd? {
+        parser.append(bytes)
+        while let packet = try parser.nextPacket() {
+            if let end = await handle(packet, negotiation: parser.negotiation) { return end }
+        }
+        return nil
     }
 
     /// The connection is gone: stop everything that talks to it. The device

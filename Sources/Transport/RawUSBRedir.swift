@@ -19,7 +19,8 @@ public enum RawUSBRedir {
         try await channel.executeThenClose { inbound, outbound in
             let connection = USBRedirConnection(
                 reader: RawReader(inbound.makeAsyncIterator()),
-                writer: RawWriter(outbound: outbound, channel: channel.channel),
+                writer: RawWriter(outbound: outbound, channel: channel.channel,
+                                  ordered: OrderedChannelWriter(channel: channel.channel)),
                 peerDescription: peer)
             return try await body(connection)
         }
@@ -97,6 +98,7 @@ final class RawReader: USBRedirByteReader {
 struct RawWriter: USBRedirByteWriter {
     let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
     let channel: Channel
+    let ordered: OrderedChannelWriter
 
     func write(_ bytes: ByteBuffer, compressible: Bool) async throws {
         try await outbound.write(bytes)
@@ -105,6 +107,10 @@ struct RawWriter: USBRedirByteWriter {
     /// All parts in one call: NIO gathers them into one writev and one flush.
     func write(parts: [ByteBuffer], compressible: Bool) async throws {
         try await outbound.write(contentsOf: parts)
+    }
+
+    func enqueue(parts: [ByteBuffer], compressible: Bool, written: @escaping @Sendable (Bool) -> Void) {
+        ordered.write(parts, written: written)
     }
 
     func close() { channel.close(promise: nil) }

@@ -42,15 +42,20 @@ struct SpiceMessageWriter: Sendable {
         try await outbound.write(frame(type: type, body: body, prefix: prefix))
     }
 
-    /// One message whose body is `parts`: the SPICE header is framed alone
-    /// and the parts follow as they are (no copy of the payload).
+    /// One message whose body is `parts`, sent as it is (no copy of the payload).
     func send(type: UInt16, parts: [ByteBuffer]) async throws {
+        try await outbound.write(contentsOf: framed(type: type, parts: parts))
+    }
+
+    /// One message whose body is `parts`: the SPICE header is framed alone
+    /// and the parts follow as they are.
+    func framed(type: UInt16, parts: [ByteBuffer]) -> [ByteBuffer] {
         var header = frame(type: type, body: nil)
         let size = parts.reduce(0) { $0 + $1.readableBytes }
         // frame() wrote size 0: patch the size field (last u32 of a mini
         // header, the one before the sub-list offset of a full one).
         header.setInteger(UInt32(size), at: header.writerIndex - (miniHeader ? 4 : 8), endianness: .little)
-        try await outbound.write(contentsOf: CollectionOfOne(header) + parts)
+        return [header] + parts
     }
 }
 

@@ -146,7 +146,8 @@ public final class SpiceSession: Sendable {
             let connection = USBRedirConnection(
                 reader: SpiceVMCReader(channel: channelReader, statistics: stats, onClose: { [self] in await reasonAfterChannelClosed() }),
                 writer: SpiceVMCWriter(writer: writer, statistics: stats, lz4: linked.serverHasChannelCap(Spice.spicevmcCapLZ4),
-                                       closeChannel: { [channel = channel.channel] in channel.close(promise: nil) }),
+                                       closeChannel: { [channel = channel.channel] in channel.close(promise: nil) },
+                                       ordered: OrderedChannelWriter(channel: channel.channel)),
                 peerDescription: "spice \(configuration.server) channel \(id)")
             return try await body(connection, id)
         }

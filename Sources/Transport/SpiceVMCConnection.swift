@@ -51,11 +51,25 @@ struct SpiceVMCWriter: USBRedirByteWriter {
     /// Whether LZ4 has been paying off on this channel's data.
     let compression = NIOLockedValueBox(AdaptiveCompression())
 
+    /// Queued without waiting (see OrderedChannelWriter), as the engine sends.
+    let ordered: OrderedChannelWriter
+
     func write(_ bytes: ByteBuffer, compressible: Bool) async throws {
         try await write(parts: [bytes], compressible: compressible)
     }
 
     func write(parts: [ByteBuffer], compressible: Bool) async throws {
+        try await writer.outbound.write(contentsOf: message(parts, compressible: compressible))
+    }
+
+    func enqueue(parts: [ByteBuffer], compressible: Bool, written: @escaping @Sendable (Bool) -> Void) {
+        ordered.write(message(parts, compressible: compressible), written: written)
+    }
+
+    /// The SPICE message that carries `parts`: LZ4-compressed when the server
+    /// takes it, the session allows it, it is large enough and LZ4 has been
+    /// paying off on this channel; else as it is.
+    private func message(_ parts: [ByteBuffer], compressible: Bool) -> [ByteBuffer] {
         let size = parts.reduce(0) { $0 + $1.readableBytes }
         if lz4 && compressible && size > Spice.compressionThreshold,
            compression.withLockedValue({ $0.shouldTry() }) {
@@ -66,13 +80,12 @@ struct SpiceVMCWriter: USBRedirByteWriter {
                 var prefix = ByteBuffer()
                 prefix.writeInteger(Spice.vmcCompressionLZ4)
                 prefix.writeInteger(UInt32(size), endianness: .little)
-                try await writer.send(type: Spice.msgVMCCompressedData, body: compressed, prefix: prefix)
                 statistics.withLockedValue { $0.messagesOut += 1; $0.compressedMessagesOut += 1 }
-                return
+                return [writer.frame(type: Spice.msgVMCCompressedData, body: compressed, prefix: prefix)]
             }
         }
-        try await writer.send(type: Spice.msgVMCData, parts: parts)
         statistics.withLockedValue { $0.messagesOut += 1 }
+        return writer.framed(type: Spice.msgVMCData, parts: parts)
     }
 
     private static func joined(_ parts: [ByteBuffer], _ size: Int) -> ByteBuffer {

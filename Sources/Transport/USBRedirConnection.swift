@@ -19,6 +19,11 @@ public protocol USBRedirByteWriter: Sendable {
     /// Sends one packet given as parts (header, then payload) without joining
     /// them: the payload is not copied on its way to the socket.
     func write(parts: [ByteBuffer], compressible: Bool) async throws
+    /// Queues one packet (header, then payload) and returns at once; the
+    /// packets of successive calls reach the peer in the order of the calls.
+    /// `written` runs once the packet is on the socket (true) or the
+    /// connection failed (false), on a thread of the transport's choosing.
+    func enqueue(parts: [ByteBuffer], compressible: Bool, written: @escaping @Sendable (Bool) -> Void)
     /// Closes the connection; a pending read ends.
     func close()
 }

@@ -166,15 +166,59 @@ struct MemoryWriter: USBRedirByteWriter {
     let toPeer: BytePipe
     let fromPeer: BytePipe
     let hints: WriteHints
+    private let queue: PipeWriteQueue
+
+    init(toPeer: BytePipe, fromPeer: BytePipe, hints: WriteHints) {
+        self.toPeer = toPeer
+        self.fromPeer = fromPeer
+        self.hints = hints
+        queue = PipeWriteQueue(toPeer)
+    }
+
     func write(_ bytes: ByteBuffer, compressible: Bool) async throws {
         hints.record(compressible)
         try await toPeer.write(bytes)
+    }
+
+    func enqueue(parts: [ByteBuffer], compressible: Bool, written: @escaping @Sendable (Bool) -> Void) {
+        hints.record(compressible)
+        var joined = ByteBuffer()
+        for p in parts { joined.writeImmutableBuffer(p) }
+        queue.add(joined, written: written)
     }
     /// Closes both directions: the session's pending read ends, the peer sees EOF.
     func close() {
         toPeer.close()
         fromPeer.close()
     }
+}
+
+/// Packets the session handed over without waiting go into the pipe in that
+/// order, each once the one before is in (as a socket's send queue would:
+/// a peer that does not read holds them back).
+final class PipeWriteQueue: Sendable {
+    private let continuation: AsyncStream<(ByteBuffer, @Sendable (Bool) -> Void)>.Continuation
+
+    init(_ pipe: BytePipe) {
+        let (stream, continuation) = AsyncStream.makeStream(of: (ByteBuffer, @Sendable (Bool) -> Void).self)
+        self.continuation = continuation
+        Task {
+            for await (bytes, written) in stream {
+                do {
+                    try await pipe.write(bytes)
+                    written(true)
+                } catch {
+                    written(false)
+                }
+            }
+        }
+    }
+
+    func add(_ bytes: ByteBuffer, written: @escaping @Sendable (Bool) -> Void) {
+        continuation.yield((bytes, written))
+    }
+
+    deinit { continuation.finish() }
 }
 
 struct PeerError: Error, CustomStringConvertible {

@@ -64,6 +64,9 @@ public actor MassStorageDevice: VirtualUSBDevice {
         return .success
     }
 
+    /// Control requests are answered from memory; bulk reads and writes the image.
+    public nonisolated func completesWithoutWaiting(endpoint: UInt8) -> Bool { endpoint == 0 }
+
     public func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult {
         if let standard = core.standardControl(setup) { return standard }
         switch (setup.requestType, setup.request) {

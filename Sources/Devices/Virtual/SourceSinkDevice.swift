@@ -40,6 +40,11 @@ public actor SourceSinkDevice: VirtualUSBDevice {
     }
 
     public func close() async {}
+
+    /// Control and bulk are answered from memory; interrupt IN waits for its interval.
+    public nonisolated func completesWithoutWaiting(endpoint: UInt8) -> Bool {
+        endpoint == 0 || endpoint == Self.bulkIn || endpoint == Self.bulkOut
+    }
     public func reset() async -> USBTransferStatus { core.reset(); return .success }
 
     public func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult {
