@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import Transport
 
 /// What the engine has handed to the connection and the connection has not
 /// written yet, in the order the engine said it. The engine hands every
@@ -26,6 +27,10 @@ struct Outbox {
     private(set) var finished = 0
     /// The connection failed a write or ended: nothing more goes out.
     private(set) var broken = false
+    /// The engine is in a burst (one read's packets): hand over at its end.
+    var holdingFlush = false
+    /// Packets appended and not handed to the connection yet.
+    private(set) var held: [OutgoingPacket] = []
     var flushWaiters: [(mark: Int, continuation: CheckedContinuation<Bool, Never>)] = []
     var roomWaiters: [CheckedContinuation<Void, Never>] = []
 
@@ -33,13 +38,20 @@ struct Outbox {
         self.connection = connection
     }
 
-    /// Records a packet handed to the connection; returns its sequence
-    /// number (1, 2, ...), which the transport's report names.
-    mutating func append(_ item: Item) -> Int {
+    /// Records a packet for the connection (sent by `takeHeld`).
+    mutating func append(_ item: Item, _ packet: OutgoingPacket) {
         inTransit.append(item)
         queuedBytes += item.bytes
         appended += 1
-        return appended
+        held.append(packet)
+    }
+
+    /// The packets to hand over now, and the sequence number (1, 2, ...) of
+    /// the last, which the transport's report will name.
+    mutating func takeHeld() -> (packets: [OutgoingPacket], last: Int)? {
+        guard !held.isEmpty else { return nil }
+        defer { held.removeAll(keepingCapacity: true) }
+        return (held, appended)
     }
 
     /// Takes the items the transport has written since the last call;
@@ -59,6 +71,7 @@ struct Outbox {
     /// Drops what is in transit (the connection is gone); returns the permits to release.
     mutating func breakDown() -> [InFlightBudget.Permit] {
         broken = true
+        held.removeAll()
         let permits = inTransit.compactMap(\.permit)
         finished += inTransit.count
         queuedBytes = 0

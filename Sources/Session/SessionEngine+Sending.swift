@@ -21,7 +21,7 @@ extension SessionEngine {
             armWriteWake()
             collectWrites()
             guard outbox.queuedBytes > Self.queuedBytesBeforeWaiting, !outbox.broken else { break }
-            await withCheckedContinuation { outbox.roomWaiters.append($0) }
+            await outsideBurst { await withCheckedContinuation { outbox.roomWaiters.append($0) } }
         }
     }
 
@@ -44,9 +44,37 @@ extension SessionEngine {
             return
         }
         let bytes = parts.reduce(0) { $0 + $1.readableBytes }
-        let sequence = outbox.append(.init(bytes: bytes, permit: permit))
-        writer.enqueue(parts: parts, compressible: compressible) { [progress = outbox.progress] ok in
-            progress.record(sequence, ok: ok)
+        outbox.append(.init(bytes: bytes, permit: permit), OutgoingPacket(parts: parts, compressible: compressible))
+        if !outbox.holdingFlush { flushHeld() }
+    }
+
+    /// While the engine handles one read, its replies are handed over
+    /// together at the end (one loop task, one syscall for the burst).
+    func holdingFlush<T>(_ body: () async throws -> T) async rethrows -> T {
+        outbox.holdingFlush = true
+        defer {
+            outbox.holdingFlush = false
+            flushHeld()
+        }
+        return try await body()
+    }
+
+    /// Waits with the burst's hold lifted: what it holds goes out now, and
+    /// replies finished meanwhile (by lanes, streams) go out at once. A wait
+    /// on writes (budget, room, flush) could never end otherwise.
+    func outsideBurst<T>(_ wait: () async -> T) async -> T {
+        let holding = outbox.holdingFlush
+        outbox.holdingFlush = false
+        flushHeld()
+        defer { outbox.holdingFlush = holding }
+        return await wait()
+    }
+
+    /// Hands over what the burst holds back.
+    func flushHeld() {
+        guard let writer, let (packets, last) = outbox.takeHeld() else { return }
+        writer.enqueue(packets) { [progress = outbox.progress] ok in
+            progress.record(last, ok: ok)
         }
     }
 
@@ -95,11 +123,12 @@ extension SessionEngine {
     /// Waits until everything handed over so far is written; false when the
     /// connection failed first.
     func flushed() async -> Bool {
+        flushHeld()
         armWriteWake()
         collectWrites()
         guard outbox.finished < outbox.appended, !outbox.broken else { return !outbox.broken }
         let mark = outbox.appended
-        return await withCheckedContinuation { outbox.flushWaiters.append((mark, $0)) }
+        return await outsideBurst { await withCheckedContinuation { outbox.flushWaiters.append((mark, $0)) } }
     }
 
     /// `send`, bounded: when the write has not completed after the deadline

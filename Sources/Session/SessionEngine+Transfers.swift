@@ -46,7 +46,7 @@ extension SessionEngine {
             armWriteWake()
             collectWrites()
             if budget.admits(bytes) { break }
-            await withCheckedContinuation { budget.waiters.append($0) }
+            await outsideBurst { await withCheckedContinuation { budget.waiters.append($0) } }
         }
         return budget.take(bytes)
     }

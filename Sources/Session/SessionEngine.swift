@@ -58,10 +58,12 @@ actor SessionEngine {
     /// Throws on malformed bytes; returns an end when the session must stop.
     func receive(_ bytes: ByteBuffer) async throws -> SessionEnd? {
         parser.append(bytes)
-        while let packet = try parser.nextPacket() {
-            if let end = await handle(packet, negotiation: parser.negotiation) { return end }
+        return try await holdingFlush {
+            while let packet = try parser.nextPacket() {
+                if let end = await handle(packet, negotiation: parser.negotiation) { return end }
+            }
+            return nil
         }
-        return nil
     }
 
     /// The connection is gone: stop everything that talks to it. The device
@@ -123,7 +125,7 @@ actor SessionEngine {
     private func waitForDisconnectAck(nanoseconds: UInt64) async {
         let deadline = ContinuousClock.now + .nanoseconds(Int64(nanoseconds))
         while awaitingAck && writer != nil && ContinuousClock.now < deadline {
-            try? await Task.sleep(nanoseconds: 5_000_000)
+            await outsideBurst { try? await Task.sleep(nanoseconds: 5_000_000) }
         }
     }
 

@@ -109,8 +109,8 @@ struct RawWriter: USBRedirByteWriter {
         try await outbound.write(contentsOf: parts)
     }
 
-    func enqueue(parts: [ByteBuffer], compressible: Bool, written: @escaping @Sendable (Bool) -> Void) {
-        ordered.write(parts, written: written)
+    func enqueue(_ packets: [OutgoingPacket], written: @escaping @Sendable (Bool) -> Void) {
+        ordered.write(packets.flatMap(\.parts), written: written)
     }
 
     func close() { channel.close(promise: nil) }

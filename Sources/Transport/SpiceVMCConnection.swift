@@ -62,8 +62,9 @@ struct SpiceVMCWriter: USBRedirByteWriter {
         try await writer.outbound.write(contentsOf: message(parts, compressible: compressible))
     }
 
-    func enqueue(parts: [ByteBuffer], compressible: Bool, written: @escaping @Sendable (Bool) -> Void) {
-        ordered.write(message(parts, compressible: compressible), written: written)
+    /// One SPICE message per packet (LZ4 is decided per packet).
+    func enqueue(_ packets: [OutgoingPacket], written: @escaping @Sendable (Bool) -> Void) {
+        ordered.write(packets.flatMap { message($0.parts, compressible: $0.compressible) }, written: written)
     }
 
     /// The SPICE message that carries `parts`: LZ4-compressed when the server

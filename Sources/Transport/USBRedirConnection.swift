@@ -19,11 +19,11 @@ public protocol USBRedirByteWriter: Sendable {
     /// Sends one packet given as parts (header, then payload) without joining
     /// them: the payload is not copied on its way to the socket.
     func write(parts: [ByteBuffer], compressible: Bool) async throws
-    /// Queues one packet (header, then payload) and returns at once; the
-    /// packets of successive calls reach the peer in the order of the calls.
-    /// `written` runs once the packet is on the socket (true) or the
-    /// connection failed (false), on a thread of the transport's choosing.
-    func enqueue(parts: [ByteBuffer], compressible: Bool, written: @escaping @Sendable (Bool) -> Void)
+    /// Queues a burst of packets and returns at once; bursts reach the peer
+    /// in the order of the calls, each sent together (one flush). `written`
+    /// runs once the burst is on the socket (true) or the connection failed
+    /// (false), on a thread of the transport's choosing.
+    func enqueue(_ packets: [OutgoingPacket], written: @escaping @Sendable (Bool) -> Void)
     /// Closes the connection; a pending read ends.
     func close()
 }
@@ -36,6 +36,19 @@ extension USBRedirByteWriter {
         joined.reserveCapacity(parts.reduce(0) { $0 + $1.readableBytes })
         for p in parts { joined.writeImmutableBuffer(p) }
         try await write(joined, compressible: compressible)
+    }
+}
+
+/// One usbredir packet as the session hands it over: header, then payload
+/// (not joined, so the payload is never copied), and the session's
+/// compression hint (never for devices with isochronous endpoints).
+public struct OutgoingPacket: Sendable {
+    public var parts: [ByteBuffer]
+    public var compressible: Bool
+
+    public init(parts: [ByteBuffer], compressible: Bool) {
+        self.parts = parts
+        self.compressible = compressible
     }
 }
 

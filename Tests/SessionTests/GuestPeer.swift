@@ -180,10 +180,12 @@ struct MemoryWriter: USBRedirByteWriter {
         try await toPeer.write(bytes)
     }
 
-    func enqueue(parts: [ByteBuffer], compressible: Bool, written: @escaping @Sendable (Bool) -> Void) {
-        hints.record(compressible)
+    func enqueue(_ packets: [OutgoingPacket], written: @escaping @Sendable (Bool) -> Void) {
         var joined = ByteBuffer()
-        for p in parts { joined.writeImmutableBuffer(p) }
+        for packet in packets {
+            hints.record(packet.compressible)
+            for p in packet.parts { joined.writeImmutableBuffer(p) }
+        }
         queue.add(joined, written: written)
     }
     /// Closes both directions: the session's pending read ends, the peer sees EOF.
