@@ -86,16 +86,24 @@ public protocol USBDevice: AnyObject, Sendable {
     func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult
     /// One isochronous packet (devices without iso endpoints answer `.invalid`).
     func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult
-    /// Whether every transfer on `endpoint` completes without waiting for
-    /// anything (no I/O, no timer, no other party): the session may then run
-    /// it in its own turn rather than on the endpoint's worker task, which
-    /// saves two thread hops per transfer. false unless a device says so;
-    /// never true for a physical device.
-    func completesWithoutWaiting(endpoint: UInt8) -> Bool
+    /// Whether a transfer on `endpoint` may be answered at once (see
+    /// `transferAtOnce`); false unless a device says so, never for a
+    /// physical device. Asked first, so the others pay nothing.
+    func mayAnswerAtOnce(endpoint: UInt8) -> Bool
+    /// The result of a bulk or interrupt transfer when the device has it
+    /// without waiting for anything (from memory: no I/O, no timer, no other
+    /// party), else nil with nothing changed; the session then runs
+    /// `transfer` on the endpoint's worker. Answering in the session's own
+    /// turn saves two thread hops per transfer.
+    func transferAtOnce(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult?
+    /// The same for control transfers.
+    func controlAtOnce(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult?
 }
 
 extension USBDevice {
-    public func completesWithoutWaiting(endpoint: UInt8) -> Bool { false }
+    public func mayAnswerAtOnce(endpoint: UInt8) -> Bool { false }
+    public func transferAtOnce(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult? { nil }
+    public func controlAtOnce(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult? { nil }
 }
 
 /// What the session needs to know about a device's identity.

@@ -27,8 +27,6 @@ struct Outbox {
     private(set) var finished = 0
     /// The connection failed a write or ended: nothing more goes out.
     private(set) var broken = false
-    /// The engine is in a burst (one read's packets): hand over at its end.
-    var holdingFlush = false
     /// Packets appended and not handed to the connection yet.
     private(set) var held: [OutgoingPacket] = []
     var flushWaiters: [(mark: Int, continuation: CheckedContinuation<Bool, Never>)] = []

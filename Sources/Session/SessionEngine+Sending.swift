@@ -26,7 +26,11 @@ extension SessionEngine {
     }
 
     /// Hands `message` over without waiting: its place in line is taken now.
-    func enqueue(_ message: USBRedirMessage, id: UInt64 = 0, releasing permit: InFlightBudget.Permit? = nil) {
+    /// `inBurst`: a reply made in the reader's own turn, handed over with
+    /// the rest of its read (anything else goes at once: it must not wait
+    /// for the reader, which may be waiting itself).
+    func enqueue(_ message: USBRedirMessage, id: UInt64 = 0, releasing permit: InFlightBudget.Permit? = nil,
+                 inBurst: Bool = false) {
         guard let writer, let negotiation, !outbox.broken else {
             if let permit { budget.release(permit) }
             return
@@ -45,15 +49,15 @@ extension SessionEngine {
         }
         let bytes = parts.reduce(0) { $0 + $1.readableBytes }
         outbox.append(.init(bytes: bytes, permit: permit), OutgoingPacket(parts: parts, compressible: compressible))
-        if !outbox.holdingFlush { flushHeld() }
+        if !inBurst || bursts == 0 || lifts > 0 { flushHeld() }
     }
 
     /// While the engine handles one read, its replies are handed over
     /// together at the end (one loop task, one syscall for the burst).
     func holdingFlush<T>(_ body: () async throws -> T) async rethrows -> T {
-        outbox.holdingFlush = true
+        bursts += 1
         defer {
-            outbox.holdingFlush = false
+            bursts -= 1
             flushHeld()
         }
         return try await body()
@@ -63,10 +67,9 @@ extension SessionEngine {
     /// replies finished meanwhile (by lanes, streams) go out at once. A wait
     /// on writes (budget, room, flush) could never end otherwise.
     func outsideBurst<T>(_ wait: () async -> T) async -> T {
-        let holding = outbox.holdingFlush
-        outbox.holdingFlush = false
+        lifts += 1
         flushHeld()
-        defer { outbox.holdingFlush = holding }
+        defer { lifts -= 1 }
         return await wait()
     }
 

@@ -21,19 +21,23 @@ extension SessionEngine {
         guard job.generation == generation else { return budget.release(permit) }
         job.permit = permit
         inFlight[id] = InFlight()
-        if runsInPlace(job) {
-            // The reader waits for it (it never waits long): no worker hop.
-            complete(job, await job.perform())
-        } else {
-            enqueue(job)
+        // On an endpoint with nothing queued (its order is kept), a transfer
+        // the device answers from memory is done in the engine's own turn:
+        // no worker hop.
+        if laneIsIdle(job.endpoint), let result = await job.performAtOnce() {
+            complete(job, result, inBurst: true)
+            return
         }
+        guard job.generation == generation, inFlight[id] != nil else {
+            // The device went while it was asked.
+            inFlight[id] = nil
+            return budget.release(permit)
+        }
+        enqueue(job)
     }
 
-    /// A transfer the device answers without waiting, on an endpoint with
-    /// nothing queued (its order is kept), runs in the engine's own turn.
-    private func runsInPlace(_ job: TransferJob) -> Bool {
-        guard job.device.completesWithoutWaiting(endpoint: job.endpoint) else { return false }
-        guard let lane = lanes[job.endpoint] else { return true }
+    private func laneIsIdle(_ endpoint: UInt8) -> Bool {
+        guard let lane = lanes[endpoint] else { return true }
         return lane.running == nil && lane.waiting.isEmpty
     }
 
@@ -129,7 +133,7 @@ extension SessionEngine {
     /// Replies to a finished transfer. Its permit is released only once the
     /// reply is written (by the outbox): a reply waiting for a peer that does not read holds
     /// its bytes, and they count against the budget until they are gone.
-    private func complete(_ job: TransferJob, _ result: USBTransferResult) {
+    private func complete(_ job: TransferJob, _ result: USBTransferResult, inBurst: Bool = false) {
         guard inFlight.removeValue(forKey: job.id) != nil, job.generation == generation else {
             if let permit = job.permit { budget.release(permit) }
             return
@@ -140,7 +144,7 @@ extension SessionEngine {
         count(job, result)
         // Handed over, not awaited: the lane goes on to its next job while
         // the transport writes the reply; the budget bounds what is unwritten.
-        enqueue(job.reply(result), id: job.id, releasing: job.permit)
+        enqueue(job.reply(result), id: job.id, releasing: job.permit, inBurst: inBurst)
     }
 
     private func count(_ job: TransferJob, _ r: USBTransferResult) {

@@ -34,6 +34,11 @@ actor SessionEngine {
     var streams: [UInt8: Task<Void, Never>] = [:]
     var streamPacketID: UInt64 = 0
     var outbox = Outbox(connection: 0)
+    /// The engine is in a burst (one read's packets): replies are handed
+    /// over at its end... (kept across connections, like the tasks that count)
+    var bursts = 0
+    /// ...unless someone waits on writes meanwhile (counted: several may).
+    var lifts = 0
     var lastError: String?
 
     init(logger: Logger, limits: SessionLimits) {

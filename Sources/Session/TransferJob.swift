@@ -45,6 +45,23 @@ struct TransferJob: Sendable {
         }
     }
 
+    /// The result when the device has it at once (see USBDevice.transferAtOnce), else nil.
+    func performAtOnce() async -> USBTransferResult? {
+        guard device.mayAnswerAtOnce(endpoint: endpoint) else { return nil }
+        switch kind {
+        case .control(let p):
+            guard p.endpoint & 0x80 == p.requestType & 0x80 else { return .failed(.invalid) }   // as in perform
+            let setup = USBSetupPacket(requestType: p.requestType, request: p.request, value: p.value,
+                                       index: p.index, length: p.length)
+            return await device.controlAtOnce(setup, data: p.data)
+        case .bulk(let p):
+            guard p.streamID == 0 else { return nil }
+            return await device.transferAtOnce(endpoint: p.endpoint, length: Int(p.length), data: p.data)
+        case .interrupt(let p):
+            return await device.transferAtOnce(endpoint: p.endpoint, length: Int(p.length), data: p.data)
+        }
+    }
+
     /// The reply: same id and header, the device's status, IN data or the
     /// OUT length consumed.
     func reply(_ r: USBTransferResult) -> USBRedirMessage {

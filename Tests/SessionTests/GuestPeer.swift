@@ -400,6 +400,15 @@ actor GuestPeer {
         try sendRaw(b)
     }
 
+    /// Several packets in one write (the host reads them in one read).
+    func sendAll(_ packets: [(USBRedirMessage, id: UInt64)]) throws {
+        var b = ByteBuffer()
+        for (message, id) in packets {
+            try b.writeUSBRedirPacket(USBRedirPacket(id: id, message), negotiation: parser.negotiation)
+        }
+        try sendRaw(b)
+    }
+
     /// Arbitrary bytes, as they are.
     func sendRaw(_ bytes: ByteBuffer) throws {
         do { try toSession.writeNow(bytes) } catch { throw PeerError(description: "\(name): connection closed") }

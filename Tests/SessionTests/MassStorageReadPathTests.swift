@@ -64,4 +64,42 @@ struct MassStorageReadPathTests {
         #expect(d2 == Array(repeating: 0xaa, count: 4096) && c2.status == 0)
         await s.device.close()
     }
+
+    @Test("what is in memory is answered at once; image I/O still under way is not, and changes nothing")
+    func answersAtOnceOnlyFromMemory() async throws {
+        let image = try makeStickImage(blocks: 64, fill: 0xaa)
+        let device = try MassStorageDevice(imagePath: image, readOnly: false, serial: "ATONCE")
+        let inEP = MassStorageDevice.bulkIn, outEP = MassStorageDevice.bulkOut
+        let read = StickDriver.cbw(tag: 7, dataLength: 4096, isIn: true, [0x28, 0] + be(0, 4) + [0] + be(8, 2) + [0])
+        // The CBW is parsed in memory.
+        #expect(await device.transferAtOnce(endpoint: outEP, length: 31, data: read)?.status == .success)
+        // No read ahead yet for the first chunk: not at once, and the data
+        // phase is still where it was.
+        #expect(await device.transferAtOnce(endpoint: inEP, length: 1024, data: nil) == nil)
+        #expect(await Self.bulkIn(device, 1024) == Array(repeating: 0xaa, count: 1024))
+        // The next chunk is read ahead; once it has landed it is served at once.
+        let slot = AtOnceSlot()
+        try await eventually("the read ahead lands") { await slot.ask(device, endpoint: inEP, length: 1024) }
+        let chunk = await slot.result
+        #expect(chunk?.data.map { Array($0.readableBytesView) } == Array(repeating: 0xaa, count: 1024))
+        #expect(await Self.bulkIn(device, 2048) == Array(repeating: 0xaa, count: 2048))
+        // The CSW is in memory: "USBS", tag 7, residue 0, status 0.
+        let csw = await device.transferAtOnce(endpoint: inEP, length: 13, data: nil)
+        #expect(csw?.data.map { Array($0.readableBytesView) } == [0x55, 0x53, 0x42, 0x53, 7, 0, 0, 0, 0, 0, 0, 0, 0])
+        // A write's data goes to the image: never at once.
+        let write = StickDriver.cbw(tag: 8, dataLength: 512, isIn: false, [0x2a, 0] + be(0, 4) + [0] + be(1, 2) + [0])
+        #expect(await device.transferAtOnce(endpoint: outEP, length: 31, data: write)?.status == .success)
+        #expect(await device.transferAtOnce(endpoint: outEP, length: 512, data: ByteBuffer(repeating: 0x33, count: 512)) == nil)
+        await device.close()
+    }
+}
+
+/// The first at-once answer a device gives (asked again until it gives one).
+actor AtOnceSlot {
+    private(set) var result: USBTransferResult?
+
+    func ask(_ device: MassStorageDevice, endpoint: UInt8, length: Int) async -> Bool {
+        if result == nil { result = await device.transferAtOnce(endpoint: endpoint, length: length, data: nil) }
+        return result != nil
+    }
 }

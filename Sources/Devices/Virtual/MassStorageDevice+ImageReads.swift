@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -9,6 +10,15 @@ extension MassStorageDevice {
     struct ReadAhead {
         var range: BulkOnlyState.ImageRange
         var read: EventLoopFuture<ByteBuffer?>
+        /// The bytes once read, set by the pool thread: taken without a hop
+        /// (the future's value is reached only through its event loop).
+        let landed: ReadAheadLanding
+    }
+
+    /// Whether the read ahead has landed and holds `count` bytes at `offset`.
+    func readAheadHolds(offset: UInt64, count: Int) -> Bool {
+        guard let ahead = readAhead, ahead.range.offset == offset, ahead.range.count >= count else { return false }
+        return ahead.landed.value != nil
     }
 
     /// The data phase of a READ: `count` image bytes at `offset` for a host
@@ -60,7 +70,8 @@ extension MassStorageDevice {
     private func readImage(_ range: BulkOnlyState.ImageRange) async -> ByteBuffer? {
         if let ahead = readAhead, ahead.range.offset == range.offset, ahead.range.count >= range.count {
             readAhead = nil
-            if let data = try? await ahead.read.get() { return data.getSlice(at: data.readerIndex, length: range.count) }
+            let data: ByteBuffer?? = if let landed = ahead.landed.value { landed } else { try? await ahead.read.get() }
+            if let data, let data { return data.getSlice(at: data.readerIndex, length: range.count) }
         }
         readAhead = nil
         return await Self.poolRead(image, range)
@@ -72,15 +83,28 @@ extension MassStorageDevice {
         guard served.count > 0, offset < image.size else { readAhead = nil; return }
         let range = BulkOnlyState.ImageRange(offset: offset, count: Int(min(UInt64(served.count), image.size - offset)))
         let image = self.image
+        let landing = ReadAheadLanding()
         // A future, not a task: the pool thread completes it on an event loop.
         let read = NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.any()) {
-            image.read(offset: range.offset, count: range.count)
+            let data = image.read(offset: range.offset, count: range.count)
+            landing.set(data)
+            return data
         }
-        readAhead = ReadAhead(range: range, read: read)
+        readAhead = ReadAhead(range: range, read: read, landed: landing)
     }
 
-    private static func poolRead(_ image: ImageFile, _ range: BulkOnlyState.ImageRange) async -> ByteBuffer? {
+    static func poolRead(_ image: ImageFile, _ range: BulkOnlyState.ImageRange) async -> ByteBuffer? {
         let data = try? await NIOThreadPool.singleton.runIfActive { image.read(offset: range.offset, count: range.count) }
         return data ?? nil
     }
+}
+
+/// Where a read ahead leaves its bytes for the stick to take without a hop.
+final class ReadAheadLanding: Sendable {
+    private let box = NIOLockedValueBox<ByteBuffer??>(nil)
+
+    /// nil while the read runs; then the bytes (nil inside: the read failed).
+    var value: ByteBuffer?? { box.withLockedValue { $0 } }
+
+    func set(_ data: ByteBuffer?) { box.withLockedValue { $0 = .some(data) } }
 }

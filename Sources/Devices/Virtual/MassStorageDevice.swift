@@ -64,8 +64,27 @@ public actor MassStorageDevice: VirtualUSBDevice {
         return .success
     }
 
-    /// Control requests are answered from memory; bulk reads and writes the image.
-    public nonisolated func completesWithoutWaiting(endpoint: UInt8) -> Bool { endpoint == 0 }
+    /// Control requests, CBWs, CSWs and data already read are answered from
+    /// memory; image writes, and reads still under way, wait.
+    public nonisolated func mayAnswerAtOnce(endpoint: UInt8) -> Bool { true }
+
+    public func controlAtOnce(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult? {
+        await control(setup, data: data)
+    }
+
+    public func transferAtOnce(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult? {
+        switch (endpoint, bot) {
+        case (Self.bulkOut, .dataOut) where !core.halted.contains(endpoint):
+            return nil   // image writes
+        case (Self.bulkIn, .dataIn(let phase)) where !core.halted.contains(endpoint) && phase.image != nil:
+            guard let range = phase.image, readAheadHolds(offset: range.offset, count: min(length, range.count)) else {
+                return nil
+            }
+            return await imageIn(phase, length: length)
+        default:
+            return await transfer(endpoint: endpoint, length: length, data: data, streamID: 0)
+        }
+    }
 
     public func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult {
         if let standard = core.standardControl(setup) { return standard }

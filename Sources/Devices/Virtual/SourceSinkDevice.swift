@@ -42,8 +42,16 @@ public actor SourceSinkDevice: VirtualUSBDevice {
     public func close() async {}
 
     /// Control and bulk are answered from memory; interrupt IN waits for its interval.
-    public nonisolated func completesWithoutWaiting(endpoint: UInt8) -> Bool {
+    public nonisolated func mayAnswerAtOnce(endpoint: UInt8) -> Bool {
         endpoint == 0 || endpoint == Self.bulkIn || endpoint == Self.bulkOut
+    }
+
+    public func controlAtOnce(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult? {
+        await control(setup, data: data)
+    }
+
+    public func transferAtOnce(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult? {
+        endpoint == Self.interruptIn ? nil : await transfer(endpoint: endpoint, length: length, data: data, streamID: 0)
     }
     public func reset() async -> USBTransferStatus { core.reset(); return .success }
 
