@@ -86,6 +86,9 @@ struct MassStorageReadPathTests {
         // The CSW is in memory: "USBS", tag 7, residue 0, status 0.
         let csw = await device.transferAtOnce(endpoint: inEP, length: 13, data: nil)
         #expect(csw?.data.map { Array($0.readableBytesView) } == [0x55, 0x53, 0x42, 0x53, 7, 0, 0, 0, 0, 0, 0, 0, 0])
+        // SYNCHRONIZE CACHE fsyncs the image: not at once (its CBW waits for the worker).
+        let sync = StickDriver.cbw(tag: 9, dataLength: 0, isIn: false, [0x35] + Array(repeating: 0, count: 9))
+        #expect(await device.transferAtOnce(endpoint: outEP, length: 31, data: sync) == nil)
         // A write's data goes to the image: never at once.
         let write = StickDriver.cbw(tag: 8, dataLength: 512, isIn: false, [0x2a, 0] + be(0, 4) + [0] + be(1, 2) + [0])
         #expect(await device.transferAtOnce(endpoint: outEP, length: 31, data: write)?.status == .success)

@@ -76,6 +76,8 @@ public actor MassStorageDevice: VirtualUSBDevice {
         switch (endpoint, bot) {
         case (Self.bulkOut, .dataOut) where !core.halted.contains(endpoint):
             return nil   // image writes
+        case (Self.bulkOut, .idle) where Self.mayFlushImage(data):
+            return nil   // SYNCHRONIZE CACHE, START STOP UNIT (eject): fdatasync
         case (Self.bulkIn, .dataIn(let phase)) where !core.halted.contains(endpoint) && phase.image != nil:
             guard let range = phase.image, readAheadHolds(offset: range.offset, count: min(length, range.count)) else {
                 return nil
@@ -84,6 +86,12 @@ public actor MassStorageDevice: VirtualUSBDevice {
         default:
             return await transfer(endpoint: endpoint, length: length, data: data, streamID: 0)
         }
+    }
+
+    /// A CBW whose command may flush the image to disk (not at once).
+    static func mayFlushImage(_ data: ByteBuffer?) -> Bool {
+        guard let data, let cbw = CommandBlockWrapper(data), let opcode = cbw.command.first else { return false }
+        return [0x35, 0x91, 0x1b].contains(opcode)
     }
 
     public func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult {
