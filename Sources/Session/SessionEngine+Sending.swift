@@ -31,7 +31,7 @@ extension SessionEngine {
     /// for the reader, which may be waiting itself).
     func enqueue(_ message: USBRedirMessage, id: UInt64 = 0, releasing permit: InFlightBudget.Permit? = nil,
                  inBurst: Bool = false) {
-        guard let writer, let negotiation, !outbox.broken else {
+        guard writer != nil, let negotiation, !outbox.broken else {
             if let permit { budget.release(permit) }
             return
         }
