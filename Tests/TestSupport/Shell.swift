@@ -15,49 +15,115 @@ public func runCommand(_ executable: String, _ arguments: [String], cwd: String?
 public let defaultCommandTimeout: Double = 600
 
 /// Runs a child with its output collected as it comes; kills it (SIGKILL)
-/// and throws CommandError when it outlives `timeout`.
+/// and throws CommandError when it outlives `timeout`. Spawned, read and
+/// reaped here (posix_spawn, poll, waitpid) rather than by Foundation's
+/// Process, whose exit and end-of-output notices come through its manager
+/// thread and dispatch: under load either came seconds late, and a timed
+/// test that polls a command (`usbredir status`) saw a 5 s stall.
 private func runWithDeadline(_ executable: String, _ arguments: [String], cwd: String?,
                              timeout: Double) throws -> (status: Int32, output: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = arguments
-    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    let output = ChildOutput()
-    pipe.fileHandleForReading.readabilityHandler = { handle in
-        let data = handle.availableData
-        if data.isEmpty { output.finish() } else { output.append(data) }
-    }
-    defer { pipe.fileHandleForReading.readabilityHandler = nil }
-    try p.run()
     let command = ([executable] + arguments).joined(separator: " ")
+    let child = try SpawnedChild(executable, arguments, cwd: cwd, command: command)
+    defer { close(child.output) }
     let deadline = Date().addingTimeInterval(timeout)
-    // /proc, not p.isRunning: Foundation's reaping from concurrency threads is not reliable.
-    while processIsAlive(p.processIdentifier) && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-    if processIsAlive(p.processIdentifier) {
-        kill(p.processIdentifier, SIGKILL)
-        throw CommandError(command: command, output: "killed: still running after \(timeout) s\n" + output.text)
+    var output = Data()
+    var status: Int32?
+    // Read until the output ends. A grandchild may hold the output open
+    // after the child exits: then what is there is read, and no more.
+    while true {
+        let ended = readAvailable(child.output, into: &output, waitMilliseconds: status == nil ? 20 : 100)
+        if ended || (status != nil && !hasInput(child.output)) { break }
+        if status == nil { status = child.exitStatus() }
+        if status == nil && Date() >= deadline {
+            kill(child.pid, SIGKILL)
+            _ = child.waitForExit()
+            throw CommandError(command: command, output: "killed: still running after \(timeout) s\n"
+                               + String(decoding: output, as: UTF8.self))
+        }
     }
-    // The output ends when the last writer closes it (a grandchild may still hold it).
-    let drained = Date().addingTimeInterval(5)
-    while !output.finished && Date() < drained { Thread.sleep(forTimeInterval: 0.005) }
-    let reaped = Date().addingTimeInterval(5)
-    while p.isRunning && Date() < reaped { Thread.sleep(forTimeInterval: 0.01) }   // waitUntilExit can hang here
-    guard !p.isRunning else { throw CommandError(command: command, output: "exit status not reaped\n" + output.text) }
-    return (p.terminationStatus, output.text)
+    return (status ?? child.waitForExit(), String(decoding: output, as: UTF8.self))
 }
 
-/// Bytes a child wrote, gathered from a readability handler.
-final class ChildOutput: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data = Data()
-    private var ended = false
-    func append(_ d: Data) { lock.withLock { data.append(d) } }
-    func finish() { lock.withLock { ended = true } }
-    var finished: Bool { lock.withLock { ended } }
-    var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
+/// Reads what `fd` has within `waitMilliseconds`; true at end of input.
+private func readAvailable(_ fd: Int32, into data: inout Data, waitMilliseconds: Int32) -> Bool {
+    var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    guard poll(&p, 1, waitMilliseconds) > 0 else { return false }
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    let n = read(fd, &buffer, buffer.count)
+    if n > 0 { data.append(buffer, count: n); return false }
+    return n == 0 || (errno != EINTR && errno != EAGAIN)
+}
+
+private func hasInput(_ fd: Int32) -> Bool {
+    var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    return poll(&p, 1, 0) > 0
+}
+
+/// A child started with posix_spawn: standard input from /dev/null, output
+/// and error into one pipe (close-on-exec in this process, so no other
+/// child inherits it and holds its end open).
+private struct SpawnedChild {
+    let pid: pid_t
+    let output: Int32
+
+    init(_ executable: String, _ arguments: [String], cwd: String?, command: String) throws {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else {
+            throw CommandError(command: command, output: "pipe: \(String(cString: strerror(errno)))")
+        }
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        // Default signal handling and no blocked signals in the child, as
+        // from a shell (this process ignores SIGPIPE, for one).
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var all = sigset_t(), none = sigset_t()
+        sigfillset(&all)
+        sigemptyset(&none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        // A working directory through the shell (glibc's addchdir_np is not
+        // visible to Swift).
+        let words = cwd.map { ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", $0, executable] } ?? [executable]
+        let argv = (words + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid = pid_t()
+        let rc = posix_spawn(&pid, words[0], &actions, &attributes, argv, environ)
+        close(fds[1])
+        guard rc == 0 else {
+            close(fds[0])
+            throw CommandError(command: command, output: "cannot start: \(String(cString: strerror(rc)))")
+        }
+        self.pid = pid
+        output = fds[0]
+    }
+
+    /// The exit status once it has exited (reaped now), else nil.
+    func exitStatus() -> Int32? {
+        var raw: Int32 = 0
+        let r = waitpid(pid, &raw, WNOHANG)
+        if r == pid { return Self.decode(raw) }
+        return r < 0 && errno != EINTR ? -1 : nil
+    }
+
+    @discardableResult
+    func waitForExit() -> Int32 {
+        var raw: Int32 = 0
+        while waitpid(pid, &raw, 0) < 0 { if errno != EINTR { return -1 } }
+        return Self.decode(raw)
+    }
+
+    /// Exit code, or the signal's number + 128 as a shell shows it.
+    private static func decode(_ raw: Int32) -> Int32 {
+        raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+    }
 }
 
 public struct CommandError: Error, CustomStringConvertible {
