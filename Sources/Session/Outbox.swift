@@ -17,8 +17,6 @@ struct Outbox {
         var permit: InFlightBudget.Permit?
     }
 
-    /// Identifies the connection (for logs and tests).
-    let connection: Int
     let progress = WriteProgress()
     private(set) var inTransit = CircularBuffer<Item>()
     private(set) var queuedBytes = 0
@@ -31,10 +29,6 @@ struct Outbox {
     private(set) var held: [OutgoingPacket] = []
     var flushWaiters: [(mark: Int, continuation: CheckedContinuation<Bool, Never>)] = []
     var roomWaiters: [CheckedContinuation<Void, Never>] = []
-
-    init(connection: Int) {
-        self.connection = connection
-    }
 
     /// Records a packet for the connection (sent by `takeHeld`).
     mutating func append(_ item: Item, _ packet: OutgoingPacket) {

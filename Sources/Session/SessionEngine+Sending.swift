@@ -18,8 +18,7 @@ extension SessionEngine {
     func send(_ message: USBRedirMessage, id: UInt64 = 0, releasing permit: InFlightBudget.Permit? = nil) async {
         enqueue(message, id: id, releasing: permit)
         while outbox.queuedBytes > Self.queuedBytesBeforeWaiting, !outbox.broken {
-            armWriteWake()
-            collectWrites()
+            collectWritesArmed()
             guard outbox.queuedBytes > Self.queuedBytesBeforeWaiting, !outbox.broken else { break }
             await outsideBurst { await withCheckedContinuation { outbox.roomWaiters.append($0) } }
         }
@@ -91,9 +90,15 @@ extension SessionEngine {
         wakeOutboxWaiters()
     }
 
-    /// Before waiting on writes: the transport's next report wakes the
-    /// engine. Armed before the last look, so a report in between is not lost.
-    func armWriteWake() {
+    /// The last look before waiting on writes: the wake-up (the transport's
+    /// next report wakes the engine) is armed first, so a report that lands
+    /// between this look and the wait is not lost.
+    func collectWritesArmed() {
+        armWriteWake()
+        collectWrites()
+    }
+
+    private func armWriteWake() {
         outbox.progress.arm { [weak self] in
             Task { await self?.writesProgressed() }
         }
@@ -103,8 +108,7 @@ extension SessionEngine {
         collectWrites()
         let waiting = !outbox.flushWaiters.isEmpty || !outbox.roomWaiters.isEmpty || !budget.waiters.isEmpty
         guard waiting, !outbox.broken else { return }
-        armWriteWake()
-        collectWrites()
+        collectWritesArmed()
     }
 
     private func wakeOutboxWaiters() {
@@ -126,9 +130,7 @@ extension SessionEngine {
     /// Waits until everything handed over so far is written; false when the
     /// connection failed first.
     func flushed() async -> Bool {
-        flushHeld()
-        armWriteWake()
-        collectWrites()
+        collectWritesArmed()
         guard outbox.finished < outbox.appended, !outbox.broken else { return !outbox.broken }
         let mark = outbox.appended
         return await outsideBurst { await withCheckedContinuation { outbox.flushWaiters.append((mark, $0)) } }

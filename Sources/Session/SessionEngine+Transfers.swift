@@ -47,8 +47,7 @@ extension SessionEngine {
         collectWrites()
         while !budget.admits(bytes) {
             // Replies that are written give their permits back when collected.
-            armWriteWake()
-            collectWrites()
+            collectWritesArmed()
             if budget.admits(bytes) { break }
             await outsideBurst { await withCheckedContinuation { budget.waiters.append($0) } }
         }

@@ -33,7 +33,7 @@ actor SessionEngine {
     var inFlight: [UInt64: InFlight] = [:]
     var streams: [UInt8: Task<Void, Never>] = [:]
     var streamPacketID: UInt64 = 0
-    var outbox = Outbox(connection: 0)
+    var outbox = Outbox()
     /// The engine is in a burst (one read's packets): replies are handed
     /// over at its end... (kept across connections, like the tasks that count)
     var bursts = 0
@@ -52,7 +52,7 @@ actor SessionEngine {
     func begin(writer: any USBRedirByteWriter) {
         self.writer = writer
         shutOutbox()   // an earlier connection's, should `end` not have run
-        outbox = Outbox(connection: outbox.connection + 1)
+        outbox = Outbox()
         negotiation = nil
         parser = USBRedirParser(role: .host, capabilities: Self.capabilities)
         link = .awaitingHello

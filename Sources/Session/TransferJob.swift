@@ -29,14 +29,7 @@ struct TransferJob: Sendable {
     func perform() async -> USBTransferResult {
         switch kind {
         case .control(let p):
-            // usbredir states the direction twice: the endpoint (0x80 or 0x00)
-            // decides who carries the data, bmRequestType what the device does.
-            // When they disagree the device would get an OUT request whose
-            // data stage the guest never sent (or an IN request with data):
-            // invalid, and the device never sees it.
-            guard p.endpoint & 0x80 == p.requestType & 0x80 else { return .failed(.invalid) }
-            let setup = USBSetupPacket(requestType: p.requestType, request: p.request, value: p.value,
-                                       index: p.index, length: p.length)
+            guard let setup = Self.setup(of: p) else { return .failed(.invalid) }
             return await device.control(setup, data: p.data)
         case .bulk(let p):
             return await device.transfer(endpoint: p.endpoint, length: Int(p.length), data: p.data, streamID: p.streamID)
@@ -50,9 +43,7 @@ struct TransferJob: Sendable {
         guard device.mayAnswerAtOnce(endpoint: endpoint) else { return nil }
         switch kind {
         case .control(let p):
-            guard p.endpoint & 0x80 == p.requestType & 0x80 else { return .failed(.invalid) }   // as in perform
-            let setup = USBSetupPacket(requestType: p.requestType, request: p.request, value: p.value,
-                                       index: p.index, length: p.length)
+            guard let setup = Self.setup(of: p) else { return .failed(.invalid) }
             return await device.controlAtOnce(setup, data: p.data)
         case .bulk(let p):
             guard p.streamID == 0 else { return nil }
@@ -60,6 +51,17 @@ struct TransferJob: Sendable {
         case .interrupt(let p):
             return await device.transferAtOnce(endpoint: p.endpoint, length: Int(p.length), data: p.data)
         }
+    }
+
+    /// The setup stage of a control packet; nil when it is invalid.
+    /// usbredir states the direction twice: the endpoint (0x80 or 0x00)
+    /// decides who carries the data, bmRequestType what the device does.
+    /// When they disagree the device would get an OUT request whose data
+    /// stage the guest never sent (or an IN request with data): invalid, and
+    /// the device never sees it.
+    private static func setup(of p: USBRedirMessage.ControlPacket) -> USBSetupPacket? {
+        guard p.endpoint & 0x80 == p.requestType & 0x80 else { return nil }
+        return USBSetupPacket(requestType: p.requestType, request: p.request, value: p.value, index: p.index, length: p.length)
     }
 
     /// The reply: same id and header, the device's status, IN data or the

@@ -104,11 +104,6 @@ struct RawWriter: USBRedirByteWriter {
         try await outbound.write(bytes)
     }
 
-    /// All parts in one call: NIO gathers them into one writev and one flush.
-    func write(parts: [ByteBuffer], compressible: Bool) async throws {
-        try await outbound.write(contentsOf: parts)
-    }
-
     func enqueue(_ packets: [OutgoingPacket], written: @escaping @Sendable (Bool) -> Void) {
         ordered.write(packets.flatMap(\.parts), written: written)
     }

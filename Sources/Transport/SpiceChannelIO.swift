@@ -42,11 +42,6 @@ struct SpiceMessageWriter: Sendable {
         try await outbound.write(frame(type: type, body: body, prefix: prefix))
     }
 
-    /// One message whose body is `parts`, sent as it is (no copy of the payload).
-    func send(type: UInt16, parts: [ByteBuffer]) async throws {
-        try await outbound.write(contentsOf: framed(type: type, parts: parts))
-    }
-
     /// One message whose body is `parts`: the SPICE header is framed alone
     /// and the parts follow as they are.
     func framed(type: UInt16, parts: [ByteBuffer]) -> [ByteBuffer] {

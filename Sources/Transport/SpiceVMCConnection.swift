@@ -55,11 +55,7 @@ struct SpiceVMCWriter: USBRedirByteWriter {
     let ordered: OrderedChannelWriter
 
     func write(_ bytes: ByteBuffer, compressible: Bool) async throws {
-        try await write(parts: [bytes], compressible: compressible)
-    }
-
-    func write(parts: [ByteBuffer], compressible: Bool) async throws {
-        try await writer.outbound.write(contentsOf: message(parts, compressible: compressible))
+        try await writer.outbound.write(contentsOf: message([bytes], compressible: compressible))
     }
 
     /// One SPICE message per packet (LZ4 is decided per packet).

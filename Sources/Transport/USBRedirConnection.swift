@@ -16,9 +16,6 @@ public protocol USBRedirByteWriter: Sendable {
     /// devices with isochronous endpoints); the transport decides whether to
     /// compress from it, the size and what the peer supports.
     func write(_ bytes: ByteBuffer, compressible: Bool) async throws
-    /// Sends one packet given as parts (header, then payload) without joining
-    /// them: the payload is not copied on its way to the socket.
-    func write(parts: [ByteBuffer], compressible: Bool) async throws
     /// Queues a burst of packets and returns at once; bursts reach the peer
     /// in the order of the calls, each sent together (one flush). `written`
     /// runs once the burst is on the socket (true) or the connection failed
@@ -26,17 +23,6 @@ public protocol USBRedirByteWriter: Sendable {
     func enqueue(_ packets: [OutgoingPacket], written: @escaping @Sendable (Bool) -> Void)
     /// Closes the connection; a pending read ends.
     func close()
-}
-
-extension USBRedirByteWriter {
-    /// For writers that have nothing better: one joined buffer.
-    public func write(parts: [ByteBuffer], compressible: Bool) async throws {
-        guard parts.count > 1 else { return try await write(parts.first ?? ByteBuffer(), compressible: compressible) }
-        var joined = ByteBuffer()
-        joined.reserveCapacity(parts.reduce(0) { $0 + $1.readableBytes })
-        for p in parts { joined.writeImmutableBuffer(p) }
-        try await write(joined, compressible: compressible)
-    }
 }
 
 /// One usbredir packet as the session hands it over: header, then payload

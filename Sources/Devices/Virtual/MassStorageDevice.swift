@@ -68,10 +68,6 @@ public actor MassStorageDevice: VirtualUSBDevice {
     /// memory; image writes, and reads still under way, wait.
     public nonisolated func mayAnswerAtOnce(endpoint: UInt8) -> Bool { true }
 
-    public func controlAtOnce(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult? {
-        await control(setup, data: data)
-    }
-
     public func transferAtOnce(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult? {
         switch (endpoint, bot) {
         case (Self.bulkOut, .dataOut) where !core.halted.contains(endpoint):

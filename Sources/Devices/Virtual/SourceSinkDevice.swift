@@ -46,10 +46,6 @@ public actor SourceSinkDevice: VirtualUSBDevice {
         endpoint == 0 || endpoint == Self.bulkIn || endpoint == Self.bulkOut
     }
 
-    public func controlAtOnce(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult? {
-        await control(setup, data: data)
-    }
-
     public func transferAtOnce(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult? {
         endpoint == Self.interruptIn ? nil : await transfer(endpoint: endpoint, length: length, data: data, streamID: 0)
     }

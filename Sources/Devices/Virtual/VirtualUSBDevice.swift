@@ -20,6 +20,11 @@ extension VirtualUSBDevice {
         core.halted.remove(endpoint)
         return .success
     }
+    /// A virtual device answers control requests from its own state (no
+    /// I/O), so whenever it allows answers at once (`mayAnswerAtOnce`).
+    public func controlAtOnce(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult? {
+        await control(setup, data: data)
+    }
     /// Neither virtual device has isochronous endpoints.
     public func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult {
         .failed(.invalid)
