@@ -136,7 +136,10 @@ public struct USBEndpointDescriptor: Sendable, Equatable {
     public var type: USBEndpointType
     public var maxPacketSize: UInt16
     public var interval: UInt8
+    /// Bulk streams the endpoint supports (USB 3; 0: none). A power of two.
     public var maxStreams: UInt32 = 0
+    /// Class-specific descriptors that follow the endpoint's (a UAS pipe usage).
+    public var classSpecific: [UInt8] = []
 
     public init(address: UInt8, type: USBEndpointType, maxPacketSize: UInt16, interval: UInt8 = 0) {
         self.address = address

@@ -245,11 +245,16 @@ public struct VirtualDevice: Sendable, Hashable {
     public var image: String?
     public var readOnly: Bool
     public var speed: Speed
+    /// A SuperSpeed stick also offers USB Attached SCSI (alternate setting 1,
+    /// bulk streams): a guest on xhci then keeps many commands queued instead
+    /// of one at a time.
+    public var uas: Bool
 
-    public init(kind: Kind, image: String? = nil, readOnly: Bool = false, speed: Speed = .high) {
+    public init(kind: Kind, image: String? = nil, readOnly: Bool = false, speed: Speed = .high, uas: Bool = false) {
         self.kind = kind
         self.image = image
         self.readOnly = readOnly
         self.speed = speed
+        self.uas = uas
     }
 }

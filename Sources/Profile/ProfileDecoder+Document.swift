@@ -377,7 +377,7 @@ extension ProfileDecoder {
         var device = VirtualDevice(kind: kind)
         var valid = true
         if kind == .sourceSink {
-            for key in ["image", "read-only", "speed"] {
+            for key in ["image", "read-only", "speed", "uas"] {
                 if let extra = fields[key] {
                     error("\(key) applies to mass-storage devices only", at: extra.entryLocation)
                     valid = false
@@ -397,6 +397,14 @@ extension ProfileDecoder {
         }
         if let speed = fields["speed"] {
             if let value: VirtualDevice.Speed = choice(speed, "stick speed") { device.speed = value } else { valid = false }
+        }
+        if let uas = fields["uas"] {
+            if let value = bool(uas) { device.uas = value } else { valid = false }
+            if device.uas && device.speed != .super {
+                error("uas needs speed: super (UAS queues commands on bulk streams, which only SuperSpeed has)",
+                      at: uas.entryLocation)
+                valid = false
+            }
         }
         // A writable stick needs a writable image; say so now, not at apply time.
         if valid, checkFiles, !device.readOnly, let path = device.image, let imageField = fields["image"],

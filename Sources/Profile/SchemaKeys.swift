@@ -5,7 +5,7 @@ enum Keys {
     static let endpoint = endpointKinds + ["password-file", "password-env", "ca-file", "host-subject", "allow", "uri"]
     static let device = ["name", "to", "log", "channel", "match", "virtual"]
     static let match = ["vendor", "product", "serial", "port"]
-    static let virtual = ["kind", "image", "read-only", "speed"]
+    static let virtual = ["kind", "image", "read-only", "speed", "uas"]
     static let host = ["devices"]
 }
 

@@ -9,7 +9,7 @@ enum VirtualDeviceFactory {
         case .massStorage:
             guard let image = v.image else { throw DeviceError.notFound("mass-storage device '\(name)' has no image") }
             return try MassStorageDevice(imagePath: image, readOnly: v.readOnly, serial: serial(for: name),
-                                          superSpeed: v.speed == .super)
+                                          superSpeed: v.speed == .super, offersUAS: v.uas)
         case .sourceSink:
             return SourceSinkDevice(serial: serial(for: name))
         }

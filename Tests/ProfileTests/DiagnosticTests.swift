@@ -543,6 +543,26 @@ import Testing
             """) == ["p.yaml:10:34: error: speed applies to mass-storage devices only"])
     }
 
+    @Test func uasNeedsASuperSpeedStick() throws {
+        #expect(try diagnostics(head + """
+              - name: a
+                to: vm1
+                virtual: {kind: mass-storage, image: a.img, uas: true}
+            """, files: ["a.img": ""]) == [
+                "p.yaml:10:49: error: uas needs speed: super (UAS queues commands on bulk streams, which only SuperSpeed has)",
+            ])
+        #expect(try diagnostics(head + """
+              - name: a
+                to: vm1
+                virtual: {kind: mass-storage, image: a.img, speed: super, uas: true}
+            """, files: ["a.img": ""]) == [])
+        #expect(try diagnostics(head + """
+              - name: a
+                to: vm1
+                virtual: {kind: source-sink, uas: false}
+            """) == ["p.yaml:10:34: error: uas applies to mass-storage devices only"])
+    }
+
     @Test func unknownVirtualKey() throws {
         #expect(try diagnostics(head + """
               - name: a

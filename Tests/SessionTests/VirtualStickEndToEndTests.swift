@@ -9,12 +9,16 @@ import TestSupport
 struct VirtualStickEndToEndTests {
     static let readMiB = 64
 
-    func readTest(_ link: GuestLink, label: String, superSpeed: Bool = false) async throws {
+    func readTest(_ link: GuestLink, label: String, superSpeed: Bool = false, uas: Bool = false) async throws {
         let dir = try makeTemporaryDirectory("usbredir-e2e")
         let image = try makeRandomImage(mib: Self.readMiB, in: dir)
         let session = RedirectionSession(name: "stick", logger: testLogger)
-        try await session.plug(MassStorageDevice(imagePath: image, readOnly: true, serial: "E2E0001", superSpeed: superSpeed))
+        try await session.plug(MassStorageDevice(imagePath: image, readOnly: true, serial: "E2E0001", superSpeed: superSpeed,
+                                                 offersUAS: uas))
         let (report, _) = try await runGuest(append: "usbtest=read usbtest.mib=\(Self.readMiB)", link: link, session: session)
+        // Which driver the guest bound: uas only when the stick offers it.
+        #expect(report.line("usb-interface 0525:a4a5")?.hasSuffix(uas ? "alt=1 driver=uas" : "alt=0 driver=usb-storage") == true,
+                "guest report:\n\(report)")
         #expect(report.value("sha256") == (try sha256(ofFile: image)), "guest report:\n\(report)")
         // The speed the guest's kernel gave the device (Mb/s, sysfs).
         #expect(report.line("usb-device 0525:a4a5")?.hasSuffix("speed=\(superSpeed ? 5000 : 480)") == true,
@@ -31,6 +35,11 @@ struct VirtualStickEndToEndTests {
     /// SuperSpeed on xhci: the guest sends 1 MiB commands.
     @Test func guestReadsA64MiBSuperSpeedStickOverSpiceOnXHCI() async throws {
         try await readTest(.spice(controller: "qemu-xhci"), label: "spice/qemu-xhci, SuperSpeed stick", superSpeed: true)
+    }
+
+    /// UAS on xhci: commands queued on bulk streams (stream = tag).
+    @Test func guestReadsA64MiBUASStickOverSpiceOnXHCI() async throws {
+        try await readTest(.spice(controller: "qemu-xhci"), label: "spice/qemu-xhci, UAS stick", superSpeed: true, uas: true)
     }
 
     @Test func guestReadsA64MiBStickOverSpiceOnEHCI() async throws {
@@ -58,16 +67,21 @@ struct VirtualStickEndToEndTests {
         try await writeTest(superSpeed: false)
     }
 
+    @Test func guestWritesReachTheImageFileOfAUASStick() async throws {
+        try await writeTest(superSpeed: true, uas: true)
+    }
+
     /// 1 MiB WRITE commands, their data in many bulk OUT packets.
     @Test func guestWritesReachTheImageFileOfASuperSpeedStick() async throws {
         try await writeTest(superSpeed: true)
     }
 
-    func writeTest(superSpeed: Bool) async throws {
+    func writeTest(superSpeed: Bool, uas: Bool = false) async throws {
         let dir = try makeTemporaryDirectory("usbredir-e2e-write")
         let image = try makeRandomImage(mib: 32, in: dir)
         let session = RedirectionSession(name: "stick", logger: testLogger)
-        try await session.plug(MassStorageDevice(imagePath: image, readOnly: false, serial: "E2E0002", superSpeed: superSpeed))
+        try await session.plug(MassStorageDevice(imagePath: image, readOnly: false, serial: "E2E0002", superSpeed: superSpeed,
+                                                 offersUAS: uas))
         let (report, _) = try await runGuest(append: "usbtest=write usbtest.mib=16 usbtest.seed=e2e", link: .spice(controller: "qemu-xhci"),
                                              session: session)
         #expect(report.has("write-status=ok"), "guest report:\n\(report)")
@@ -75,7 +89,10 @@ struct VirtualStickEndToEndTests {
         let expected = try guestPatternSHA256(seed: "e2e", mib: 16)
         #expect(try sha256(ofFile: image, bytes: 16 << 20) == expected)
         #expect(report.line("usb-device 0525:a4a5")?.hasSuffix("speed=\(superSpeed ? 5000 : 480)") == true)
-        print("E2E write over spice/qemu-xhci\(superSpeed ? ", SuperSpeed stick" : ""): \(report.line("written") ?? "?")")
+        #expect(report.line("usb-interface 0525:a4a5")?.hasSuffix(uas ? "driver=uas" : "driver=usb-storage") == true,
+                "guest report:\n\(report)")
+        print("E2E write over spice/qemu-xhci\(superSpeed ? ", SuperSpeed stick" : "")\(uas ? ", UAS" : ""): "
+              + "\(report.line("written") ?? "?")")
     }
 
     @Test func aReadOnlyStickRefusesWritesAndTheFileIsUnchanged() async throws {

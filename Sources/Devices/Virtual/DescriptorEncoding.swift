@@ -18,7 +18,8 @@ enum DescriptorEncoding {
     }
 
     /// With `superSpeed`, each endpoint is followed by its SuperSpeed
-    /// companion (USB 3.2, 9.6.7): bulk endpoints burst 16 packets.
+    /// companion (USB 3.2, 9.6.7): bulk endpoints burst 16 packets and state
+    /// their streams (as a power of two). Class-specific descriptors come last.
     static func configuration(_ c: USBConfigurationDescriptor, superSpeed: Bool = false) -> [UInt8] {
         var body: [UInt8] = []
         let interfaceCount = Set(c.interfaces.map(\.number)).count
@@ -27,7 +28,11 @@ enum DescriptorEncoding {
                      i.interfaceClass, i.interfaceSubclass, i.interfaceProtocol, 0]
             for e in i.endpoints {
                 body += [7, endpointType, e.address, e.type.rawValue] + le16(e.maxPacketSize) + [e.interval]
-                if superSpeed { body += [6, companionType, e.type == .bulk ? 15 : 0, 0, 0, 0] }
+                if superSpeed {
+                    let streams = UInt8(e.maxStreams > 1 ? e.maxStreams.trailingZeroBitCount : 0)
+                    body += e.type == .bulk ? [6, companionType, 15, streams, 0, 0] : [6, companionType, 0, 0, 0, 0]
+                }
+                body += e.classSpecific
             }
         }
         let total = UInt16(9 + body.count)

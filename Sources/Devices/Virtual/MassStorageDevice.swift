@@ -25,8 +25,14 @@ public actor MassStorageDevice: VirtualUSBDevice {
     /// host asks (sequential reads find them ready).
     var readAhead: ReadAhead?
     var scsi: SCSIState
+    /// The UAS side's commands (alternate setting 1; see MassStorageDevice+UAS).
+    var uas = UASState()
 
-    public init(imagePath: String, readOnly: Bool, serial: String, superSpeed: Bool = false) throws {
+    /// `offersUAS` (SuperSpeed only): alternate setting 1 is UAS with bulk
+    /// streams, which a guest prefers to Bulk-Only when its controller has
+    /// streams (xhci); alternate setting 0 stays Bulk-Only for the others.
+    public init(imagePath: String, readOnly: Bool, serial: String, superSpeed: Bool = false,
+                offersUAS: Bool = false) throws {
         image = try ImageFile(path: imagePath, readOnly: readOnly)
         self.imagePath = imagePath
         self.readOnly = readOnly
@@ -43,7 +49,8 @@ public actor MassStorageDevice: VirtualUSBDevice {
             number: 0, interfaceClass: 0x08, interfaceSubclass: 0x06, interfaceProtocol: 0x50,
             endpoints: [.init(address: Self.bulkIn, type: .bulk, maxPacketSize: packet),
                         .init(address: Self.bulkOut, type: .bulk, maxPacketSize: packet)])
-        core = VirtualDeviceCore(descriptor: d, configuration: .init(value: 1, interfaces: [interface]),
+        let interfaces = superSpeed && offersUAS ? [interface, Self.uasInterface(packet: packet)] : [interface]
+        core = VirtualDeviceCore(descriptor: d, configuration: .init(value: 1, interfaces: interfaces),
                                  superSpeed: superSpeed)
         scsi = SCSIState(blocks: image.size / UInt64(Self.blockSize), serial: serial)
     }
@@ -54,6 +61,7 @@ public actor MassStorageDevice: VirtualUSBDevice {
     /// another assignment have the image.
     public func close() async {
         readAhead = nil
+        uasReset()
         _ = image.sync()
         image.unlock()
     }
@@ -61,7 +69,16 @@ public actor MassStorageDevice: VirtualUSBDevice {
         core.reset()
         bot = .idle
         readAhead = nil
+        uasReset()
         return .success
+    }
+    public func setConfiguration(_ value: UInt8) async -> USBTransferStatus {
+        uasReset()
+        return core.setConfiguration(value)
+    }
+    public func setAltSetting(interface: UInt8, alt: UInt8) async -> USBTransferStatus {
+        uasReset()
+        return core.setAltSetting(interface: interface, alt: alt)
     }
 
     /// Control requests, CBWs, CSWs and data already read are answered from
@@ -74,6 +91,8 @@ public actor MassStorageDevice: VirtualUSBDevice {
             return nil   // image writes
         case (Self.bulkOut, .idle) where Self.mayFlushImage(data):
             return nil   // SYNCHRONIZE CACHE, START STOP UNIT (eject): fdatasync
+        case (Self.uasCommandPipe, _) where Self.mayFlushImage(uasCommand: data):
+            return nil
         case (Self.bulkIn, .dataIn(let phase)) where !core.halted.contains(endpoint) && phase.image != nil:
             guard let range = phase.image, readAheadHolds(offset: range.offset, count: min(length, range.count)) else {
                 return nil
@@ -87,8 +106,17 @@ public actor MassStorageDevice: VirtualUSBDevice {
     /// A CBW whose command may flush the image to disk (not at once).
     static func mayFlushImage(_ data: ByteBuffer?) -> Bool {
         guard let data, let cbw = CommandBlockWrapper(data), let opcode = cbw.command.first else { return false }
-        return [0x35, 0x91, 0x1b].contains(opcode)
+        return flushingOpcodes.contains(opcode)
     }
+
+    /// The same for a UAS Command IU.
+    static func mayFlushImage(uasCommand data: ByteBuffer?) -> Bool {
+        guard let data, case .command(let c) = UAS.request(data), let opcode = c.cdb.first else { return false }
+        return flushingOpcodes.contains(opcode)
+    }
+
+    /// SYNCHRONIZE CACHE (10), (16), START STOP UNIT (eject).
+    static let flushingOpcodes: Set<UInt8> = [0x35, 0x91, 0x1b]
 
     public func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult {
         if let standard = core.standardControl(setup) { return standard }
@@ -105,6 +133,9 @@ public actor MassStorageDevice: VirtualUSBDevice {
 
     public func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
         if core.halted.contains(endpoint) { return .failed(.stall) }
+        if Self.isUASPipe(endpoint) {
+            return await uasTransfer(endpoint: endpoint, length: length, data: data, streamID: streamID)
+        }
         switch endpoint {
         case Self.bulkOut: return bulkOut(data ?? ByteBuffer())
         case Self.bulkIn: return await bulkIn(length: length)

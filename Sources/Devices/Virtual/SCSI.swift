@@ -22,6 +22,7 @@ enum SCSI {
         static let mediumNotPresent = Sense(key: 0x02, asc: 0x3a, ascq: 0)
         static let readError = Sense(key: 0x03, asc: 0x11, ascq: 0)
         static let writeError = Sense(key: 0x03, asc: 0x0c, ascq: 0)
+        static let logicalUnitNotSupported = Sense(key: 0x05, asc: 0x25, ascq: 0)
 
         /// Fixed-format sense data (SPC-4, 4.5.3), 18 bytes.
         var fixedFormat: [UInt8] {

@@ -1,0 +1,143 @@
+import Devices
+import Foundation
+import NIOCore
+import Testing
+
+/// The stick's UAS side (issue #9): alternate setting 1 with four pipes and
+/// bulk streams. As a Linux host does, status and data transfers are queued
+/// (stream = tag) before their Command IU, several commands at once.
+@Suite("StickUASTests", .timeLimit(.minutes(1)))
+struct StickUASTests {
+    static let command = MassStorageDevice.uasCommandPipe, status = MassStorageDevice.uasStatusPipe
+    static let dataIn = MassStorageDevice.uasDataInPipe, dataOut = MassStorageDevice.uasDataOutPipe
+
+    static func uasStick(blocks: Int = 64, fill: UInt8 = 0, readOnly: Bool = false) async throws -> MassStorageDevice {
+        let image = try makeStickImage(blocks: blocks, fill: fill)
+        let device = try MassStorageDevice(imagePath: image, readOnly: readOnly, serial: "UAS0001", superSpeed: true,
+                                           offersUAS: true)
+        #expect(await device.setAltSetting(interface: 0, alt: 1) == .success)
+        #expect(await device.allocateStreams(endpoints: [status, dataIn, dataOut], count: 32) == .success)
+        return device
+    }
+
+    /// A Command IU: id 1, tag, LUN 0, the CDB padded to 16 bytes.
+    static func commandIU(tag: UInt16, _ cdb: [UInt8]) -> ByteBuffer {
+        ByteBuffer(bytes: [1, 0, UInt8(tag >> 8), UInt8(tag & 0xff), 0, 0, 0, 0] + [UInt8](repeating: 0, count: 8)
+                   + cdb + [UInt8](repeating: 0, count: 16 - cdb.count))
+    }
+
+    static func read10(lba: UInt64, blocks: Int) -> [UInt8] { [0x28, 0] + be(lba, 4) + [0] + be(UInt64(blocks), 2) + [0] }
+
+    static func send(_ device: MassStorageDevice, _ iu: ByteBuffer) async -> USBTransferResult {
+        await device.transfer(endpoint: command, length: iu.readableBytes, data: iu, streamID: 0)
+    }
+
+    static func bytes(_ r: USBTransferResult) -> [UInt8] { r.data.map { Array($0.readableBytesView) } ?? [] }
+
+    @Test("the configuration offers Bulk-Only at alt 0 and UAS at alt 1, with pipe usage and streams")
+    func descriptors() async throws {
+        let device = try await Self.uasStick()
+        let setup = USBSetupPacket(requestType: 0x80, request: 6, value: 0x0200, index: 0, length: 512)
+        let config = Self.bytes(await device.control(setup, data: nil))
+        // Alt 1: class 8, subclass 6, protocol 0x62 (UAS), four endpoints.
+        let alt1 = try #require(config.indices.first { config[$0] == 9 && config[$0 + 1] == 4 && config[$0 + 3] == 1 })
+        #expect(Array(config[(alt1 + 4)...(alt1 + 7)]) == [4, 0x08, 0x06, 0x62])
+        // Each UAS endpoint: endpoint, SuperSpeed companion (32 streams on
+        // the streamed ones: 2^5), then its pipe usage descriptor.
+        let status = try #require(config.indices.first { config[$0] == 7 && config[$0 + 1] == 5 && config[$0 + 2] == 0x83 })
+        #expect(Array(config[status + 7..<status + 17]) == [6, 48, 15, 5, 0, 0, 4, 0x24, 2, 0])
+        let alt0 = try #require(config.indices.first { config[$0] == 9 && config[$0 + 1] == 4 && config[$0 + 3] == 0 })
+        #expect(config[alt0 + 7] == 0x50)
+    }
+
+    @Test("data and status queued before their commands: each gets its own command's bytes, then GOOD")
+    func queuedCommands() async throws {
+        let device = try await Self.uasStick(blocks: 64)
+        // Distinct bytes per block: block k holds k.
+        let image = await device.imagePath
+        try Data((0..<64).flatMap { [UInt8](repeating: UInt8($0), count: 512) })
+            .write(to: URL(fileURLWithPath: image))
+        // Tags 1-4 (blocks 4k..4k+3), data and status asked first, in reverse order.
+        var results: [UInt16: (data: USBTransferResult, status: USBTransferResult)] = [:]
+        try await withThrowingTaskGroup(of: (UInt16, USBTransferResult, USBTransferResult).self) { group in
+            for tag in [UInt16(4), 3, 2, 1] {
+                group.addTask {
+                    async let data = device.transfer(endpoint: Self.dataIn, length: 2048, data: nil, streamID: UInt32(tag))
+                    async let status = device.transfer(endpoint: Self.status, length: 112, data: nil, streamID: UInt32(tag))
+                    return (tag, await data, await status)
+                }
+            }
+            try await Task.sleep(nanoseconds: 50_000_000)   // the transfers wait; then the commands come
+            for tag in [UInt16(1), 2, 3, 4] {
+                let sent = await Self.send(device, Self.commandIU(tag: tag, Self.read10(lba: 4 * UInt64(tag - 1), blocks: 4)))
+                #expect(sent == .outDone(32))
+            }
+            for try await (tag, data, status) in group { results[tag] = (data, status) }
+        }
+        for tag in [UInt16(1), 2, 3, 4] {
+            let r = try #require(results[tag])
+            let first = 4 * UInt8(tag - 1)
+            let expected: [UInt8] = (first..<first + 4).flatMap { [UInt8](repeating: $0, count: 512) }
+            #expect(Self.bytes(r.data) == expected, "tag \(tag)")
+            // Sense IU: id 3, the tag, status GOOD, no sense data.
+            let good: [UInt8] = [3, 0, 0, UInt8(tag), 0, 0, 0] + [UInt8](repeating: 0, count: 9)
+            #expect(Self.bytes(r.status) == good, "tag \(tag)")
+        }
+        await device.close()
+    }
+
+    @Test("a failed command's status carries CHECK CONDITION and the sense; its data transfer gets nothing")
+    func failedCommand() async throws {
+        let device = try await Self.uasStick(blocks: 16)
+        async let data = device.transfer(endpoint: Self.dataIn, length: 4096, data: nil, streamID: 7)
+        async let status = device.transfer(endpoint: Self.status, length: 112, data: nil, streamID: 7)
+        _ = await Self.send(device, Self.commandIU(tag: 7, Self.read10(lba: 100, blocks: 8)))   // past the end
+        #expect(Self.bytes(await data).isEmpty)
+        let sense = Self.bytes(await status)
+        #expect(Array(sense.prefix(7)) == [3, 0, 0, 7, 0, 0, 2])
+        #expect(Array(sense[14..<16]) == [0, 18] && sense[18] == 0x05 && sense[28] == 0x21, "\(sense)")
+        await device.close()
+    }
+
+    @Test("a write's data may come before its command; it reaches the image, then GOOD")
+    func writeBeforeCommand() async throws {
+        let device = try await Self.uasStick(blocks: 16)
+        let payload = ByteBuffer(bytes: [UInt8](repeating: 0x5a, count: 1024))
+        async let written = device.transfer(endpoint: Self.dataOut, length: 1024, data: payload, streamID: 2)
+        async let status = device.transfer(endpoint: Self.status, length: 112, data: nil, streamID: 2)
+        try await Task.sleep(nanoseconds: 20_000_000)
+        _ = await Self.send(device, Self.commandIU(tag: 2, [0x2a, 0] + be(3, 4) + [0] + be(2, 2) + [0]))
+        #expect(await written == .outDone(1024))
+        #expect(Array(Self.bytes(await status).prefix(7)) == [3, 0, 0, 2, 0, 0, 0])
+        let image = try Data(contentsOf: URL(fileURLWithPath: await device.imagePath))
+        #expect(Array(image[1536..<2560]) == [UInt8](repeating: 0x5a, count: 1024))
+        #expect(image[2560] == 0)
+        await device.close()
+    }
+
+    @Test("a transfer waiting for its command ends cancelled when its task is cancelled, or on a reset")
+    func waitsEnd() async throws {
+        let device = try await Self.uasStick()
+        let waiting = Task { await device.transfer(endpoint: Self.dataIn, length: 512, data: nil, streamID: 9) }
+        try await Task.sleep(nanoseconds: 20_000_000)
+        waiting.cancel()
+        #expect(await waiting.value.status == .cancelled)
+        let other = Task { await device.transfer(endpoint: Self.status, length: 112, data: nil, streamID: 10) }
+        try await Task.sleep(nanoseconds: 20_000_000)
+        #expect(await device.reset() == .success)
+        #expect(await other.value.status == .cancelled)
+        await device.close()
+    }
+
+    @Test("without UAS (or at high speed) there is no alt 1 and the UAS pipes stall")
+    func offeredOnlyWhenAsked() async throws {
+        let image = try makeStickImage(blocks: 16, fill: 0)
+        for (superSpeed, uas) in [(true, false), (false, true)] {
+            let device = try MassStorageDevice(imagePath: image, readOnly: true, serial: "NOUAS", superSpeed: superSpeed,
+                                               offersUAS: uas)
+            #expect(await device.setAltSetting(interface: 0, alt: 1) == .stall)
+            #expect(await Self.send(device, Self.commandIU(tag: 1, [0])).status == .stall)
+            await device.close()
+        }
+    }
+}
