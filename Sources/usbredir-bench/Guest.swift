@@ -6,7 +6,7 @@ struct GuestResults {
     var mbps: [String: [String: [Double]]] = [:]   // op -> dev -> per round
     var errors: [String] = []
     let rounds: Int, mib: Int
-    /// What our stick announced (super or high).
+    /// What our stick announced (uas: super with UAS, super, or high).
     let speed: String
     func med(_ op: String, _ dev: String) -> Double { median(mbps[op]?[dev] ?? []) }
     func ratio(_ op: String) -> Double { med(op, "ours") / med(op, "native") }
@@ -31,14 +31,15 @@ func runGuest(_ config: BenchConfig, speed: String) throws -> GuestResults {
     return r
 }
 
-/// One block per boot (our stick at super, then high speed), then what the
-/// SuperSpeed announcement gains: the ratio of the two boots' ratios to
-/// native (each boot is its own reference, so load between them cancels).
+/// One block per boot (our stick with UAS, at super, then at high speed),
+/// then what each step gains: the ratio of two boots' ratios to native (each
+/// boot is its own reference, so load between them cancels).
 func printGuest(_ boots: [GuestResults]) {
     print("")
     guard !boots.isEmpty else { print("== guest view: not measured"); return }
     for g in boots {
-        print("== guest view: test guest on qemu-xhci (TCG), our stick at \(g.speed) speed, \(g.mib) MiB dd O_DIRECT, "
+        let announced = g.speed == "uas" ? "super speed with UAS" : "\(g.speed) speed"
+        print("== guest view: test guest on qemu-xhci (TCG), our stick at \(announced), \(g.mib) MiB dd O_DIRECT, "
               + "median of \(g.rounds) round(s), ours and native in turn in one boot")
         for (op, what) in [("read", "read (dd iflag=direct)"), ("write", "write (dd oflag=direct, fsync)")] {
             print(pad("   " + what, 36) + " ours (SPICE usbredir) " + lpad(fmt(g.med(op, "ours")), 8) + " MB/s"
@@ -47,8 +48,11 @@ func printGuest(_ boots: [GuestResults]) {
         }
         for e in g.errors { print("   error: \(e)") }
     }
-    if let s = boots.first(where: { $0.speed == "super" }), let h = boots.first(where: { $0.speed == "high" }) {
-        print("   SuperSpeed announcement gains: reads " + fmt(s.ratio("read") / h.ratio("read"), 2) + "x, writes "
-              + fmt(s.ratio("write") / h.ratio("write"), 2) + "x (ratio to native, super over high)")
+    func gain(_ what: String, _ a: String, over b: String) {
+        guard let x = boots.first(where: { $0.speed == a }), let y = boots.first(where: { $0.speed == b }) else { return }
+        print("   \(what) gains: reads " + fmt(x.ratio("read") / y.ratio("read"), 2) + "x, writes "
+              + fmt(x.ratio("write") / y.ratio("write"), 2) + "x (ratio to native, \(a) over \(b))")
     }
+    gain("SuperSpeed announcement", "super", over: "high")
+    gain("UAS", "uas", over: "super")
 }

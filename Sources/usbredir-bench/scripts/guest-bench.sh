@@ -7,7 +7,8 @@
 # ROUNDS rounds (dd O_DIRECT; writes with fsync).
 #
 # Usage: guest-bench.sh USBREDIR_BINARY OUTDIR [ROUNDS] [MIB] [SPEED]
-# SPEED is what our stick announces: super (this script's default: the VM is on xhci) or high.
+# SPEED is what our stick announces: super (this script's default: the VM is on xhci), high,
+# or uas (super, and UAS with bulk streams in alternate setting 1: `uas: true`).
 # Prints one line per measurement on stdout:
 #   GUEST op=read|write dev=ours|native round=K mbps=X
 # and "GUEST error ..." when something failed. Progress on stderr.
@@ -31,6 +32,8 @@ if [[ ! -f $out/native.img || $(stat -c %s "$out/native.img") != $((size_mib * 1
   head -c $((size_mib * 1048576)) /dev/urandom >"$out/native.img"
 fi
 cp "$out/native.img" "$out/ours.img"
+uas=false
+if [[ $speed == uas ]]; then speed=super uas=true; fi
 
 port=$(bash "$repo/scripts/free-port.sh")
 cat >"$out/guest-bench.yaml" <<EOF
@@ -48,6 +51,7 @@ devices:
       image: ours.img
       read-only: false
       speed: $speed
+      uas: $uas
 EOF
 
 qemu="" apply=""
