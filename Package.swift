@@ -108,6 +108,7 @@ let package = Package(
             "Common",
             "Session", "Devices", "Transport", "USBRedirProtocol", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "ProfileTests", dependencies: ["Profile", "Common"]),
@@ -124,7 +125,10 @@ let package = Package(
             "usbredir",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "LibUSBTests", dependencies: ["Devices", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "LibUSBTests", dependencies: [
+            "Devices", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
         .testTarget(name: "USBRedirProtocolTests", dependencies: [
             "USBRedirProtocol", "CUSBRedirParser",
             .product(name: "NIOCore", package: "swift-nio"),

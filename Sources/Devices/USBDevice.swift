@@ -213,3 +213,23 @@ extension USBDevice {
         return .invalid
     }
 }
+
+/// A device that keeps each endpoint's transfers in order itself, so the
+/// session hands it several transfers of one endpoint at once, as the VM
+/// sent them, instead of one after the other (libusb: the kernel queues
+/// URBs per endpoint and the host controller chains them with no gap on
+/// the bus, as usbredirhost does).
+public protocol USBQueueingDevice: USBDevice {
+    /// Starts a bulk or interrupt transfer and returns without waiting.
+    /// `completion` runs exactly once, on any thread (inside this call when
+    /// the transfer cannot start); transfers of one endpoint complete in the
+    /// order they were started. Returns what cancels it while in flight.
+    func startTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32,
+                       completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)?
+}
+
+/// A transfer in flight: cancelling ends it with `.cancelled` as soon as the
+/// device allows (it may still complete otherwise if it was finishing).
+public protocol USBCancellableTransfer: Sendable {
+    func cancel()
+}

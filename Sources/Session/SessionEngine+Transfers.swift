@@ -33,7 +33,7 @@ extension SessionEngine {
             inFlight[id] = nil
             return budget.release(permit)
         }
-        enqueue(job)
+        if !startQueued(job) { enqueue(job) }
     }
 
     private func laneIsIdle(_ endpoint: UInt8) -> Bool {
@@ -132,7 +132,7 @@ extension SessionEngine {
     /// Replies to a finished transfer. Its permit is released only once the
     /// reply is written (by the outbox): a reply waiting for a peer that does not read holds
     /// its bytes, and they count against the budget until they are gone.
-    private func complete(_ job: TransferJob, _ result: USBTransferResult, inBurst: Bool = false) {
+    func complete(_ job: TransferJob, _ result: USBTransferResult, inBurst: Bool = false) {
         guard inFlight.removeValue(forKey: job.id) != nil, job.generation == generation else {
             if let permit = job.permit { budget.release(permit) }
             return
@@ -160,12 +160,14 @@ extension SessionEngine {
         }
     }
 
-    /// cancel_data_packet: a queued transfer is answered as cancelled when its
-    /// turn comes; a running one has its worker's task cancelled (the device
-    /// call sees it) and the lane gets a fresh worker.
+    /// cancel_data_packet: a transfer waiting on its lane is answered as
+    /// cancelled when its turn comes; a running one has its worker's task
+    /// cancelled (the device call sees it) and the lane gets a fresh worker;
+    /// one a queueing device holds is cancelled there.
     func cancel(_ id: UInt64) {
         guard inFlight[id] != nil else { return }
         inFlight[id]?.cancelled = true
+        if cancelQueued(id) { return }
         for (endpoint, lane) in lanes where lane.running == id && !lane.workerCancelled {
             lanes[endpoint]?.workerCancelled = true
             lane.worker?.cancel()

@@ -29,6 +29,10 @@ actor SessionEngine {
     var compressible = true
     var peerFilter: [USBRedirFilterRule]?
     var lanes: [UInt8: EndpointLane] = [:]
+    /// Transfers a queueing device holds, by packet id (for cancel).
+    var queued: [UInt64: any USBCancellableTransfer] = [:]
+    let completions = CompletionMailbox()
+    var drainer: Task<Void, Never>?
     var budget: InFlightBudget
     var inFlight: [UInt64: InFlight] = [:]
     var streams: [UInt8: Task<Void, Never>] = [:]
@@ -45,6 +49,10 @@ actor SessionEngine {
         self.logger = logger
         self.limits = limits
         budget = InFlightBudget(maxTransfers: limits.maxTransfersInFlight, maxBytes: limits.maxBytesInFlight)
+    }
+
+    deinit {
+        completions.close()
     }
 
     // MARK: Connection lifetime
@@ -87,6 +95,7 @@ actor SessionEngine {
         inFlight = [:]
         for endpoint in lanes.keys { lanes[endpoint]?.stop() }
         lanes = [:]
+        stopQueued()
         for (_, s) in streams { s.cancel() }
         streams = [:]
         budget.reset()

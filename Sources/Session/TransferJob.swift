@@ -26,16 +26,21 @@ struct TransferJob: Sendable {
         }
     }
 
-    func perform() async -> USBTransferResult {
+    /// What a bulk or interrupt job asks of the device; nil for control.
+    var dataTransfer: (endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32)? {
         switch kind {
-        case .control(let p):
-            guard let setup = Self.setup(of: p) else { return .failed(.invalid) }
-            return await device.control(setup, data: p.data)
-        case .bulk(let p):
-            return await device.transfer(endpoint: p.endpoint, length: Int(p.length), data: p.data, streamID: p.streamID)
-        case .interrupt(let p):
-            return await device.transfer(endpoint: p.endpoint, length: Int(p.length), data: p.data, streamID: 0)
+        case .control: nil
+        case .bulk(let p): (p.endpoint, Int(p.length), p.data, p.streamID)
+        case .interrupt(let p): (p.endpoint, Int(p.length), p.data, 0)
         }
+    }
+
+    func perform() async -> USBTransferResult {
+        if let t = dataTransfer {
+            return await device.transfer(endpoint: t.endpoint, length: t.length, data: t.data, streamID: t.streamID)
+        }
+        guard case .control(let p) = kind, let setup = Self.setup(of: p) else { return .failed(.invalid) }
+        return await device.control(setup, data: p.data)
     }
 
     /// The result when the device has it at once (see USBDevice.transferAtOnce), else nil.

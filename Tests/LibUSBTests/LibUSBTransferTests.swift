@@ -1,6 +1,7 @@
 import Devices
 import Foundation
 import TestSupport
+import NIOConcurrencyHelpers
 import NIOCore
 import XCTest
 
@@ -160,6 +161,46 @@ final class LibUSBTransferTests: XCTestCase {
             // The device works on.
             let inquiry = try await scsi(stick, [0x12, 0, 0, 0, 36, 0], dataIn: 36)
             XCTAssertEqual(inquiry.status, 0)
+            await stick.close()
+        }
+    }
+
+    /// The session's path for bulk and interrupt: transfers started without
+    /// waiting are all URBs in the kernel at once, end in order per
+    /// endpoint, and cancel one by one.
+    func testStartedTransfersAreQueuedInTheKernelAndEndInOrder() async throws {
+        try await Umockdev.run(self) {
+            let stick = try await openStick()
+            let results = NIOLockedValueBox<[String: USBTransferResult]>([:])
+            func start(_ name: String, _ endpoint: UInt8, _ length: Int, _ data: ByteBuffer? = nil) -> (any USBCancellableTransfer)? {
+                stick.startTransfer(endpoint: endpoint, length: length, data: data, streamID: 0) { r in
+                    results.withLockedValue { $0[name] = r }
+                }
+            }
+            // Four reads with no command: the device NAKs them, all four wait in the kernel.
+            let reads = (0..<4).compactMap { start("nak\($0)", 0x81, 512) }
+            XCTAssertEqual(reads.count, 4)
+            try await waitFor("four URBs are in flight at the device", timeout: 10) {
+                try TestbedControl.state("stick").in_flight == 4
+            }
+            for r in reads { r.cancel() }
+            try await waitFor("the four ended", timeout: 10) { results.withLockedValue { $0.count } == 4 }
+            XCTAssertEqual(results.withLockedValue { $0.values.map(\.status) }, Array(repeating: .cancelled, count: 4))
+            XCTAssertEqual(try TestbedControl.state("stick").discard, 4)
+
+            // READ(10) of 8 blocks at LBA 5: command, data and status all submitted before any ends.
+            _ = start("cbw", 0x02, 31, cbw(tag: 7, length: 4096, isIn: true, [0x28, 0, 0, 0, 0, 5, 0, 0, 8, 0]))
+            _ = start("data", 0x81, 4096)
+            _ = start("csw", 0x81, 13)
+            try await waitFor("the command ended", timeout: 10) { results.withLockedValue { $0.count } == 7 }
+            let r = results.withLockedValue { $0 }
+            XCTAssertEqual(r["cbw"], .outDone(31))
+            XCTAssertEqual(bytes(r["data"]?.data), (5 * 512..<13 * 512).map(Umockdev.imageByte))
+            XCTAssertEqual(bytes(r["csw"]?.data), [0x55, 0x53, 0x42, 0x53, 7, 0, 0, 0, 0, 0, 0, 0, 0])
+
+            // An endpoint the device does not have: invalid, at once.
+            _ = start("bad", 0x85, 8)
+            XCTAssertEqual(results.withLockedValue { $0["bad"]?.status }, .invalid)
             await stick.close()
         }
     }

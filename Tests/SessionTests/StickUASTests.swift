@@ -54,7 +54,7 @@ struct StickUASTests {
     func queuedCommands() async throws {
         let device = try await Self.uasStick(blocks: 64)
         // Distinct bytes per block: block k holds k.
-        let image = await device.imagePath
+        let image = device.imagePath
         try Data((0..<64).flatMap { [UInt8](repeating: UInt8($0), count: 512) })
             .write(to: URL(fileURLWithPath: image))
         // Tags 1-4 (blocks 4k..4k+3), data and status asked first, in reverse order.
@@ -109,7 +109,7 @@ struct StickUASTests {
         _ = await Self.send(device, Self.commandIU(tag: 2, [0x2a, 0] + be(3, 4) + [0] + be(2, 2) + [0]))
         #expect(await written == .outDone(1024))
         #expect(Array(Self.bytes(await status).prefix(7)) == [3, 0, 0, 2, 0, 0, 0])
-        let image = try Data(contentsOf: URL(fileURLWithPath: await device.imagePath))
+        let image = try Data(contentsOf: URL(fileURLWithPath: device.imagePath))
         #expect(Array(image[1536..<2560]) == [UInt8](repeating: 0x5a, count: 1024))
         #expect(image[2560] == 0)
         await device.close()

@@ -281,19 +281,27 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
     }
 
     public func transfer(endpoint address: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
-        guard let ep = endpoint(address), ep.type == .bulk || ep.type == .interrupt else { return .failed(.invalid) }
+        guard let request = request(endpoint: address, length: length, data: data, streamID: streamID) else {
+            return .failed(.invalid)
+        }
+        return await submit(request)
+    }
+
+    /// The libusb transfer for a bulk or interrupt request from the VM; nil when it is invalid.
+    private func request(endpoint address: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) -> LibUSBTransferRequest? {
+        guard let ep = endpoint(address), ep.type == .bulk || ep.type == .interrupt else { return nil }
         let isIn = address & 0x80 != 0
         var count = isIn ? length : (data?.readableBytes ?? 0)
-        guard count >= 0, count <= Self.maxTransferLength else { return .failed(.invalid) }
+        guard count >= 0, count <= Self.maxTransferLength else { return nil }
         if ep.type == .interrupt {
             // One interval's worth: an interrupt IN of several full packets
             // would only end on a short one, and a keyboard never sends one.
             if isIn { count = min(count, max(1, LibUSBDescriptors.bytesPerInterval(ep.maxPacketSize))) }
-            return await submit(.init(kind: .interrupt, endpoint: address, length: count, data: data,
-                                      timeoutMilliseconds: timeouts.interrupt))
+            return .init(kind: .interrupt, endpoint: address, length: count, data: data,
+                         timeoutMilliseconds: timeouts.interrupt)
         }
-        return await submit(.init(kind: .bulk(streamID: streamID), endpoint: address, length: count, data: data,
-                                  timeoutMilliseconds: timeouts.bulk))
+        return .init(kind: .bulk(streamID: streamID), endpoint: address, length: count, data: data,
+                     timeoutMilliseconds: timeouts.bulk)
     }
 
     public func isoTransfer(endpoint address: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult {
@@ -310,14 +318,42 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
     }
 
     private func submit(_ request: LibUSBTransferRequest) async -> USBTransferResult {
-        let handle = state.withLock { s -> OpaquePointer? in
+        guard let handle = takeHandle() else { return .failed(.noDevice) }
+        defer { giveBackHandle() }
+        if Task.isCancelled { return .failed(.cancelled) }
+        return await LibUSBPendingTransfer.perform(request, on: handle, owner: transfers)
+    }
+
+    /// The open handle, counted as in use until `giveBackHandle` (close waits for none); nil when closed or closing.
+    private func takeHandle() -> OpaquePointer? {
+        state.withLock { s -> OpaquePointer? in
             guard let handle = s.handle, !s.closing else { return nil }
             s.active += 1
             return handle
         }
-        guard let handle else { return .failed(.noDevice) }
-        defer { state.withLock { $0.active -= 1 } }
-        if Task.isCancelled { return .failed(.cancelled) }
-        return await LibUSBPendingTransfer.perform(request, on: handle, owner: transfers)
+    }
+
+    private func giveBackHandle() {
+        state.withLock { $0.active -= 1 }
+    }
+}
+
+extension LibUSBDevice: USBQueueingDevice {
+    /// Submits to the kernel now: a VM with four reads in flight on an
+    /// endpoint has four URBs queued there, as with usbredirhost.
+    public func startTransfer(endpoint address: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32,
+                              completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)? {
+        guard let request = request(endpoint: address, length: length, data: data, streamID: streamID) else {
+            completion(.failed(.invalid))
+            return nil
+        }
+        guard let handle = takeHandle() else {
+            completion(.failed(.noDevice))
+            return nil
+        }
+        return LibUSBPendingTransfer.start(request, on: handle, owner: transfers) { [self] result in
+            giveBackHandle()
+            completion(result)
+        }
     }
 }

@@ -39,19 +39,21 @@ final class LibUSBTransferSet: Sendable {
     }
 }
 
-/// A libusb_transfer in flight, bridged to one suspended Swift task.
+/// A libusb_transfer in flight, bridged to one suspended Swift task or to a
+/// completion handler.
 ///
 /// Life: created -> submitted -> finished. The completion callback runs on
-/// the context's event thread, resumes the continuation and never blocks.
+/// the context's event thread, hands the result on and never blocks.
 /// Cancellation (the task's, or `cancelAll`) calls libusb_cancel_transfer;
 /// libusb then completes the transfer with LIBUSB_TRANSFER_CANCELLED. A
 /// cancellation that comes before the submit makes the submit not happen.
-final class LibUSBPendingTransfer: @unchecked Sendable {
+final class LibUSBPendingTransfer: USBCancellableTransfer, @unchecked Sendable {
+    typealias Completion = @Sendable (USBTransferResult) -> Void
     private enum Phase { case created, submitted, finished }
     private struct State {
         var phase = Phase.created
         var cancelRequested = false
-        var continuation: CheckedContinuation<USBTransferResult, Never>?
+        var completion: Completion?
     }
 
     private let state = LibUSBLocked(State())
@@ -69,10 +71,22 @@ final class LibUSBPendingTransfer: @unchecked Sendable {
             return .failed(.ioError)
         }
         return await withTaskCancellationHandler {
-            await withCheckedContinuation { pending.start($0) }
+            await withCheckedContinuation { continuation in pending.start { continuation.resume(returning: $0) } }
         } onCancel: {
             pending.cancel()
         }
+    }
+
+    /// Submits `request` on `handle` and returns at once; `completion` runs
+    /// once, on the event thread (or here, when the submit fails).
+    static func start(_ request: LibUSBTransferRequest, on handle: OpaquePointer, owner: LibUSBTransferSet,
+                      completion: @escaping Completion) -> LibUSBPendingTransfer? {
+        guard let pending = LibUSBPendingTransfer(request, handle: handle, owner: owner) else {
+            completion(.failed(.ioError))
+            return nil
+        }
+        pending.start(completion)
+        return pending
     }
 
     private init?(_ request: LibUSBTransferRequest, handle: OpaquePointer, owner: LibUSBTransferSet) {
@@ -85,16 +99,18 @@ final class LibUSBPendingTransfer: @unchecked Sendable {
         self.owner = owner
         self.dataOffset = offset
         buffer = .allocate(byteCount: max(offset + request.length, 1), alignment: 16)
-        // Zeroed: an OUT data stage shorter than its length, or any other
-        // path that sends the buffer, never sends what the heap held before.
-        buffer.initializeMemory(as: UInt8.self, repeating: 0)
-
-        if !request.isIn, let data = request.data {
-            data.withUnsafeReadableBytes { bytes in
-                let n = min(bytes.count, request.length)
+        // OUT: the data, then zeros, so a data stage shorter than its length
+        // never sends what the heap held before. IN: left as it is (only
+        // the bytes the device wrote are ever read back), which spares a
+        // memset of up to 16 MiB per read.
+        if !request.isIn {
+            var n = 0
+            request.data?.withUnsafeReadableBytes { bytes in
+                n = min(bytes.count, request.length)
                 UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<(offset + n)])
                     .copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[..<n]))
             }
+            UnsafeMutableRawBufferPointer(rebasing: buffer[(offset + n)...]).initializeMemory(as: UInt8.self, repeating: 0)
         }
         let t = transfer
         t.pointee.dev_handle = handle
@@ -131,13 +147,13 @@ final class LibUSBPendingTransfer: @unchecked Sendable {
         buffer.deallocate()
     }
 
-    private func start(_ continuation: CheckedContinuation<USBTransferResult, Never>) {
+    private func start(_ completion: @escaping Completion) {
         let failure: USBTransferResult? = state.withLock { s in
             if s.cancelRequested {
                 s.phase = .finished
                 return .failed(.cancelled)
             }
-            s.continuation = continuation
+            s.completion = completion
             owner.insert(self)
             let retained = Unmanaged.passRetained(self)
             transfer.pointee.user_data = retained.toOpaque()
@@ -148,13 +164,13 @@ final class LibUSBPendingTransfer: @unchecked Sendable {
                 retained.release()
                 owner.remove(self)
                 s.phase = .finished
-                s.continuation = nil
+                s.completion = nil
                 return .failed(LibUSBStatus.error(rc))
             }
             s.phase = .submitted
             return nil
         }
-        if let failure { continuation.resume(returning: failure) }
+        if let failure { completion(failure) }
     }
 
     func cancel() {
@@ -171,13 +187,13 @@ final class LibUSBPendingTransfer: @unchecked Sendable {
     /// On the event thread.
     private func complete() {
         let result = makeResult()
-        let continuation = state.withLock { s in
+        let completion = state.withLock { s in
             s.phase = .finished
-            defer { s.continuation = nil }
-            return s.continuation
+            defer { s.completion = nil }
+            return s.completion
         }
         owner.remove(self)
-        continuation?.resume(returning: result)
+        completion?(result)
     }
 
     private func makeResult() -> USBTransferResult {

@@ -1,0 +1,174 @@
+import Devices
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import Testing
+import Session
+import USBRedirProtocol
+
+/// A device that queues transfers per endpoint, as the kernel does for
+/// libusb: what is started stays in the device until the test completes it,
+/// in order. It counts how many of one endpoint were in it at once. Its
+/// `transfer` goes through the same queue, so an engine that does not queue
+/// still works with it (one at a time).
+final class QueueingModel: USBQueueingDevice, Sendable {
+    static let bulkIn: UInt8 = 0x81, bulkOut: UInt8 = 0x02
+
+    final class Started: USBCancellableTransfer, Sendable {
+        let endpoint: UInt8, length: Int, sequence: Int
+        let completion: @Sendable (USBTransferResult) -> Void
+        private let model: QueueingModel
+        init(_ endpoint: UInt8, _ length: Int, _ sequence: Int, _ model: QueueingModel,
+             _ completion: @escaping @Sendable (USBTransferResult) -> Void) {
+            (self.endpoint, self.length, self.sequence, self.model, self.completion) = (endpoint, length, sequence, model, completion)
+        }
+        func cancel() { model.finish(self, .failed(.cancelled)) }
+    }
+
+    private struct State {
+        var inFlight: [Started] = []
+        var started = 0
+        var mostAtOnce: [UInt8: Int] = [:]
+    }
+
+    let descriptor: USBDeviceDescriptor
+    let speed = USBSpeed.high
+    private let configuration: USBConfigurationDescriptor
+    private let state = NIOLockedValueBox(State())
+
+    init() {
+        var d = USBDeviceDescriptor(vendorID: 0x1d6b, productID: 0x5101)
+        d.product = "queueing model"
+        descriptor = d
+        let i = USBInterfaceDescriptor(number: 0, interfaceClass: 0xff, interfaceSubclass: 0, interfaceProtocol: 0, endpoints: [
+            .init(address: Self.bulkIn, type: .bulk, maxPacketSize: 512),
+            .init(address: Self.bulkOut, type: .bulk, maxPacketSize: 512),
+        ])
+        configuration = .init(value: 1, interfaces: [i])
+    }
+
+    /// The most transfers of `endpoint` the device held at once.
+    func mostAtOnce(_ endpoint: UInt8) -> Int { state.withLockedValue { $0.mostAtOnce[endpoint] ?? 0 } }
+    func inFlight(_ endpoint: UInt8) -> Int { state.withLockedValue { $0.inFlight.filter { $0.endpoint == endpoint }.count } }
+
+    func startTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32,
+                       completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)? {
+        guard configuration.interfaces[0].endpoints.contains(where: { $0.address == endpoint }) else {
+            completion(.failed(.invalid))
+            return nil
+        }
+        return state.withLockedValue { s in
+            let t = Started(endpoint, endpoint & 0x80 != 0 ? length : data?.readableBytes ?? 0, s.started, self, completion)
+            s.started += 1
+            s.inFlight.append(t)
+            s.mostAtOnce[endpoint] = max(s.mostAtOnce[endpoint] ?? 0, s.inFlight.filter { $0.endpoint == endpoint }.count)
+            return t
+        }
+    }
+
+    /// Completes the oldest transfer of `endpoint`: IN with `length` bytes
+    /// of its start's sequence number, OUT with all it had. False when none.
+    @discardableResult
+    func completeOldest(_ endpoint: UInt8) -> Bool {
+        guard let t = state.withLockedValue({ $0.inFlight.first { $0.endpoint == endpoint } }) else { return false }
+        finish(t, endpoint & 0x80 != 0 ? .inData(ByteBuffer(repeating: UInt8(t.sequence), count: t.length)) : .outDone(t.length))
+        return true
+    }
+
+    fileprivate func finish(_ t: Started, _ result: USBTransferResult) {
+        let found = state.withLockedValue { s -> Bool in
+            guard let i = s.inFlight.firstIndex(where: { $0 === t }) else { return false }
+            s.inFlight.remove(at: i)
+            return true
+        }
+        if found { t.completion(result) }
+    }
+
+    func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
+        let box = NIOLockedValueBox<(any USBCancellableTransfer)?>(nil)
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { c in
+                box.withLockedValue { $0 = startTransfer(endpoint: endpoint, length: length, data: data, streamID: streamID) { c.resume(returning: $0) } }
+            }
+        } onCancel: {
+            box.withLockedValue { $0 }?.cancel()
+        }
+    }
+
+    var activeConfiguration: USBConfigurationDescriptor? { configuration }
+    func open() async throws {}
+    func close() async {
+        for t in state.withLockedValue({ $0.inFlight }) { t.cancel() }
+    }
+    func setConfiguration(_ value: UInt8) async -> USBTransferStatus { .success }
+    func setAltSetting(interface: UInt8, alt: UInt8) async -> USBTransferStatus { .success }
+    func altSetting(interface: UInt8) async -> UInt8? { 0 }
+    func reset() async -> USBTransferStatus { .success }
+    func clearHalt(endpoint: UInt8) async -> USBTransferStatus { .success }
+    func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult { .failed(.stall) }
+    func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult { .failed(.invalid) }
+}
+
+/// A queueing device (libusb) gets every transfer of an endpoint the VM has
+/// in flight at once, not one after the other: the bus then has the next
+/// one ready when a transfer ends, as with usbredirhost.
+@Suite struct QueuedTransferTests {
+    static let success = USBRedirStatus.success.rawValue, cancelled = USBRedirStatus.cancelled.rawValue
+
+    @Test func theTransfersOfOneEndpointAreAllInTheDeviceAtOnceAndEndInOrder() async throws {
+        let device = QueueingModel()
+        let (rig, _) = try await Rig.connected(device)
+        let peer = rig.peer
+        try await peer.sendAll((1...4).map { (.bulkPacket(.init(endpoint: QueueingModel.bulkIn, status: 0, length: 512, streamID: 0)), id: UInt64($0)) })
+        try await eventually("four reads are in the device at once") { device.inFlight(QueueingModel.bulkIn) == 4 }
+
+        // An OUT meanwhile is not behind them.
+        try await peer.send(.bulkPacket(.init(endpoint: QueueingModel.bulkOut, status: 0, length: 100, streamID: 0, data: ByteBuffer(repeating: 7, count: 100))), id: 5)
+        try await eventually("the write is in the device") { device.inFlight(QueueingModel.bulkOut) == 1 }
+        device.completeOldest(QueueingModel.bulkOut)
+        let out = try await peer.bulkReply(id: 5)
+        #expect(out.status == Self.success && out.length == 100)
+
+        // cancel_data_packet reaches a queued read in the device.
+        try await peer.send(.cancelDataPacket, id: 2)
+        #expect(try await peer.bulkReply(id: 2).status == Self.cancelled)
+        #expect(device.inFlight(QueueingModel.bulkIn) == 3)
+
+        // The rest end in the order they were sent, each with its own data.
+        while device.completeOldest(QueueingModel.bulkIn) {}
+        for (id, sequence) in [(1, 0), (3, 2), (4, 3)] {
+            let r = try await peer.bulkReply(id: UInt64(id))
+            #expect(r.status == Self.success && byteArray(r.data) == Array(repeating: UInt8(sequence), count: 512))
+        }
+        let ids = await peer.packets(.bulkPacket).map(\.packet.id)
+        #expect(ids == [5, 2, 1, 3, 4])
+        #expect(device.mostAtOnce(QueueingModel.bulkIn) == 4)
+        try await rig.finish()
+    }
+
+    @Test func anUnplugCancelsWhatTheDeviceHoldsAndTheBudgetComesBack() async throws {
+        let device = QueueingModel()
+        var limits = SessionLimits()
+        limits.maxTransfersInFlight = 4
+        let (rig, _) = try await Rig.connected(device, limits: limits)
+        let peer = rig.peer
+        try await peer.sendAll((1...4).map { (.bulkPacket(.init(endpoint: QueueingModel.bulkIn, status: 0, length: 64, streamID: 0)), id: UInt64($0)) })
+        try await eventually("the budget's four reads are in the device") { device.inFlight(QueueingModel.bulkIn) == 4 }
+        let session = rig.session
+        let unplug = Task { await session.unplug() }
+        _ = try await peer.take(.deviceDisconnect)
+        try await peer.send(.deviceDisconnectAck)
+        await unplug.value
+        #expect(device.inFlight(QueueingModel.bulkIn) == 0, "closing the device cancelled them")
+
+        // Plugged again: the whole budget is there for new reads.
+        let again = QueueingModel()
+        try await rig.session.plug(again)
+        _ = try await peer.take(.deviceConnect)
+        try await peer.sendAll((5...8).map { (.bulkPacket(.init(endpoint: QueueingModel.bulkIn, status: 0, length: 64, streamID: 0)), id: UInt64($0)) })
+        try await eventually("four reads fit again") { again.inFlight(QueueingModel.bulkIn) == 4 }
+        while again.completeOldest(QueueingModel.bulkIn) {}
+        for id in 5...8 { #expect(try await peer.bulkReply(id: UInt64(id)).status == Self.success) }
+        try await rig.finish()
+    }
+}
