@@ -86,6 +86,22 @@ put("stick", "read-only-write", b"\x01" + cmd(0x00, 512, [0x0a, 0, 0, 1, 1, 0]) 
 put("stick", "bad-cbw-reset", b"\x00" + out(b"USBX" + bytes(27)) + inn(13) + bytes([4]) + bytes([5, 0x81]) + bytes([5, 0x02])
     + bytes([3, 0xa1, 0xfe, 0, 0, 0, 0, 1, 0]))
 
+
+# UAS (mode bit 1): IUs on the command pipe (op 6), stream transfers (op 7).
+def iu(kind, tag, body):
+    return bytes([6, kind, tag, 0]) + bytes(body).ljust(16, b"\0")
+
+
+def stream(pipe, tag, n, data=b""):
+    return bytes([7, pipe, tag]) + struct.pack("<H", n) + data
+
+
+put("stick", "uas-read10", b"\x02" + stream(0, 1, 96) + stream(1, 1, 1024) + iu(0, 0, [0x28, 0, 0, 0, 0, 4, 0, 0, 2, 0]))
+put("stick", "uas-write10", b"\x02" + iu(0, 1, [0x2a, 0, 0, 0, 0, 8, 0, 0, 1, 0]) + stream(2, 2, 512, bytes(range(256)) * 2)
+    + stream(0, 2, 96))
+put("stick", "uas-abort", b"\x02" + stream(0, 3, 96) + iu(1, 0, [0x01, 2]) + iu(0, 2, [0x12, 0, 0, 0, 36, 0])
+    + stream(0, 4, 96) + stream(1, 4, 36) + bytes([4]))
+
 # --- profile: YAML.
 for name in os.listdir(os.path.join(os.path.dirname(ROOT), "profiles")):
     if name.endswith(".yaml"):

@@ -1,14 +1,23 @@
 // libFuzzer target: the virtual stick's Bulk-Only Transport and SCSI layer
 // (Devices), driven as a guest drives it, over a small temporary image.
 //
-// Input: a sequence of records, each: op byte, then its operands.
-//   op % 6 == 0: a CBW: flags u8, data length u32 LE, CDB length u8 (1-16),
+// Input: the first byte picks the stick (bit 0: read-only; bit 1: UAS at
+// SuperSpeed, alt 1 selected), then a sequence of records, each: op byte,
+// then its operands.
+//   op % 8 == 0: a CBW: flags u8, data length u32 LE, CDB length u8 (1-16),
 //                16 CDB bytes (the signature, tag and LUN are filled in)
-//   op % 6 == 1: bulk OUT of n bytes (n = u16 LE, bounded by what is left)
-//   op % 6 == 2: bulk IN asking for u16 LE bytes
-//   op % 6 == 3: a control request: 8 setup bytes (+ data for OUT)
-//   op % 6 == 4: reset (as a BOT reset recovery would)
-//   op % 6 == 5: clear halt on the endpoint in the next byte
+//   op % 8 == 1: bulk OUT of n bytes (n = u16 LE, bounded by what is left)
+//   op % 8 == 2: bulk IN asking for u16 LE bytes
+//   op % 8 == 3: a control request: 8 setup bytes (+ data for OUT)
+//   op % 8 == 4: reset (as a BOT reset recovery would)
+//   op % 8 == 5: clear halt on the endpoint in the next byte
+//   op % 8 == 6: a UAS IU on the command pipe: kind u8 (command, task
+//                management or raw), tag u8 % 4 + 1, LUN u8, then 16 bytes
+//                (the CDB, or the function and task tag)
+//   op % 8 == 7: a UAS status, data-in or data-out transfer (u8 % 3) on
+//                stream u8 % 5 (0 is invalid), length u16 LE (+ data for
+//                OUT); it waits for its command, so it runs beside the rest
+//                and the device's close must end it
 import Dispatch
 import Glibc
 import NIOCore
@@ -40,15 +49,60 @@ private struct Input {
     }
 }
 
+/// A UAS IU from the input: well-formed command or task management IUs
+/// (tags 1-4, so stream transfers find them), or raw bytes.
+private func uasIU(_ input: inout Input) -> ByteBuffer {
+    let kind = input.u8() % 3
+    let tag = UInt16(input.u8() % 4 + 1)
+    let lun = UInt64(input.u8() % 2)
+    var body = input.take(16)
+    body += [UInt8](repeating: 0, count: 16 - body.count)
+    var b = ByteBuffer()
+    switch kind {
+    case 0:
+        b.writeBytes([0x01, 0])
+        b.writeInteger(tag)
+        b.writeInteger(UInt32(0))
+        b.writeInteger(lun)
+        b.writeBytes(body)
+    case 1:
+        b.writeBytes([0x05, 0])
+        b.writeInteger(tag)
+        b.writeBytes([body[0], 0])
+        b.writeInteger(UInt16(body[1] % 4 + 1))
+        b.writeBytes(body[4..<12])
+    default:
+        b.writeBytes(body.prefix(Int(body[0] % 17)))
+    }
+    return b
+}
+
 private func run(_ input: Input) async {
     var input = input
-    guard let device = try? MassStorageDevice(imagePath: imagePath, readOnly: input.u8() & 1 == 1, serial: "FUZZ")
+    let mode = input.u8()
+    let uas = mode & 2 != 0
+    guard let device = try? MassStorageDevice(imagePath: imagePath, readOnly: mode & 1 == 1, serial: "FUZZ",
+                                              superSpeed: uas, offersUAS: uas)
     else { fatalError("cannot open the fuzz image") }
+    if uas {
+        let selected = await device.setAltSetting(interface: 0, alt: 1)
+        precondition(selected == .success)
+    }
+    await withTaskGroup(of: Void.self) { waiting in
+        await drive(device, &input, waiting: &waiting)
+        // As an assignment ends a device: the image lock goes with the close, not
+        // with the last reference (a read ahead still on the pool holds one).
+        // The close also ends the UAS transfers still waiting for a command.
+        await device.close()
+    }
+}
+
+private func drive(_ device: MassStorageDevice, _ input: inout Input, waiting: inout TaskGroup<Void>) async {
     var tag: UInt32 = 0
     var steps = 0
     while !input.done && steps < 64 {
         steps += 1
-        switch input.u8() % 6 {
+        switch input.u8() % 8 {
         case 0:
             var b = ByteBuffer()
             tag &+= 1
@@ -80,13 +134,22 @@ private func run(_ input: Input) async {
             if setup.isIn { precondition((r.data?.readableBytes ?? 0) <= Int(setup.length)) }
         case 4:
             _ = await device.reset()
-        default:
+        case 5:
             _ = await device.clearHalt(endpoint: input.u8())
+        case 6:
+            let iu = uasIU(&input)
+            _ = await device.transfer(endpoint: MassStorageDevice.uasCommandPipe, length: iu.readableBytes, data: iu, streamID: 0)
+        default:
+            let pipe = [MassStorageDevice.uasStatusPipe, MassStorageDevice.uasDataInPipe, MassStorageDevice.uasDataOutPipe][Int(input.u8() % 3)]
+            let stream = UInt32(input.u8() % 5)
+            let length = input.u16()
+            let data = pipe == MassStorageDevice.uasDataOutPipe ? ByteBuffer(bytes: input.take(length)) : nil
+            waiting.addTask {
+                let r = await device.transfer(endpoint: pipe, length: length, data: data, streamID: stream)
+                if data == nil { precondition((r.data?.readableBytes ?? 0) <= length, "UAS IN returned more than asked for") }
+            }
         }
     }
-    // As an assignment ends a device: the image lock goes with the close, not
-    // with the last reference (a read ahead still on the pool holds one).
-    await device.close()
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")

@@ -129,6 +129,24 @@ struct StickUASTests {
         await device.close()
     }
 
+    @Test("after close a UAS transfer ends at once (found by the stick fuzzer: it waited for ever)")
+    func closedStickAnswersAtOnce() async throws {
+        let device = try await Self.uasStick()
+        await device.close()
+        for pipe in [Self.status, Self.dataIn, Self.dataOut] {
+            let r = try await within(2, "a UAS transfer on a closed stick") {
+                await device.transfer(endpoint: pipe, length: 512, data: ByteBuffer(bytes: [1]), streamID: 1)
+            }
+            #expect(r.status == .noDevice)
+        }
+        #expect(await Self.send(device, Self.commandIU(tag: 1, Self.read10(lba: 0, blocks: 1))).status == .noDevice)
+        // Opened again, it serves commands as before.
+        try await device.open()
+        #expect(await Self.send(device, Self.commandIU(tag: 1, Self.read10(lba: 0, blocks: 1))) == .outDone(32))
+        #expect(await device.transfer(endpoint: Self.dataIn, length: 512, data: nil, streamID: 1).data?.readableBytes == 512)
+        await device.close()
+    }
+
     @Test("without UAS (or at high speed) there is no alt 1 and the UAS pipes stall")
     func offeredOnlyWhenAsked() async throws {
         let image = try makeStickImage(blocks: 16, fill: 0)

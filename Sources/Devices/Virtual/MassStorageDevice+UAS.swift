@@ -32,6 +32,7 @@ extension MassStorageDevice {
     }
 
     func uasTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
+        guard isOpen else { return .failed(.noDevice) }
         guard core.altSettings[0] == 1 else { return .failed(.stall) }
         if endpoint == Self.uasCommandPipe { return uasRequest(data ?? ByteBuffer()) }
         guard let tag = UInt16(exactly: streamID), tag != 0 else { return .failed(.invalid) }
@@ -170,7 +171,7 @@ extension MassStorageDevice {
         let id = uas.nextWaiter
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
-                guard !Task.isCancelled else { return c.resume(returning: false) }
+                guard !Task.isCancelled, isOpen else { return c.resume(returning: false) }
                 uas.resume(key, with: false)
                 uas.waiters[key] = (id, c)
             }

@@ -27,6 +27,8 @@ public actor MassStorageDevice: VirtualUSBDevice {
     var scsi: SCSIState
     /// The UAS side's commands (alternate setting 1; see MassStorageDevice+UAS).
     var uas = UASState()
+    /// Between close and open no UAS transfer may wait: nothing would end it.
+    var isOpen = true
 
     /// `offersUAS` (SuperSpeed only): alternate setting 1 is UAS with bulk
     /// streams, which a guest prefers to Bulk-Only when its controller has
@@ -56,10 +58,14 @@ public actor MassStorageDevice: VirtualUSBDevice {
     }
 
     /// Takes the image lock again after a close (init took it first).
-    public func open() async throws { try image.lock() }
+    public func open() async throws {
+        try image.lock()
+        isOpen = true
+    }
     /// Makes every write durable before the device goes away, then lets
     /// another assignment have the image.
     public func close() async {
+        isOpen = false
         readAhead = nil
         uasReset()
         _ = image.sync()
