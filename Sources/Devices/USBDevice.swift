@@ -226,6 +226,9 @@ public protocol USBQueueingDevice: USBDevice {
     /// order they were started. Returns what cancels it while in flight.
     func startTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32,
                        completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)?
+    /// The same for one isochronous packet.
+    func startIsoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?,
+                          completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)?
 }
 
 /// A transfer in flight: cancelling ends it with `.cancelled` as soon as the

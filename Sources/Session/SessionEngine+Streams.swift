@@ -11,11 +11,10 @@ extension SessionEngine {
     func handleStreamControl(_ message: USBRedirMessage, id: UInt64) async {
         switch message {
         case .startInterruptReceiving(let m):
-            let length = await maxPacketSize(m.endpoint)
-            let ok = startStream(m.endpoint, reserving: length) { core, device in
-                let r = await device.transfer(endpoint: m.endpoint, length: length, data: nil, streamID: 0)
-                return .interruptPacket(.init(endpoint: m.endpoint, status: WireValues.status(r.status).rawValue,
-                                              length: UInt16(clamping: r.data?.readableBytes ?? 0), data: r.data ?? ByteBuffer()))
+            let read = StreamRead(endpoint: m.endpoint, length: await maxPacketSize(m.endpoint), kind: .interrupt)
+            let ok = startStream(read) { r in
+                .interruptPacket(.init(endpoint: m.endpoint, status: WireValues.status(r.status).rawValue,
+                                       length: UInt16(clamping: r.data?.readableBytes ?? 0), data: r.data ?? ByteBuffer()))
             }
             await send(.interruptReceivingStatus(.init(status: status(ok), endpoint: m.endpoint)), id: id)
         case .stopInterruptReceiving(let m):
@@ -24,11 +23,11 @@ extension SessionEngine {
         case .startIsoStream(let m):
             var ok = device != nil
             if m.endpoint & 0x80 != 0 {
-                let length = await maxPacketSize(m.endpoint)
-                ok = startStream(m.endpoint, reserving: length) { core, device in
-                    let r = await device.isoTransfer(endpoint: m.endpoint, length: length, data: nil)
-                    return .isoPacket(.init(endpoint: m.endpoint, status: WireValues.status(r.status).rawValue,
-                                            length: UInt16(clamping: r.data?.readableBytes ?? 0), data: r.data ?? ByteBuffer()))
+                var read = StreamRead(endpoint: m.endpoint, length: await maxPacketSize(m.endpoint), kind: .isochronous)
+                read.depth = Int(m.urbCount) * Int(m.packetsPerURB)
+                ok = startStream(read) { r in
+                    .isoPacket(.init(endpoint: m.endpoint, status: WireValues.status(r.status).rawValue,
+                                     length: UInt16(clamping: r.data?.readableBytes ?? 0), data: r.data ?? ByteBuffer()))
                 }
             }
             await send(.isoStreamStatus(.init(status: status(ok), endpoint: m.endpoint)), id: id)
@@ -36,9 +35,9 @@ extension SessionEngine {
             stopStream(m.endpoint)
             await send(.isoStreamStatus(.init(status: 0, endpoint: m.endpoint)), id: id)
         case .startBulkReceiving(let m):
-            let ok = startStream(m.endpoint, reserving: Int(m.bytesPerTransfer)) { core, device in
-                let r = await device.transfer(endpoint: m.endpoint, length: Int(m.bytesPerTransfer), data: nil,
-                                              streamID: m.streamID)
+            var read = StreamRead(endpoint: m.endpoint, length: Int(m.bytesPerTransfer), kind: .bulk(streamID: m.streamID))
+            read.depth = Int(m.transferCount)
+            let ok = startStream(read) { r in
                 let data = r.data ?? ByteBuffer()
                 return .bufferedBulkPacket(.init(streamID: m.streamID, length: UInt32(data.readableBytes),
                                                  endpoint: m.endpoint, status: WireValues.status(r.status).rawValue,
@@ -72,18 +71,26 @@ extension SessionEngine {
         }
     }
 
-    /// Starts a receiving loop on `endpoint`; false without a device.
-    private func startStream(_ endpoint: UInt8, reserving: Int,
-                             _ next: @escaping @Sendable (SessionEngine, any USBDevice) async -> USBRedirMessage) -> Bool {
+    /// Starts a receiving loop on the read's endpoint; false without a device.
+    /// A device that queues gets several reads at once (see
+    /// SessionEngine+QueuedStreams); any other one, a read at a time.
+    private func startStream(_ read: StreamRead,
+                             _ packet: @escaping @Sendable (USBTransferResult) -> USBRedirMessage) -> Bool {
         guard let device else { return false }
-        stopStream(endpoint)
+        stopStream(read.endpoint)
         let generation = self.generation
-        let bytes = max(reserving, 1)
-        streams[endpoint] = Task.detached { [weak self] in
+        let bytes = max(read.length, 1)
+        if let queueing = device as? any USBQueueingDevice {
+            streams[read.endpoint] = Task.detached { [weak self] in
+                await self?.queuedStream(read, on: queueing, generation: generation, packet)
+            }
+            return true
+        }
+        streams[read.endpoint] = Task.detached { [weak self] in
             while !Task.isCancelled, let self {
                 let permit = await self.acquirePermit(bytes: bytes)
                 guard !Task.isCancelled else { return await self.releasePermit(permit) }
-                let message = await next(self, device)
+                let message = packet(await read.perform(on: device))
                 let failed = await self.deliverStreamPacket(message, generation: generation, releasing: permit)
                 // A failing endpoint is retried gently rather than spun on.
                 if failed { try? await Task.sleep(nanoseconds: 10_000_000) }
@@ -92,7 +99,7 @@ extension SessionEngine {
         return true
     }
 
-    private func releasePermit(_ permit: InFlightBudget.Permit) {
+    func releasePermit(_ permit: InFlightBudget.Permit) {
         budget.release(permit)
     }
 
@@ -101,7 +108,7 @@ extension SessionEngine {
     }
 
     /// Sends one packet of a receiving stream; true when its status was a failure.
-    private func deliverStreamPacket(_ message: USBRedirMessage, generation: Int, releasing permit: InFlightBudget.Permit) -> Bool {
+    func deliverStreamPacket(_ message: USBRedirMessage, generation: Int, releasing permit: InFlightBudget.Permit) -> Bool {
         // Called from the stream's task: once stopped, nothing more is sent,
         // even if the stop came while this packet waited for the actor. The
         // check and the queueing happen in one turn of the actor, so a packet

@@ -12,7 +12,7 @@ import USBRedirProtocol
 /// `transfer` goes through the same queue, so an engine that does not queue
 /// still works with it (one at a time).
 final class QueueingModel: USBQueueingDevice, Sendable {
-    static let bulkIn: UInt8 = 0x81, bulkOut: UInt8 = 0x02
+    static let bulkIn: UInt8 = 0x81, bulkOut: UInt8 = 0x02, isoIn: UInt8 = 0x83
 
     final class Started: USBCancellableTransfer, Sendable {
         let endpoint: UInt8, length: Int, sequence: Int
@@ -43,6 +43,7 @@ final class QueueingModel: USBQueueingDevice, Sendable {
         let i = USBInterfaceDescriptor(number: 0, interfaceClass: 0xff, interfaceSubclass: 0, interfaceProtocol: 0, endpoints: [
             .init(address: Self.bulkIn, type: .bulk, maxPacketSize: 512),
             .init(address: Self.bulkOut, type: .bulk, maxPacketSize: 512),
+            .init(address: Self.isoIn, type: .isochronous, maxPacketSize: 192, interval: 1),
         ])
         configuration = .init(value: 1, interfaces: [i])
     }
@@ -64,6 +65,11 @@ final class QueueingModel: USBQueueingDevice, Sendable {
             s.mostAtOnce[endpoint] = max(s.mostAtOnce[endpoint] ?? 0, s.inFlight.filter { $0.endpoint == endpoint }.count)
             return t
         }
+    }
+
+    func startIsoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?,
+                          completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)? {
+        startTransfer(endpoint: endpoint, length: length, data: data, streamID: 0, completion: completion)
     }
 
     /// Completes the oldest transfer of `endpoint`: IN with `length` bytes
@@ -169,6 +175,42 @@ final class QueueingModel: USBQueueingDevice, Sendable {
         try await eventually("four reads fit again") { again.inFlight(QueueingModel.bulkIn) == 4 }
         while again.completeOldest(QueueingModel.bulkIn) {}
         for id in 5...8 { #expect(try await peer.bulkReply(id: UInt64(id)).status == Self.success) }
+        try await rig.finish()
+    }
+
+    @Test func aReceivingStreamKeepsTheReadsTheVMAskedForInTheDevice() async throws {
+        let device = QueueingModel()
+        let (rig, _) = try await Rig.connected(device)
+        let peer = rig.peer
+        let start = try await peer.request(.startBulkReceiving(.init(streamID: 0, bytesPerTransfer: 256,
+                                                                     endpoint: QueueingModel.bulkIn, transferCount: 6)), id: 1)
+        #expect(start.message == .bulkReceivingStatus(.init(streamID: 0, endpoint: QueueingModel.bulkIn, status: Self.success)))
+        try await eventually("six reads are in the device") { device.inFlight(QueueingModel.bulkIn) == 6 }
+        // Each packet that goes out is replaced at once; they go out in order.
+        for sequence in 0..<9 {
+            device.completeOldest(QueueingModel.bulkIn)
+            let p = try await peer.take(.bufferedBulkPacket)
+            guard case .bufferedBulkPacket(let m) = p.packet.message else { return }
+            #expect(m.status == Self.success && byteArray(m.data) == Array(repeating: UInt8(sequence), count: 256))
+            try await eventually("the stream is six deep again") { device.inFlight(QueueingModel.bulkIn) == 6 }
+        }
+        #expect(device.mostAtOnce(QueueingModel.bulkIn) == 6)
+
+        try await peer.send(.stopBulkReceiving(.init(streamID: 0, endpoint: QueueingModel.bulkIn)), id: 2)
+        let stop = try await peer.take(.bulkReceivingStatus, id: 2)
+        try await eventually("the stop cancelled the reads in the device") { device.inFlight(QueueingModel.bulkIn) == 0 }
+        try await peer.barrier(id: 3)
+        #expect(await peer.packets(.bufferedBulkPacket, after: stop.index).isEmpty, "nothing after the stop's status")
+
+        // An iso stream: URBs x packets per URB reads in the device.
+        _ = try await peer.request(.startIsoStream(.init(endpoint: QueueingModel.isoIn, packetsPerURB: 4, urbCount: 2)), id: 4)
+        try await eventually("eight iso reads are in the device") { device.inFlight(QueueingModel.isoIn) == 8 }
+        device.completeOldest(QueueingModel.isoIn)
+        let iso = try await peer.take(.isoPacket)
+        guard case .isoPacket(let m) = iso.packet.message else { return }
+        #expect(m.status == Self.success && m.length == 192)
+        _ = try await peer.request(.stopIsoStream(.init(endpoint: QueueingModel.isoIn)), id: 5)
+        try await eventually("the iso reads were cancelled") { device.inFlight(QueueingModel.isoIn) == 0 }
         try await rig.finish()
     }
 }

@@ -305,16 +305,22 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
     }
 
     public func isoTransfer(endpoint address: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult {
-        guard let ep = endpoint(address), ep.type == .isochronous else { return .failed(.invalid) }
+        guard let request = isoRequest(endpoint: address, length: length, data: data) else { return .failed(.invalid) }
+        return await submit(request)
+    }
+
+    /// One iso packet's transfer, at most a packet long; nil when it is invalid.
+    private func isoRequest(endpoint address: UInt8, length: Int, data: ByteBuffer?) -> LibUSBTransferRequest? {
+        guard let ep = endpoint(address), ep.type == .isochronous else { return nil }
         let isIn = address & 0x80 != 0
         var count = isIn ? length : (data?.readableBytes ?? 0)
         let packetMax = Int(libusb_get_max_iso_packet_size(device, address))
         if packetMax > 0 {
-            if isIn { count = min(count, packetMax) } else if count > packetMax { return .failed(.invalid) }
+            if isIn { count = min(count, packetMax) } else if count > packetMax { return nil }
         }
-        guard count >= 0 else { return .failed(.invalid) }
-        return await submit(.init(kind: .isochronous, endpoint: address, length: count, data: data,
-                                  timeoutMilliseconds: timeouts.isochronous))
+        guard count >= 0 else { return nil }
+        return .init(kind: .isochronous, endpoint: address, length: count, data: data,
+                     timeoutMilliseconds: timeouts.isochronous)
     }
 
     private func submit(_ request: LibUSBTransferRequest) async -> USBTransferResult {
@@ -343,7 +349,17 @@ extension LibUSBDevice: USBQueueingDevice {
     /// endpoint has four URBs queued there, as with usbredirhost.
     public func startTransfer(endpoint address: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32,
                               completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)? {
-        guard let request = request(endpoint: address, length: length, data: data, streamID: streamID) else {
+        start(request(endpoint: address, length: length, data: data, streamID: streamID), completion)
+    }
+
+    public func startIsoTransfer(endpoint address: UInt8, length: Int, data: ByteBuffer?,
+                                 completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)? {
+        start(isoRequest(endpoint: address, length: length, data: data), completion)
+    }
+
+    private func start(_ request: LibUSBTransferRequest?,
+                       _ completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)? {
+        guard let request else {
             completion(.failed(.invalid))
             return nil
         }

@@ -1,0 +1,104 @@
+import Devices
+import NIOConcurrencyHelpers
+import NIOCore
+import USBRedirProtocol
+
+/// What a receiving stream reads from its endpoint.
+struct StreamRead: Sendable {
+    enum Kind: Sendable {
+        case interrupt, isochronous
+        case bulk(streamID: UInt32)
+    }
+
+    let endpoint: UInt8
+    let length: Int
+    let kind: Kind
+    /// Reads kept in a queueing device at once: what the VM asked for
+    /// (transfer count, URBs x packets per URB), within 1...maxDepth.
+    var depth = 4
+
+    static let maxDepth = 32
+
+    func perform(on device: any USBDevice) async -> USBTransferResult {
+        switch kind {
+        case .interrupt: await device.transfer(endpoint: endpoint, length: length, data: nil, streamID: 0)
+        case .isochronous: await device.isoTransfer(endpoint: endpoint, length: length, data: nil)
+        case .bulk(let streamID): await device.transfer(endpoint: endpoint, length: length, data: nil, streamID: streamID)
+        }
+    }
+
+    func start(on device: any USBQueueingDevice,
+               _ completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)? {
+        switch kind {
+        case .interrupt: device.startTransfer(endpoint: endpoint, length: length, data: nil, streamID: 0, completion: completion)
+        case .isochronous: device.startIsoTransfer(endpoint: endpoint, length: length, data: nil, completion: completion)
+        case .bulk(let streamID):
+            device.startTransfer(endpoint: endpoint, length: length, data: nil, streamID: streamID, completion: completion)
+        }
+    }
+}
+
+/// The reads a queued stream has started, oldest first, for cancelling them.
+private final class StartedReads: Sendable {
+    private let reads = NIOLockedValueBox(CircularBuffer<(any USBCancellableTransfer)?>())
+    func append(_ read: (any USBCancellableTransfer)?) { reads.withLockedValue { $0.append(read) } }
+    func dropOldest() { reads.withLockedValue { _ = $0.popFirst() } }
+    func cancelAll() {
+        for read in reads.withLockedValue({ Array($0) }) { read?.cancel() }
+    }
+}
+
+extension SessionEngine {
+    /// A receiving stream on a device that queues: up to the read's depth in
+    /// flight, so the next one is already queued when a packet arrives and
+    /// the device never waits for us between packets (usbredirhost keeps the
+    /// transfers the VM asks for too), each with its permit; packets go out in the order the
+    /// reads complete (the device keeps the endpoint's order). Ends when its
+    /// task is cancelled: what is still in the device is cancelled.
+    func queuedStream(_ read: StreamRead, on device: any USBQueueingDevice, generation: Int,
+                      _ packet: @escaping @Sendable (USBTransferResult) -> USBRedirMessage) async {
+        let (results, sink) = AsyncStream<USBTransferResult>.makeStream()
+        let started = StartedReads()
+        await withTaskCancellationHandler {
+            var permits = CircularBuffer<InFlightBudget.Permit>()
+            let start = { started.append(read.start(on: device) { sink.yield($0) }) }
+            await fillQueuedStream(&permits, read, start)
+            for await result in results {
+                started.dropOldest()
+                guard let permit = permits.popFirst() else { break }
+                if deliverStreamPacket(packet(result), generation: generation, releasing: permit) {
+                    // A failing endpoint is retried gently rather than spun on.
+                    try? await Task.sleep(nanoseconds: 10_000_000)
+                }
+                if Task.isCancelled { break }
+                await fillQueuedStream(&permits, read, start)
+            }
+            // Reads cancelled in the device: their packets will not be sent.
+            for permit in permits { budget.release(permit) }
+        } onCancel: {
+            started.cancelAll()
+            sink.finish()
+        }
+    }
+
+    /// Starts reads until the stream has its depth. The first permit may
+    /// wait, as a lone read's would; the others are taken only when there is
+    /// room, so the stream never waits for permits its own reads hold.
+    private func fillQueuedStream(_ permits: inout CircularBuffer<InFlightBudget.Permit>, _ read: StreamRead,
+                                  _ start: () -> Void) async {
+        let bytes = max(read.length, 1)
+        while permits.count < min(max(read.depth, 1), StreamRead.maxDepth), !Task.isCancelled {
+            let permit = permits.isEmpty ? await acquirePermit(bytes: bytes) : tryAcquirePermit(bytes: bytes)
+            guard let permit else { return }
+            guard !Task.isCancelled else { return budget.release(permit) }
+            permits.append(permit)
+            start()
+        }
+    }
+
+    /// A permit when the budget has room now, else nil.
+    func tryAcquirePermit(bytes: Int) -> InFlightBudget.Permit? {
+        collectWrites()
+        return budget.admits(bytes) ? budget.take(bytes) : nil
+    }
+}
