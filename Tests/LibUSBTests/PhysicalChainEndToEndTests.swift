@@ -112,6 +112,33 @@ final class PhysicalChainEndToEndTests: XCTestCase {
         XCTAssertEqual(status, 0, context())
     }
 
+    /// `usbredir attach VID:PID`: the physical device leaving ends attach
+    /// with status 0 and a "device left" line. (A listen endpoint nobody
+    /// dials: the device is bound, claimed and held without a VM.)
+    func testAttachExitsZeroWhenThePhysicalDeviceLeaves() async throws {
+        try Self.requireTools()
+        let lab = try ChainLab(absent: [], match: "vendor: 0x0951")
+        defer { lab.stop() }
+        var environment = ProcessInfo.processInfo.environment
+        environment["UMOCKDEV_DIR"] = lab.testbed.root
+        let attach = try BackgroundProcess(
+            Umockdev.wrapper, [builtProduct("usbredir"), "attach", "0951:1666", "--to", "listen://127.0.0.1:\(freeLoopbackPort())",
+                               "--socket", lab.socket],
+            logFile: lab.dir.appendingPathComponent("attach.log"), environment: environment)
+        defer { attach.signal(SIGKILL) }
+        func context() -> String { "attach:\n\(attach.log.suffix(4000))\ntestbed:\n\(lab.testbed.log)" }
+
+        let bound = await waitUntil(timeout: 30, interval: 0.05) { attach.log.contains("device 0951:1666@1-1.1") }
+        XCTAssertNotNil(bound, context())
+        let claimed = await waitUntil(timeout: 10, interval: 0.05) { (try? lab.state("stick").claimed) == [0] }
+        XCTAssertNotNil(claimed, context())
+
+        try lab.control("unplug stick")
+        let status = await attach.waitForExit(timeout: 15)
+        XCTAssertEqual(status, 0, context())
+        XCTAssertTrue(attach.log.contains("device left"), context())
+    }
+
     // MARK: - The read test
 
     static func readThroughTheChain(controller: String, match: String) async throws {
