@@ -19,6 +19,11 @@ struct StreamRead: Sendable {
 
     static let maxDepth = 32
 
+    /// What each read holds of the session's budget.
+    var permitBytes: Int { max(length, 1) }
+    /// `depth`, within 1...maxDepth.
+    var queueDepth: Int { min(max(depth, 1), Self.maxDepth) }
+
     func perform(on device: any USBDevice) async -> USBTransferResult {
         switch kind {
         case .interrupt: await device.transfer(endpoint: endpoint, length: length, data: nil, streamID: 0)
@@ -86,9 +91,9 @@ extension SessionEngine {
     /// room, so the stream never waits for permits its own reads hold.
     private func fillQueuedStream(_ permits: inout CircularBuffer<InFlightBudget.Permit>, _ read: StreamRead,
                                   _ start: () -> Void) async {
-        let bytes = max(read.length, 1)
-        while permits.count < min(max(read.depth, 1), StreamRead.maxDepth), !Task.isCancelled {
-            let permit = permits.isEmpty ? await acquirePermit(bytes: bytes) : tryAcquirePermit(bytes: bytes)
+        while permits.count < read.queueDepth, !Task.isCancelled {
+            let permit = permits.isEmpty ? await acquirePermit(bytes: read.permitBytes)
+                : tryAcquirePermit(bytes: read.permitBytes)
             guard let permit else { return }
             guard !Task.isCancelled else { return budget.release(permit) }
             permits.append(permit)

@@ -79,7 +79,6 @@ extension SessionEngine {
         guard let device else { return false }
         stopStream(read.endpoint)
         let generation = self.generation
-        let bytes = max(read.length, 1)
         if let queueing = device as? any USBQueueingDevice {
             streams[read.endpoint] = Task.detached { [weak self] in
                 await self?.queuedStream(read, on: queueing, generation: generation, packet)
@@ -88,7 +87,7 @@ extension SessionEngine {
         }
         streams[read.endpoint] = Task.detached { [weak self] in
             while !Task.isCancelled, let self {
-                let permit = await self.acquirePermit(bytes: bytes)
+                let permit = await self.acquirePermit(bytes: read.permitBytes)
                 guard !Task.isCancelled else { return await self.releasePermit(permit) }
                 let message = packet(await read.perform(on: device))
                 let failed = await self.deliverStreamPacket(message, generation: generation, releasing: permit)
