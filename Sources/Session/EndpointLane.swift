@@ -9,7 +9,7 @@ import NIOCore
 struct EndpointLane {
     /// Jobs waiting for the one running now.
     var waiting = CircularBuffer<TransferJob>()
-    /// The job the worker is running, for cancel_data_packet.
+    /// The serial of the job the worker is running, for cancel_data_packet.
     var running: UInt64?
     var worker: Task<Void, Never>?
     /// The idle worker, waiting for the next job (nil: stop).
@@ -67,7 +67,7 @@ struct InFlightBudget {
         guard permit.epoch == epoch else { return }
         transfers -= 1
         bytes -= permit.bytes
-        wakeAll()
+        wakeWaiters()
     }
 
     /// Forgets every permit (their transfers were dropped with the device).
@@ -75,10 +75,11 @@ struct InFlightBudget {
         epoch += 1
         transfers = 0
         bytes = 0
-        wakeAll()
+        wakeWaiters()
     }
 
-    private mutating func wakeAll() {
+    /// Lets every waiter look again (also when the connection closed: they give up).
+    mutating func wakeWaiters() {
         let woken = waiters
         waiters = []
         for w in woken { w.resume() }

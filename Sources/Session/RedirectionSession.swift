@@ -42,7 +42,10 @@ public final class RedirectionSession: Sendable {
     /// Serves one connection until it ends. Malformed bytes from the VM end
     /// this session only, with the reason logged.
     public func run(_ connection: USBRedirConnection) async -> SessionEnd {
-        await core.begin(writer: connection.writer)
+        let number = await core.begin(writer: connection.writer)
+        connection.writer.whenClosed { [core] in
+            Task { await core.connectionClosed(number) }
+        }
         logger.debug("usbredir connection up", metadata: ["peer": "\(connection.peerDescription)"])
         let end: SessionEnd
         do {

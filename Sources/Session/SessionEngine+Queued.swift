@@ -15,13 +15,13 @@ extension SessionEngine {
         let mailbox = completions
         let transfer = device.startTransfer(endpoint: t.endpoint, length: t.length, data: t.data,
                                             streamID: t.streamID) { mailbox.post(job, $0) }
-        if let transfer { queued[job.id] = transfer }
+        if let transfer { queued[job.serial] = transfer }
         return true
     }
 
-    /// Cancels a queued transfer; false when `id` is not one.
-    func cancelQueued(_ id: UInt64) -> Bool {
-        guard let transfer = queued[id] else { return false }
+    /// Cancels a queued transfer; false when `serial` is not one.
+    func cancelQueued(_ serial: UInt64) -> Bool {
+        guard let transfer = queued[serial] else { return false }
         transfer.cancel()
         return true
     }
@@ -49,7 +49,7 @@ extension SessionEngine {
     private func deliver(_ batch: [CompletionMailbox.Finished]) {
         bursts += 1
         for (job, result) in batch {
-            queued[job.id] = nil
+            queued[job.serial] = nil
             complete(job, result, inBurst: true)
         }
         bursts -= 1

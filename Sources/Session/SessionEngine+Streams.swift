@@ -87,7 +87,7 @@ extension SessionEngine {
         }
         streams[read.endpoint] = Task.detached { [weak self] in
             while !Task.isCancelled, let self {
-                let permit = await self.acquirePermit(bytes: read.permitBytes)
+                guard let permit = await self.acquirePermit(bytes: read.permitBytes) else { return }
                 guard !Task.isCancelled else { return await self.releasePermit(permit) }
                 let message = packet(await read.perform(on: device))
                 let failed = await self.deliverStreamPacket(message, generation: generation, releasing: permit)

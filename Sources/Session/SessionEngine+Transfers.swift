@@ -6,21 +6,22 @@ extension SessionEngine {
     /// Queues a data packet on its endpoint's lane. Waits (so reading from
     /// the VM pauses) while the in-flight bounds are reached.
     func submit(id: UInt64, kind: TransferJob.Kind, reserving: Int) async {
+        lastSerial += 1
         guard let device else {
-            await send(TransferJob(id: id, generation: generation, device: NoDevice.shared, kind: kind)
+            await send(TransferJob(id: id, serial: lastSerial, generation: generation, device: NoDevice.shared, kind: kind)
                 .reply(.failed(.noDevice)), id: id)
             return
         }
-        var job = TransferJob(id: id, generation: generation, device: device, kind: kind)
+        var job = TransferJob(id: id, serial: lastSerial, generation: generation, device: device, kind: kind)
         if reserving > limits.maxTransferLength {
-            await send(job.reply(.failed(.invalid)), id: id)
-            return
+            admit(job)
+            return complete(job, .failed(.invalid))
         }
         // OUT data is already held; IN requests reserve what they asked for.
-        let permit = await acquirePermit(bytes: max(reserving, 1))
+        guard let permit = await acquirePermit(bytes: max(reserving, 1)) else { return }
         guard job.generation == generation else { return budget.release(permit) }
         job.permit = permit
-        inFlight[id] = InFlight()
+        admit(job)
         // On an endpoint with nothing queued (its order is kept), a transfer
         // the device answers from memory is done in the engine's own turn:
         // no worker hop.
@@ -28,12 +29,20 @@ extension SessionEngine {
             complete(job, result, inBurst: true)
             return
         }
-        guard job.generation == generation, inFlight[id] != nil else {
+        guard job.generation == generation, inFlight[job.serial] != nil else {
             // The device went while it was asked.
-            inFlight[id] = nil
             return budget.release(permit)
         }
         if !startQueued(job) { enqueue(job) }
+    }
+
+    /// The job is in flight from now on, and its reply has its place in its
+    /// endpoint's order.
+    private func admit(_ job: TransferJob) {
+        inFlight[job.serial] = InFlight(packetID: job.id)
+        if job.repliesInEndpointOrder {
+            replyOrder[job.endpoint, default: EndpointReplyOrder()].register(job.serial)
+        }
     }
 
     private func laneIsIdle(_ endpoint: UInt8) -> Bool {
@@ -42,16 +51,18 @@ extension SessionEngine {
     }
 
     /// Waits for room in the session's one budget (transfers in flight,
-    /// their replies until written, receiving streams' packets).
-    func acquirePermit(bytes: Int) async -> InFlightBudget.Permit {
+    /// their replies until written, receiving streams' packets); nil when
+    /// the connection closed meanwhile.
+    func acquirePermit(bytes: Int) async -> InFlightBudget.Permit? {
         collectWrites()
         while !budget.admits(bytes) {
+            if peerGone { return nil }
             // Replies that are written give their permits back when collected.
             collectWritesArmed()
             if budget.admits(bytes) { break }
             await outsideBurst { await withCheckedContinuation { budget.waiters.append($0) } }
         }
-        return budget.take(bytes)
+        return peerGone ? nil : budget.take(bytes)
     }
 
     /// Hands the job to its lane: to the parked worker, to a new worker, or
@@ -61,11 +72,11 @@ extension SessionEngine {
         var lane = lanes[endpoint] ?? EndpointLane()
         if let parked = lane.parked {
             lane.parked = nil
-            lane.running = job.id
+            lane.running = job.serial
             lanes[endpoint] = lane
             parked.resume(returning: job)
         } else if lane.worker == nil {
-            lane.running = job.id
+            lane.running = job.serial
             lane.worker = startWorker(job)
             lanes[endpoint] = lane
         } else {
@@ -93,38 +104,28 @@ extension SessionEngine {
     private func finish(_ job: TransferJob, _ result: USBTransferResult) async -> TransferJob? {
         complete(job, result)
         guard job.generation == generation, var lane = lanes[job.endpoint] else { return nil }
-        lane.running = nil
+        let next = nextRunnable(&lane)
+        lane.running = next?.serial
         if lane.workerCancelled {
-            // This task was cancelled with its transfer; a fresh one takes over.
+            // This task was cancelled with its transfer: it must not run
+            // another (every later await would see the cancellation); a
+            // fresh one takes the next.
             lane.workerCancelled = false
-            lane.worker = nil
-            if let next = lane.waiting.popFirst() {
-                lane.running = next.id
-                lane.worker = startWorker(next)
-            }
+            lane.worker = next.map(startWorker)
             lanes[job.endpoint] = lane
             return nil
         }
         lanes[job.endpoint] = lane
-        return await nextJob(job.endpoint, generation: job.generation)
+        if let next { return next }
+        return await withCheckedContinuation { lanes[job.endpoint]?.parked = $0 }
     }
 
-    private func nextJob(_ endpoint: UInt8, generation current: Int) async -> TransferJob? {
-        // A new device's lanes are not this worker's (the generation moved on
-        // while it awaited a reply's write).
-        while current == generation, var lane = lanes[endpoint] {
-            guard let job = lane.waiting.popFirst() else {
-                return await withCheckedContinuation { lanes[endpoint]?.parked = $0 }
-            }
-            if inFlight[job.id]?.cancelled ?? false {
-                lanes[endpoint] = lane
-                // Cancelled while it waited: answered without the device.
-                complete(job, .failed(.cancelled))
-                continue
-            }
-            lane.running = job.id
-            lanes[endpoint] = lane
-            return job
+    /// The lane's next job to run. Those cancelled while they waited are
+    /// answered on the way, without the device.
+    private func nextRunnable(_ lane: inout EndpointLane) -> TransferJob? {
+        while let job = lane.waiting.popFirst() {
+            guard inFlight[job.serial]?.cancelled ?? false else { return job }
+            complete(job, .failed(.cancelled))
         }
         return nil
     }
@@ -133,7 +134,7 @@ extension SessionEngine {
     /// reply is written (by the outbox): a reply waiting for a peer that does not read holds
     /// its bytes, and they count against the budget until they are gone.
     func complete(_ job: TransferJob, _ result: USBTransferResult, inBurst: Bool = false) {
-        guard inFlight.removeValue(forKey: job.id) != nil, job.generation == generation else {
+        guard inFlight.removeValue(forKey: job.serial) != nil, job.generation == generation else {
             if let permit = job.permit { budget.release(permit) }
             return
         }
@@ -143,7 +144,15 @@ extension SessionEngine {
         count(job, result)
         // Handed over, not awaited: the lane goes on to its next job while
         // the transport writes the reply; the budget bounds what is unwritten.
-        enqueue(job.reply(result), id: job.id, releasing: job.permit, inBurst: inBurst)
+        let reply = EndpointReplyOrder.Reply(message: job.reply(result), packetID: job.id, permit: job.permit)
+        let send = { (r: EndpointReplyOrder.Reply) in
+            self.enqueue(r.message, id: r.packetID, releasing: r.permit, inBurst: inBurst)
+        }
+        if job.repliesInEndpointOrder {
+            replyOrder[job.endpoint]?.finish(job.serial, reply, send)
+        } else {
+            send(reply)
+        }
     }
 
     private func count(_ job: TransferJob, _ r: USBTransferResult) {
@@ -163,12 +172,15 @@ extension SessionEngine {
     /// cancel_data_packet: a transfer waiting on its lane is answered as
     /// cancelled when its turn comes; a running one has its worker's task
     /// cancelled (the device call sees it) and the lane gets a fresh worker;
-    /// one a queueing device holds is cancelled there.
+    /// one a queueing device holds is cancelled there. The VM may have
+    /// reused the id after an earlier cancel: the oldest transfer with that
+    /// id not cancelled yet is the one meant.
     func cancel(_ id: UInt64) {
-        guard inFlight[id] != nil else { return }
-        inFlight[id]?.cancelled = true
-        if cancelQueued(id) { return }
-        for (endpoint, lane) in lanes where lane.running == id && !lane.workerCancelled {
+        guard let serial = inFlight.lazy.filter({ $0.value.packetID == id && !$0.value.cancelled }).map(\.key).min()
+        else { return }
+        inFlight[serial]?.cancelled = true
+        if cancelQueued(serial) { return }
+        for (endpoint, lane) in lanes where lane.running == serial && !lane.workerCancelled {
             lanes[endpoint]?.workerCancelled = true
             lane.worker?.cancel()
         }

@@ -12,7 +12,10 @@ import USBRedirProtocol
 actor SessionEngine {
     static let capabilities = USBRedirCapabilities.all
 
+    /// A transfer the VM asked for and has no reply to yet, known by the
+    /// engine's serial number: the VM may reuse a packet id after a cancel.
     struct InFlight {
+        let packetID: UInt64
         var cancelled = false
     }
 
@@ -29,12 +32,16 @@ actor SessionEngine {
     var compressible = true
     var peerFilter: [USBRedirFilterRule]?
     var lanes: [UInt8: EndpointLane] = [:]
-    /// Transfers a queueing device holds, by packet id (for cancel).
+    /// Transfers a queueing device holds, by serial (for cancel).
     var queued: [UInt64: any USBCancellableTransfer] = [:]
     let completions = CompletionMailbox()
     var drainer: Task<Void, Never>?
     var budget: InFlightBudget
+    /// By serial number (`TransferJob.serial`).
     var inFlight: [UInt64: InFlight] = [:]
+    var lastSerial: UInt64 = 0
+    /// Per endpoint: its replies leave in the order its packets came.
+    var replyOrder: [UInt8: EndpointReplyOrder] = [:]
     var streams: [UInt8: Task<Void, Never>] = [:]
     var streamPacketID: UInt64 = 0
     var outbox = Outbox()
@@ -44,6 +51,12 @@ actor SessionEngine {
     /// ...unless someone waits on writes meanwhile (counted: several may).
     var lifts = 0
     var lastError: String?
+    var trace = PacketTrace()
+    /// Counts connections, so a close reported late by an earlier one is ignored.
+    var connectionNumber = 0
+    /// The connection closed (seen by the transport), though the reader may
+    /// not have read its end yet: waits for permits end, reading stops.
+    var peerGone = false
 
     init(logger: Logger, limits: SessionLimits) {
         self.logger = logger
@@ -57,23 +70,39 @@ actor SessionEngine {
 
     // MARK: Connection lifetime
 
-    func begin(writer: any USBRedirByteWriter) {
+    /// Returns the connection's number, for `connectionClosed`.
+    func begin(writer: any USBRedirByteWriter) -> Int {
         self.writer = writer
+        connectionNumber += 1
+        peerGone = false
         shutOutbox()   // an earlier connection's, should `end` not have run
         outbox = Outbox()
         negotiation = nil
         parser = USBRedirParser(role: .host, capabilities: Self.capabilities)
         link = .awaitingHello
         peerFilter = nil
+        return connectionNumber
+    }
+
+    /// The transport saw connection `number` close. The reader may be
+    /// waiting for the budget rather than reading, so it would not see the
+    /// end itself: whatever waits on the connection goes on now.
+    func connectionClosed(_ number: Int) {
+        guard number == connectionNumber, writer != nil else { return }
+        peerGone = true
+        shutOutbox()
+        budget.wakeWaiters()
     }
 
     /// Bytes from the VM: every whole packet in them is handled, in order.
     /// Throws on malformed bytes; returns an end when the session must stop.
     func receive(_ bytes: ByteBuffer) async throws -> SessionEnd? {
         parser.append(bytes)
+        trace.refresh(logger)
         return try await holdingFlush {
             while let packet = try parser.nextPacket() {
                 if let end = await handle(packet, negotiation: parser.negotiation) { return end }
+                if peerGone { return .transportClosed(.closedByPeer) }
             }
             return nil
         }
@@ -93,6 +122,7 @@ actor SessionEngine {
     func stopDeviceWork() async {
         generation += 1
         inFlight = [:]
+        replyOrder = [:]
         for endpoint in lanes.keys { lanes[endpoint]?.stop() }
         lanes = [:]
         stopQueued()

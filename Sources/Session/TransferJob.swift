@@ -10,7 +10,10 @@ struct TransferJob: Sendable {
         case interrupt(USBRedirMessage.InterruptPacket)
     }
 
+    /// The VM's packet id, echoed in the reply.
     var id: UInt64
+    /// The engine's own number for it: unique, unlike packet ids.
+    var serial: UInt64
     var generation: Int
     var device: any USBDevice
     var kind: Kind
@@ -25,6 +28,12 @@ struct TransferJob: Sendable {
         case .interrupt(let p): p.endpoint
         }
     }
+
+    /// Whether its reply must wait for the earlier ones of its endpoint
+    /// (EndpointReplyOrder). Not on bulk streams: each stream is a queue of
+    /// its own (UAS answers its commands in any order), and QEMU keeps no
+    /// order across them.
+    var repliesInEndpointOrder: Bool { (dataTransfer?.streamID ?? 0) == 0 }
 
     /// What a bulk or interrupt job asks of the device; nil for control.
     var dataTransfer: (endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32)? {

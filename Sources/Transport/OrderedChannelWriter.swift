@@ -32,4 +32,9 @@ final class OrderedChannelWriter: Sendable {
             }
         }
     }
+
+    /// `callback` runs once the channel is closed.
+    func whenClosed(_ callback: @escaping @Sendable () -> Void) {
+        channel.closeFuture.whenComplete { _ in callback() }
+    }
 }

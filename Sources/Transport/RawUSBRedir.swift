@@ -109,4 +109,6 @@ struct RawWriter: USBRedirByteWriter {
     }
 
     func close() { channel.close(promise: nil) }
+
+    func whenClosed(_ callback: @escaping @Sendable () -> Void) { ordered.whenClosed(callback) }
 }

@@ -94,4 +94,6 @@ struct SpiceVMCWriter: USBRedirByteWriter {
     }
 
     func close() { closeChannel() }
+
+    func whenClosed(_ callback: @escaping @Sendable () -> Void) { ordered.whenClosed(callback) }
 }

@@ -23,6 +23,10 @@ public protocol USBRedirByteWriter: Sendable {
     func enqueue(_ packets: [OutgoingPacket], written: @escaping @Sendable (Bool) -> Void)
     /// Closes the connection; a pending read ends.
     func close()
+    /// Runs `callback` once the connection is closed, by either side (at
+    /// once if it is already): a session that stopped reading (its budget is
+    /// full) learns of the end without reading it.
+    func whenClosed(_ callback: @escaping @Sendable () -> Void)
 }
 
 /// One usbredir packet as the session hands it over: header, then payload

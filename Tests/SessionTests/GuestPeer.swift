@@ -133,13 +133,27 @@ final class BytePipe: @unchecked Sendable {
     }
 
     func close() {
-        let (r, ws): (CheckedContinuation<ByteBuffer?, Never>?, [CheckedContinuation<Void, Never>]) = lock.withLock {
+        let (r, ws, cs): (CheckedContinuation<ByteBuffer?, Never>?, [CheckedContinuation<Void, Never>],
+                          [@Sendable () -> Void]) = lock.withLock {
             closed = true
-            defer { reader = nil; writers = [] }
-            return (reader, writers)
+            defer { reader = nil; writers = []; closeCallbacks = [] }
+            return (reader, writers, closeCallbacks)
         }
         r?.resume(returning: nil)
         for w in ws { w.resume() }
+        for c in cs { c() }
+    }
+
+    private var closeCallbacks: [@Sendable () -> Void] = []
+
+    /// `callback` runs once the pipe is closed (at once if it is).
+    func whenClosed(_ callback: @escaping @Sendable () -> Void) {
+        let now: Bool = lock.withLock {
+            if closed { return true }
+            closeCallbacks.append(callback)
+            return false
+        }
+        if now { callback() }
     }
 }
 
@@ -192,6 +206,11 @@ struct MemoryWriter: USBRedirByteWriter {
     func close() {
         toPeer.close()
         fromPeer.close()
+    }
+
+    /// The peer closing its side is the connection's end, as a socket's FIN.
+    func whenClosed(_ callback: @escaping @Sendable () -> Void) {
+        fromPeer.whenClosed(callback)
     }
 }
 
