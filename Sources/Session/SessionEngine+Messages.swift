@@ -8,6 +8,7 @@ extension SessionEngine {
     func handle(_ packet: USBRedirPacket, negotiation current: USBRedirNegotiation) async -> SessionEnd? {
         counters.packetsReceived += 1
         let id = packet.id
+        trace.record("from VM", packet.message, id: id, logger: logger)
         switch packet.message {
         case .hello(let hello):
             negotiation = current

@@ -34,6 +34,7 @@ extension SessionEngine {
             if let permit { budget.release(permit) }
             return
         }
+        trace.record("to VM", message, id: id, logger: logger)
         var header = ByteBuffer()
         let parts: [ByteBuffer]
         do {
