@@ -158,4 +158,54 @@ struct StickUASTests {
             await device.close()
         }
     }
+
+    /// A Task Management IU: id 5, tag, function, the task it names, LUN 0.
+    static func taskManagementIU(tag: UInt16, function: UInt8, taskTag: UInt16 = 0) -> ByteBuffer {
+        ByteBuffer(bytes: [5, 0, UInt8(tag >> 8), UInt8(tag & 0xff), function, 0, UInt8(taskTag >> 8), UInt8(taskTag & 0xff)]
+                   + [UInt8](repeating: 0, count: 8))
+    }
+
+    @Test("a reset by task management still answers its own Response IU (issue 20), and ends the others")
+    func resetKeepsItsResponse() async throws {
+        let device = try await Self.uasStick()
+        for function: UInt8 in [0x02, 0x04, 0x08, 0x10] {   // ABORT TASK SET, CLEAR TASK SET, LU RESET, I_T NEXUS RESET
+            let tag = UInt16(20 + function)
+            // Linux queues the status read of the TM IU before sending it, beside a command's.
+            let other = Task { await device.transfer(endpoint: Self.status, length: 112, data: nil, streamID: 3) }
+            let own = Task { await device.transfer(endpoint: Self.status, length: 112, data: nil, streamID: UInt32(tag)) }
+            try await Task.sleep(nanoseconds: 20_000_000)
+            #expect(await Self.send(device, Self.taskManagementIU(tag: tag, function: function)) == .outDone(16))
+            let response = try await within(2, "the Response IU of function \(function)") { await own.value }
+            // Response IU: id 4, the tag, code 0 (function complete).
+            #expect(Self.bytes(response) == [4, 0, UInt8(tag >> 8), UInt8(tag & 0xff), 0, 0, 0, 0], "function \(function)")
+            #expect(await other.value.status == .cancelled, "function \(function)")
+        }
+        await device.close()
+    }
+
+    @Test("an unknown task management function is answered 'not supported' (issue 20)")
+    func unknownFunctionNotSupported() async throws {
+        let device = try await Self.uasStick()
+        for function: UInt8 in [0x40, 0x80, 0x81, 0x82, 0x33] {   // CLEAR ACA, the QUERYs, an undefined one
+            let tag = UInt16(function) + 100
+            let own = Task { await device.transfer(endpoint: Self.status, length: 112, data: nil, streamID: UInt32(tag)) }
+            try await Task.sleep(nanoseconds: 10_000_000)
+            _ = await Self.send(device, Self.taskManagementIU(tag: tag, function: function))
+            let response = try await within(2, "the Response IU") { await own.value }
+            #expect(Self.bytes(response) == [4, 0, UInt8(tag >> 8), UInt8(tag & 0xff), 0, 0, 0, 0x04], "function \(function)")
+        }
+        await device.close()
+    }
+
+    @Test("alloc_bulk_streams is bounded by the streams the endpoints declare (issue 20)")
+    func streamAllocationIsBounded() async throws {
+        let device = try await Self.uasStick()
+        for count: UInt32 in [33, 1024, 65_536, .max] {
+            #expect(await device.allocateStreams(endpoints: [Self.status, Self.dataIn, Self.dataOut], count: count) == .invalid,
+                    "\(count) streams")
+        }
+        #expect(await device.allocateStreams(endpoints: [Self.status, Self.dataIn, Self.dataOut], count: 32) == .success)
+        #expect(await device.allocateStreams(endpoints: [Self.status], count: 2) == .success)
+        await device.close()
+    }
 }

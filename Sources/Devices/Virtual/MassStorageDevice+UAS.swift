@@ -52,16 +52,29 @@ extension MassStorageDevice {
                 : .status(UAS.sense(tag: c.tag, sense: .logicalUnitNotSupported))
             uas.wake(c.tag)
         case .taskManagement(let t):
-            // ABORT TASK and the resets: what they name is dropped; every
-            // function is answered as complete (there is nothing in progress
-            // that a drop does not end).
-            if t.function == 0x01 { uas.drop(t.taskTag) } else if [0x02, 0x04, 0x08].contains(t.function) { uasReset() }
-            uas.tasks[t.tag] = .status(UAS.response(tag: t.tag, code: UAS.functionComplete))
+            uas.tasks[t.tag] = .status(UAS.response(tag: t.tag, code: perform(t)))
             uas.wake(t.tag)
         case nil:
             return .failed(.stall)
         }
         return .outDone(data.readableBytes)
+    }
+
+    /// ABORT TASK drops the task it names; the set aborts and resets drop
+    /// everything but the status transfer waiting for this IU's own
+    /// Response. Both are complete at once (a drop ends what was in
+    /// progress). Any other function (CLEAR ACA, the QUERYs) is not
+    /// supported: the host must not take it as done.
+    private func perform(_ t: UAS.TaskManagement) -> UInt8 {
+        switch t.function {
+        case UAS.abortTask:
+            uas.drop(t.taskTag)
+        case UAS.abortTaskSet, UAS.clearTaskSet, UAS.logicalUnitReset, UAS.itNexusReset:
+            uasReset(keepingResponseOf: t.tag)
+        default:
+            return UAS.functionNotSupported
+        }
+        return UAS.functionComplete
     }
 
     private func uasPhase(_ outcome: SCSIOutcome, tag: UInt16) -> UASPhase {
@@ -156,10 +169,15 @@ extension MassStorageDevice {
     }
 
     /// Alternate setting change, device reset, close: every waiting transfer
-    /// ends cancelled and no command survives.
-    func uasReset() {
-        uas.cancelAll()
+    /// ends cancelled and no command survives; a reset by task management
+    /// keeps the status transfer that waits for its own Response IU.
+    func uasReset(keepingResponseOf tag: UInt16? = nil) {
+        let kept = tag.map { UASState.WaitKey(pipe: .status, tag: $0) }
+        let survivor = uas.cancelAll(except: kept)
+        let next = uas.nextWaiter
         uas = UASState()
+        uas.nextWaiter = next
+        if let kept, let survivor { uas.waiters[kept] = survivor }
     }
 
     /// Waits until the command `tag` changes (true), or the transfer is
@@ -190,7 +208,9 @@ extension MassStorageDevice {
 extension MassStorageDevice: USBBulkStreamsCapable {
     public func allocateStreams(endpoints: [UInt8], count: UInt32) async -> USBTransferStatus {
         let streamed: Set<UInt8> = [Self.uasStatusPipe, Self.uasDataInPipe, Self.uasDataOutPipe]
-        return count > 1 && !endpoints.isEmpty && endpoints.allSatisfy(streamed.contains) ? .success : .invalid
+        // No more than the endpoints declare: the count comes from the VM.
+        return (2...Self.uasStreams).contains(count) && !endpoints.isEmpty && endpoints.allSatisfy(streamed.contains)
+            ? .success : .invalid
     }
 
     public func freeStreams(endpoints: [UInt8]) async -> USBTransferStatus {
@@ -242,8 +262,12 @@ struct UASState: Sendable {
         for pipe in [UAS.Pipe.dataIn, .dataOut, .status] { resume(WaitKey(pipe: pipe, tag: tag), with: false) }
     }
 
-    mutating func cancelAll() {
+    /// Ends every waiter but `kept`'s, which is returned (not resumed).
+    @discardableResult
+    mutating func cancelAll(except kept: WaitKey? = nil) -> (id: Int, continuation: CheckedContinuation<Bool, Never>)? {
+        let survivor = kept.flatMap { waiters.removeValue(forKey: $0) }
         for (_, w) in waiters { w.continuation.resume(returning: false) }
         waiters = [:]
+        return survivor
     }
 }

@@ -80,4 +80,7 @@ enum UAS {
 
     /// Response codes (UAS 6.2.6): the function is done; it is not supported.
     static let functionComplete: UInt8 = 0x00, functionNotSupported: UInt8 = 0x04
+    /// Task management functions (UAS 6.2.4, SAM-5).
+    static let abortTask: UInt8 = 0x01, abortTaskSet: UInt8 = 0x02, clearTaskSet: UInt8 = 0x04
+    static let logicalUnitReset: UInt8 = 0x08, itNexusReset: UInt8 = 0x10
 }
