@@ -264,9 +264,12 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
 
     public func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult {
         switch (setup.requestType, setup.request) {
-        case (0x02, 1) where setup.value == 0:
+        case (0x02, 1) where setup.value == 0 && setup.index & 0x0f != 0:
             // CLEAR_FEATURE(ENDPOINT_HALT): through the kernel, which also
             // resets the host side's data toggle (usbredirhost does the same).
+            // Not for endpoint 0: the kernel refuses to clear-halt it, while
+            // the request itself is valid and goes to the device as it is
+            // (the kernel's usbtest case 10 sends it).
             return .failed(await clearHalt(endpoint: UInt8(setup.index & 0xff)))
         case (0x00, 9):     // SET_CONFIGURATION: usbfs wants its own ioctl
             return .failed(await setConfiguration(UInt8(setup.value & 0xff)))
