@@ -130,17 +130,20 @@ if !config.skip.contains("parser") {
     try parserBenchmark()
 }
 
-var engine: EngineResults?
+var engines: [EngineResults] = []
 if !config.skip.contains("engine") {
-    do {
-        let e = try runEngine(config)
-        engine = e
-        printEngine(e, config: config)
-    } catch {
-        print("")
-        print("== engine: FAILED: \(error)")
+    for pinning in EnginePinning.allCases {
+        do {
+            let e = try runEngine(config, pinning: pinning)
+            engines.append(e)
+            printEngine(e, config: config)
+        } catch {
+            print("")
+            print("== engine (\(pinning.short)): FAILED: \(error)")
+        }
     }
 }
+let engine = engines.first
 
 var footprint: FootprintResults?
 if !config.skip.contains("footprint") {
@@ -163,6 +166,6 @@ if !config.skip.contains("guest") {
 }
 printGuest(guestBoots)
 
-printVerdicts(engine: engine, guest: guestBoots.first { $0.speed == "uas" }, footprint: footprint)
+printVerdicts(engines: engines, guest: guestBoots.first { $0.speed == "uas" }, footprint: footprint)
 print("")
 print("usbredir-bench: done in \(fmt(Date().timeIntervalSince(started), 0)) s")
