@@ -23,6 +23,7 @@ struct DecodedDevice {
     var channel: UInt8?
     var channelKeyLocation: SourcePosition?
     var channelValueLocation: SourcePosition?
+    var takeFromHost = false
     var source: Assignment.Source?
     var matchKeyLocation: SourcePosition?
     /// A virtual device's image value as written, and where (cross-checks point there).
@@ -32,7 +33,7 @@ struct DecodedDevice {
     var assignment: Assignment? {
         guard isValid, let name, let endpoint, let source else { return nil }
         return Assignment(name: name, endpoint: endpoint, log: log, channel: channel, source: source,
-                          location: location, hostSection: hostSection)
+                          takeFromHost: takeFromHost, location: location, hostSection: hostSection)
     }
 }
 

@@ -183,18 +183,22 @@ public struct Assignment: Sendable {
     /// SPICE usbredir channel id; nil takes the lowest free one.
     public var channel: UInt8?
     public var source: Source
+    /// `take-from-host`: a matched device the host itself uses (a mounted
+    /// file system on it) is taken anyway; without it, it is left alone.
+    public var takeFromHost: Bool
     /// Where the entry starts (its first key).
     public var location: SourcePosition
     /// The `hosts:` section it came from; nil for the global list.
     public var hostSection: String?
 
     public init(name: String, endpoint: String, log: LogLevel? = nil, channel: UInt8? = nil, source: Source,
-                location: SourcePosition, hostSection: String? = nil) {
+                takeFromHost: Bool = false, location: SourcePosition, hostSection: String? = nil) {
         self.name = name
         self.endpoint = endpoint
         self.log = log
         self.channel = channel
         self.source = source
+        self.takeFromHost = takeFromHost
         self.location = location
         self.hostSection = hostSection
     }
@@ -205,6 +209,7 @@ public struct Assignment: Sendable {
 extension Assignment: Hashable {
     public static func == (a: Self, b: Self) -> Bool {
         a.name == b.name && a.endpoint == b.endpoint && a.log == b.log && a.channel == b.channel && a.source == b.source
+            && a.takeFromHost == b.takeFromHost
     }
 
     /// The same entry with no log level of its own: two entries equal this
@@ -221,6 +226,7 @@ extension Assignment: Hashable {
         hasher.combine(log)
         hasher.combine(channel)
         hasher.combine(source)
+        hasher.combine(takeFromHost)
     }
 }
 

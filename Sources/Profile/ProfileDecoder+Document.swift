@@ -309,6 +309,17 @@ extension ProfileDecoder {
             device.channel = integer(field, in: 0...255, rangeText: "0...255").map(UInt8.init)
             device.isValid = device.isValid && device.channel != nil
         }
+        if let field = fields["take-from-host"] {
+            if fields["match"] == nil {
+                error("\(label): take-from-host is for matched physical devices (a virtual device is not the host's)",
+                      at: field.entryLocation)
+                device.isValid = false
+            } else if let take = bool(field) {
+                device.takeFromHost = take
+            } else {
+                device.isValid = false
+            }
+        }
         switch (fields["match"], fields["virtual"]) {
         case (.some, .some):
             error("\(label) has both match and virtual; give one", at: item.location)

@@ -3,7 +3,7 @@ enum Keys {
     static let root = ["version", "log", "metrics", "endpoints", "devices", "hosts"]
     static let endpointKinds = ["spice", "spice-tls", "usbredir", "listen", "libvirt"]
     static let endpoint = endpointKinds + ["password-file", "password-env", "ca-file", "host-subject", "allow", "uri"]
-    static let device = ["name", "to", "log", "channel", "match", "virtual"]
+    static let device = ["name", "to", "log", "channel", "match", "virtual", "take-from-host"]
     static let match = ["vendor", "product", "serial", "port"]
     static let virtual = ["kind", "image", "read-only", "speed", "uas"]
     static let host = ["devices"]

@@ -20,7 +20,10 @@ extension Reconciler {
         for (name, runner) in runners {
             if let device = await runner.boundDevice { bound[name] = device }
         }
-        let chosen = DeviceChoice.desired(profile, present: present, bound: bound)
+        lastHostUse = hostUse.reasons(for: present)
+        let chosen = DeviceChoice.desired(profile, present: present, bound: bound, hostUse: lastHostUse)
+        lastChosen = chosen
+        reportHostHeld(profile, present: present, chosen: chosen)
         for (name, device) in bound where chosen[name]?.key != device.key {
             await runners[name]?.unplug()
         }
@@ -31,6 +34,15 @@ extension Reconciler {
         }
         let presentKeys = Set(present.map(\.key))
         failedOpens = failedOpens.filter { presentKeys.contains($0.key) }
+    }
+
+    /// Logs each device left to the host once (while it stays held).
+    private func reportHostHeld(_ profile: Profile, present: [USBDeviceInfo], chosen: [String: USBDeviceInfo]) {
+        let held = HostHeldDevice.all(in: profile, present: present, hostUse: lastHostUse, chosen: chosen)
+        for h in held where !reportedHostHeld.contains(h.device) {
+            logger.notice("\(h.text)", metadata: ["assignment": "\(h.assignment)"])
+        }
+        reportedHostHeld = Set(held.map(\.device))
     }
 
     /// Opens a chosen device for its runner. A device that failed (busy, a

@@ -23,13 +23,21 @@ public actor Reconciler {
     var failedOpens: [String: FailedOpen] = [:]
     /// The devices present at the last pass, for status's conflicts.
     var lastPresent: [USBDeviceInfo] = []
+    /// Which of them the host uses (port path -> why), and what it chose.
+    var lastHostUse: [String: String] = [:]
+    var lastChosen: [String: USBDeviceInfo] = [:]
+    /// Devices logged as left to the host (once each, not every pass).
+    var reportedHostHeld: Set<String> = []
+    /// Reads what the host uses; tests point it at a tree of their own.
+    let hostUse: HostUse
 
     /// `--log-level`: when set, it wins over the profile's levels.
     private let levelOverride: Logger.Level?
 
     public init(monitor: any USBDeviceMonitor, environment: [String: String], logger: Logger,
-                levelOverride: Logger.Level? = nil) {
+                levelOverride: Logger.Level? = nil, hostUse: HostUse = HostUse()) {
         self.monitor = monitor
+        self.hostUse = hostUse
         self.environment = environment
         self.logger = logger
         self.levelOverride = levelOverride
@@ -101,7 +109,10 @@ public actor Reconciler {
     /// among the devices present at the last pass (as plan shows them).
     public func report() async -> StatusReport {
         StatusReport(sessions: await status(), profilePath: profile?.sourcePath,
-                     conflicts: profile.map { MatchConflict.all(in: $0, present: lastPresent) } ?? [])
+                     conflicts: profile.map { MatchConflict.all(in: $0, present: lastPresent) } ?? [],
+                     heldByHost: profile.map {
+                         HostHeldDevice.all(in: $0, present: lastPresent, hostUse: lastHostUse, chosen: lastChosen)
+                     } ?? [])
     }
 
     /// Disconnects every device cleanly and closes every connection.

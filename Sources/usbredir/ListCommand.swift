@@ -14,15 +14,16 @@ struct ListCommand: AsyncParsableCommand {
 
     func run() async throws {
         let devices = try await DeviceMonitors.system().presentDevices()
+        let hostUse = HostUse().reasons(for: devices)
         if json {
-            let entries = devices.map(ListedDevice.init)
+            let entries = devices.map { ListedDevice($0, hostUse: hostUse[$0.port]) }
             print(String(decoding: try JSONEncoder.sortedKeys.encode(["devices": entries]), as: UTF8.self))
             return
         }
-        printTable(["BUS", "PORT", "ID", "CLASS", "SPEED", "SERIAL", "MANUFACTURER", "PRODUCT"], devices.map { d in
-            let e = ListedDevice(d)
+        printTable(["BUS", "PORT", "ID", "CLASS", "SPEED", "SERIAL", "MANUFACTURER", "PRODUCT", "HOST USE"], devices.map { d in
+            let e = ListedDevice(d, hostUse: hostUse[d.port])
             return ["\(e.bus)", e.port, "\(e.vendor):\(e.product)", e.class, e.speed ?? "-", e.serial ?? "-",
-                    e.manufacturer ?? "-", e.productName ?? "-"]
+                    e.manufacturer ?? "-", e.productName ?? "-", e.inUseByHost ?? "-"]
         })
     }
 }
@@ -38,8 +39,11 @@ struct ListedDevice: Codable {
     var bus: Int
     var port: String
     @NullWhenAbsent var speed: String?
+    /// Why the host itself uses it ("/dev/sdb1 mounted on /mnt"): rules
+    /// without `take-from-host` leave it alone.
+    @NullWhenAbsent var inUseByHost: String?
 
-    init(_ d: USBDeviceInfo) {
+    init(_ d: USBDeviceInfo, hostUse: String?) {
         vendor = Hex.id(d.vendorID)
         product = Hex.id(d.productID)
         `class` = Hex.padded(d.deviceClass, digits: 2)
@@ -49,11 +53,12 @@ struct ListedDevice: Codable {
         bus = d.bus
         port = d.port
         speed = d.speed?.rawValue
+        inUseByHost = hostUse
     }
 
     enum CodingKeys: String, CodingKey {
         case vendor, product, `class`, serial, manufacturer, bus, port, speed
-        case productName = "product_name"
+        case productName = "product_name", inUseByHost = "in_use_by_host"
     }
 }
 

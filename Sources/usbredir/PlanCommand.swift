@@ -1,4 +1,5 @@
 import ArgumentParser
+import Devices
 import Foundation
 import Profile
 import Reconciler
@@ -28,7 +29,8 @@ struct PlanCommand: AsyncParsableCommand {
         guard let p = loaded else { throw Exit.invalidProfile }
         let present = (try? await DeviceMonitors.system().presentDevices()) ?? []
         let running = await StatusClient.query(socket ?? StatusSocket.path(forProfile: p.name))
-        let plan = Plan.make(p, present: present, running: running, resolved: await Plan.resolvedAddresses(p))
+        let plan = Plan.make(p, present: present, running: running, resolved: await Plan.resolvedAddresses(p),
+                             hostUse: HostUse().reasons(for: present))
         if json {
             print(String(decoding: try JSONEncoder.sortedKeys.encode(plan), as: UTF8.self))
         } else {
@@ -53,5 +55,6 @@ extension Plan {
         }
         for r in removals { print("  - \(r)") }
         for c in conflicts { print(c.text) }
+        for h in heldByHost { print(h.text) }
     }
 }

@@ -40,19 +40,21 @@ struct StatusCommand: AsyncParsableCommand {
         let paths = socket.map { [$0] } ?? StatusSocket.all()
         var sessions: [AssignmentStatus] = []
         var conflicts: [MatchConflict] = []
+        var held: [HostHeldDevice] = []
         var answered = 0
         for path in paths {
             guard let report = await StatusClient.query(path) else { continue }
             answered += 1
             sessions += report.sessions
             conflicts += report.conflicts
+            held += report.heldByHost
         }
         if socket != nil && answered == 0 {
             FileHandle.standardError.write(Data("usbredir: no apply answers on \(socket!)\n".utf8))
             throw Exit.runtimeFailure
         }
         if json {
-            let data = try JSONEncoder.sortedKeys.encode(StatusReport(sessions: sessions, conflicts: conflicts))
+            let data = try JSONEncoder.sortedKeys.encode(StatusReport(sessions: sessions, conflicts: conflicts, heldByHost: held))
             print(String(decoding: data, as: UTF8.self))
             return
         }
@@ -66,6 +68,7 @@ struct StatusCommand: AsyncParsableCommand {
         }
         printTable(["NAME", "ENDPOINT", "CHANNEL", "DEVICE", "STATE", "BYTES IN/OUT", "LAST ERROR"], rows)
         for c in conflicts { print(c.text) }
+        for h in held { print(h.text) }
     }
 }
 

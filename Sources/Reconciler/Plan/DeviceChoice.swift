@@ -9,8 +9,10 @@ import Profile
 public enum DeviceChoice {
     /// Assignment name -> device, for the match assignments of `profile`.
     /// `bound` is what runs now (assignment name -> its device).
-    public static func desired(_ profile: Profile, present: [USBDeviceInfo],
-                               bound: [String: USBDeviceInfo]) -> [String: USBDeviceInfo] {
+    /// `hostUse` (port path -> why, `HostUse.reasons`): devices the host
+    /// itself uses go only to an assignment that says `take-from-host`.
+    public static func desired(_ profile: Profile, present: [USBDeviceInfo], bound: [String: USBDeviceInfo],
+                               hostUse: [String: String] = [:]) -> [String: USBDeviceInfo] {
         let presentKeys = Set(present.map(\.key))
         var chosen: [String: USBDeviceInfo] = [:]
         var taken: Set<String> = []
@@ -21,7 +23,9 @@ public enum DeviceChoice {
         }
         for assignment in profile.devices where chosen[assignment.name] == nil {
             guard case .match(let rule) = assignment.source,
-                  let device = present.first(where: { !taken.contains($0.key) && matches(rule, $0) }) else { continue }
+                  let device = present.first(where: {
+                      !taken.contains($0.key) && matches(rule, $0) && (assignment.takeFromHost || hostUse[$0.port] == nil)
+                  }) else { continue }
             taken.insert(device.key)
             chosen[assignment.name] = device
         }
@@ -57,6 +61,40 @@ public struct MatchConflict: Codable, Sendable, Equatable {
     }
 }
 
+/// A present device an assignment matches and leaves alone because the host
+/// uses it (a mounted file system on it): plan and status say so.
+public struct HostHeldDevice: Codable, Sendable, Equatable {
+    public var assignment: String
+    public var device: String
+    /// "/dev/sdb1 mounted on /mnt".
+    public var reason: String
+
+    public init(assignment: String, device: String, reason: String) {
+        self.assignment = assignment
+        self.device = device
+        self.reason = reason
+    }
+
+    /// For each assignment that got no device, the matching devices the host holds.
+    public static func all(in profile: Profile, present: [USBDeviceInfo], hostUse: [String: String],
+                           chosen: [String: USBDeviceInfo]) -> [HostHeldDevice] {
+        let given = Set(chosen.values.map(\.key))
+        return profile.devices.flatMap { a -> [HostHeldDevice] in
+            guard case .match(let rule) = a.source, chosen[a.name] == nil, !a.takeFromHost else { return [] }
+            return present.compactMap { d in
+                guard !given.contains(d.key), DeviceChoice.matches(rule, d), let why = hostUse[d.port] else { return nil }
+                return HostHeldDevice(assignment: a.name, device: d.label, reason: why)
+            }
+        }
+    }
+
+    /// One line for people.
+    public var text: String {
+        "left to the host: \(device) (matched by \(assignment)) is in use by the host: \(reason); "
+            + "take-from-host: true takes it anyway"
+    }
+}
+
 extension Profile {
     /// A digest of what one assignment's session runs: its entry, its
     /// effective log level and its endpoint. Equal digests mean `apply` has
@@ -65,12 +103,13 @@ extension Profile {
         // The fields equality looks at (not where the entry is written), so
         // moving lines is no change, as in `Reconciler.reconcile`.
         let endpoint = endpoints[assignment.endpoint]
-        let fields: [String] = [
+        var fields: [String] = [
             assignment.name, assignment.endpoint, logLevel(for: assignment).rawValue,
             assignment.channel.map { "\($0)" } ?? "auto", String(reflecting: assignment.source),
             endpoint.map { String(reflecting: $0.kind) } ?? "", endpoint.map { String(reflecting: $0.password) } ?? "",
             endpoint.map { $0.allowedPeers.joined(separator: ",") } ?? "",
         ]
+        if assignment.takeFromHost { fields.append("take-from-host") }
         return Hex.padded(FNV1a.hash(fields.joined(separator: "\u{1f}").utf8), digits: 16)
     }
 }

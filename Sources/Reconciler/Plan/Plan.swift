@@ -43,15 +43,18 @@ public struct Plan: Codable, Sendable {
     public var assignments: [AssignmentEntry]
     public var removals: [String]
     public var conflicts: [MatchConflict]
+    /// Matching devices left alone because the host uses them.
+    public var heldByHost: [HostHeldDevice]
 
     enum CodingKeys: String, CodingKey {
         case profile, host, endpoints, assignments, removals, conflicts
-        case upToDate = "up_to_date", runningApply = "running_apply"
+        case upToDate = "up_to_date", runningApply = "running_apply", heldByHost = "held_by_host"
     }
 
-    /// `resolved`: `resolvedAddresses(p)`, for libvirt endpoints.
+    /// `resolved`: `resolvedAddresses(p)`, for libvirt endpoints;
+    /// `hostUse`: `HostUse.reasons(for: present)`.
     public static func make(_ p: Profile, present: [USBDeviceInfo], running: StatusReport?,
-                            resolved: [String: String] = [:]) -> Plan {
+                            resolved: [String: String] = [:], hostUse: [String: String] = [:]) -> Plan {
         let runningByName = Dictionary((running?.sessions ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let actions = Dictionary(uniqueKeysWithValues: p.devices.map { a -> (String, Action) in
             guard let session = runningByName[a.name] else { return (a.name, .add) }
@@ -62,7 +65,7 @@ public struct Plan: Codable, Sendable {
         for (name, action) in actions where action == .keep {
             if let label = runningByName[name]?.device, let d = present.first(where: { $0.label == label }) { bound[name] = d }
         }
-        let chosen = DeviceChoice.desired(p, present: present, bound: bound)
+        let chosen = DeviceChoice.desired(p, present: present, bound: bound, hostUse: hostUse)
         let assignments = p.devices.map { a -> AssignmentEntry in
             let device: String? = switch a.source {
             case .virtual(let v): VirtualDeviceFactory.label(v)
@@ -78,7 +81,8 @@ public struct Plan: Codable, Sendable {
                         .init(name: $0.name, kind: $0.kindName, address: $0.addressDescription, resolved: resolved[$0.name])
                     },
                     assignments: assignments, removals: removals,
-                    conflicts: MatchConflict.all(in: p, present: present))
+                    conflicts: MatchConflict.all(in: p, present: present),
+                    heldByHost: HostHeldDevice.all(in: p, present: present, hostUse: hostUse, chosen: chosen))
     }
 }
 

@@ -49,16 +49,20 @@ public struct StatusReport: Sendable, Codable, Equatable {
     @NullWhenAbsent public var profilePath: String?
     /// Assignments whose rules overlap, with the present devices both match.
     public var conflicts: [MatchConflict]
+    /// Matching devices left alone because the host uses them.
+    public var heldByHost: [HostHeldDevice]
 
-    public init(sessions: [AssignmentStatus], profilePath: String? = nil, conflicts: [MatchConflict] = []) {
+    public init(sessions: [AssignmentStatus], profilePath: String? = nil, conflicts: [MatchConflict] = [],
+                heldByHost: [HostHeldDevice] = []) {
         self.sessions = sessions
         self.profilePath = profilePath
         self.conflicts = conflicts
+        self.heldByHost = heldByHost
     }
 
     enum CodingKeys: String, CodingKey {
         case sessions, conflicts
-        case profilePath = "profile_path"
+        case profilePath = "profile_path", heldByHost = "held_by_host"
     }
 
 }
