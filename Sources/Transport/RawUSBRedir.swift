@@ -16,11 +16,10 @@ public enum RawUSBRedir {
     static func run<R: Sendable>(
         _ channel: ByteChannel, peer: String, _ body: (USBRedirConnection) async throws -> R
     ) async throws -> R {
-        try await channel.executeThenClose { inbound, outbound in
+        try await channel.executeThenClose { inbound, _ in
             let connection = USBRedirConnection(
                 reader: RawReader(inbound.makeAsyncIterator()),
-                writer: RawWriter(outbound: outbound, channel: channel.channel,
-                                  ordered: OrderedChannelWriter(channel: channel.channel)),
+                writer: RawWriter(channel: channel.channel, ordered: OrderedChannelWriter(channel: channel.channel)),
                 peerDescription: peer)
             return try await body(connection)
         }
@@ -96,13 +95,8 @@ final class RawReader: USBRedirByteReader {
 }
 
 struct RawWriter: USBRedirByteWriter {
-    let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
     let channel: Channel
     let ordered: OrderedChannelWriter
-
-    func write(_ bytes: ByteBuffer, compressible: Bool) async throws {
-        try await outbound.write(bytes)
-    }
 
     func enqueue(_ packets: [OutgoingPacket], written: @escaping @Sendable (Bool) -> Void) {
         ordered.write(packets.flatMap(\.parts), written: written)

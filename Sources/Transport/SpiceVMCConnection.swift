@@ -54,10 +54,6 @@ struct SpiceVMCWriter: USBRedirByteWriter {
     /// Queued without waiting (see OrderedChannelWriter), as the engine sends.
     let ordered: OrderedChannelWriter
 
-    func write(_ bytes: ByteBuffer, compressible: Bool) async throws {
-        try await writer.outbound.write(contentsOf: message([bytes], compressible: compressible))
-    }
-
     /// One SPICE message per packet (LZ4 is decided per packet).
     func enqueue(_ packets: [OutgoingPacket], written: @escaping @Sendable (Bool) -> Void) {
         ordered.write(packets.flatMap { message($0.parts, compressible: $0.compressible) }, written: written)

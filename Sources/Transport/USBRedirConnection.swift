@@ -1,10 +1,9 @@
 import NIOCore
 
 /// The session layer's view of a transport: a duplex stream of usbredir bytes.
-/// Reading is done by one task; writing may happen from many at once
-/// (each transfer replies on its own), so the writer is Sendable and each
-/// write is delivered whole. Both sides apply back-pressure: a write
-/// suspends while the socket cannot take more.
+/// Reading is done by one task; the session hands its packets to the writer
+/// without waiting (in bursts, in its order), and learns from each burst's
+/// `written` report what the socket has taken.
 public protocol USBRedirByteReader: AnyObject {
     /// The next bytes from the peer, in order; nil when the peer closed cleanly.
     /// Throws `TransportError` when the connection broke.
@@ -12,10 +11,6 @@ public protocol USBRedirByteReader: AnyObject {
 }
 
 public protocol USBRedirByteWriter: Sendable {
-    /// Sends usbredir bytes. `compressible` is the session's hint (never for
-    /// devices with isochronous endpoints); the transport decides whether to
-    /// compress from it, the size and what the peer supports.
-    func write(_ bytes: ByteBuffer, compressible: Bool) async throws
     /// Queues a burst of packets and returns at once; bursts reach the peer
     /// in the order of the calls, each sent together (one flush). `written`
     /// runs once the burst is on the socket (true) or the connection failed

@@ -189,11 +189,6 @@ struct MemoryWriter: USBRedirByteWriter {
         queue = PipeWriteQueue(toPeer)
     }
 
-    func write(_ bytes: ByteBuffer, compressible: Bool) async throws {
-        hints.record(compressible)
-        try await toPeer.write(bytes)
-    }
-
     func enqueue(_ packets: [OutgoingPacket], written: @escaping @Sendable (Bool) -> Void) {
         var joined = ByteBuffer()
         for packet in packets {

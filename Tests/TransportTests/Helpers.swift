@@ -8,6 +8,19 @@ import USBRedirProtocol
 
 let testLogger = Logger(label: "usbredir.test")
 
+extension USBRedirByteWriter {
+    /// Sends `bytes` as one packet the way the session does (`enqueue`, the
+    /// production path: framing, LZ4 when `compressible`) and waits until it
+    /// is on the socket.
+    func send(_ bytes: ByteBuffer, compressible: Bool) async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, Error>) in
+            enqueue([OutgoingPacket(parts: [bytes], compressible: compressible)]) { written in
+                if written { c.resume() } else { c.resume(throwing: TransportError.closedByPeer) }
+            }
+        }
+    }
+}
+
 /// Reads from a connection until `count` packets parsed (as the usb-host).
 func readPackets(_ connection: USBRedirConnection, count: Int, parser: inout USBRedirParser) async throws -> [USBRedirPacket] {
     var packets: [USBRedirPacket] = []

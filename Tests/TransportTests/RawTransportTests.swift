@@ -60,7 +60,7 @@ struct RawTransportTests {
         let listener = try await RawUSBRedirListener.bind(HostPort(host: "127.0.0.1", port: 0))
         let task = Task<Void, Never> {
             try? await listener.serve { c in
-                for _ in 0..<chunks { try await c.writer.write(chunk, compressible: false) }
+                for _ in 0..<chunks { try await c.writer.send(chunk, compressible: false) }
                 // Stay connected: the reader decides when it has enough.
                 try await Task.sleep(nanoseconds: 60_000_000_000)
             }

@@ -110,7 +110,7 @@ struct SpiceTransportTests {
                 var ours = ByteBuffer()
                 try ours.writeUSBRedirPacket(.init(.hello(.init(version: "test", capabilities: .all))),
                                              negotiation: parser.negotiation)
-                try await connection.writer.write(ours, compressible: false)
+                try await connection.writer.send(ours, compressible: false)
                 let packets = try await readPackets(connection, count: 1, parser: &parser)
                 guard case .filterFilter(let f) = packets[0].message else {
                     Issue.record("expected filter_filter, got \(packets[0].message.type)")
@@ -141,7 +141,7 @@ struct SpiceTransportTests {
             var out = ByteBuffer()
             try out.writeUSBRedirPacket(.init(.hello(.init(version: "usbredir test", capabilities: .all))),
                                         negotiation: parser.negotiation)
-            try await connection.writer.write(out, compressible: false)
+            try await connection.writer.send(out, compressible: false)
             // A control IN reply of 3000 pattern bytes: compressible, above the threshold.
             var data = ByteBuffer()
             data.writeBytes((0..<3000).map { UInt8($0 % 7) })
@@ -149,7 +149,7 @@ struct SpiceTransportTests {
             try big.writeUSBRedirPacket(.init(id: 4242, .controlPacket(.init(
                 endpoint: 0x80, request: 6, requestType: 0x80, status: 0, value: 0x100, index: 0,
                 length: 3000, data: data))), negotiation: parser.negotiation)
-            try await connection.writer.write(big, compressible: true)
+            try await connection.writer.send(big, compressible: true)
             // QEMU logs each packet it parsed at debug=4; wait for ours.
             let deadline = Date().addingTimeInterval(10)
             while !vm.log.contains("len 3000 id 4242") && Date() < deadline {
