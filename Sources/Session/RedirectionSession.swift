@@ -10,7 +10,7 @@ import USBRedirProtocol
 /// device is plugged and unplugged independently of them.
 public final class RedirectionSession: Sendable {
     public let name: String
-    private let core: SessionEngine
+    private let engine: SessionEngine
     private let limits: SessionLimits
     private let logger: Logger
 
@@ -20,31 +20,31 @@ public final class RedirectionSession: Sendable {
         var logger = logger
         logger[metadataKey: "session"] = "\(name)"
         self.logger = logger
-        self.core = SessionEngine(logger: logger, limits: limits)
+        self.engine = SessionEngine(logger: logger, limits: limits)
     }
 
-    public var phase: SessionPhase { get async { await core.phase } }
-    public var counters: SessionCounters { get async { await core.countersNow } }
-    public var lastError: String? { get async { await core.lastError } }
-    public var hasDevice: Bool { get async { await core.device != nil } }
+    public var phase: SessionPhase { get async { await engine.phase } }
+    public var counters: SessionCounters { get async { await engine.countersNow } }
+    public var lastError: String? { get async { await engine.lastError } }
+    public var hasDevice: Bool { get async { await engine.device != nil } }
 
     /// Plugs a device: it is announced to the VM now or when a connection is up.
     public func plug(_ device: any USBDevice) async throws {
         try await device.open()
-        await core.plug(device)
+        await engine.plug(device)
     }
 
     /// Unplugs the device: device_disconnect to the VM, transfers cancelled.
     public func unplug() async {
-        await core.unplug()
+        await engine.unplug()
     }
 
     /// Serves one connection until it ends. Malformed bytes from the VM end
     /// this session only, with the reason logged.
     public func run(_ connection: USBRedirConnection) async -> SessionEnd {
-        let number = await core.begin(writer: connection.writer)
-        connection.writer.whenClosed { [core] in
-            Task { await core.connectionClosed(number) }
+        let number = await engine.begin(writer: connection.writer)
+        connection.writer.whenClosed { [engine] in
+            Task { await engine.connectionClosed(number) }
         }
         logger.debug("usbredir connection up", metadata: ["peer": "\(connection.peerDescription)"])
         let end: SessionEnd
@@ -60,7 +60,7 @@ public final class RedirectionSession: Sendable {
             end = .transportClosed(.protocolViolation("\(error)"))
         }
         if case .rejectedByFilter = end { connection.writer.close() }
-        await core.end(reason: end.description)
+        await engine.end(reason: end.description)
         return end
     }
 
@@ -70,9 +70,9 @@ public final class RedirectionSession: Sendable {
     private func withHelloDeadline(_ connection: USBRedirConnection,
                                    _ body: () async throws -> SessionEnd) async throws -> SessionEnd {
         let expired = ExpiryFlag()
-        let watchdog = Task { [core, limits, writer = connection.writer] in
+        let watchdog = Task { [engine, limits, writer = connection.writer] in
             try await Task.sleep(nanoseconds: limits.helloTimeoutNanoseconds)
-            guard await core.negotiation == nil else { return }
+            guard await engine.negotiation == nil else { return }
             expired.set()
             writer.close()
         }
@@ -97,14 +97,14 @@ public final class RedirectionSession: Sendable {
                 read = try await connection.reader.read()
             } catch {
                 // A rejection closes the connection itself (see SessionEngine.reject).
-                if await core.rejected { return .rejectedByFilter }
+                if await engine.rejected { return .rejectedByFilter }
                 throw error
             }
             guard let bytes = read else {
-                return await core.rejected ? .rejectedByFilter : .transportClosed(.closedByPeer)
+                return await engine.rejected ? .rejectedByFilter : .transportClosed(.closedByPeer)
             }
             // One hop to the engine per read, not per packet.
-            if let end = try await core.receive(bytes) { return end }
+            if let end = try await engine.receive(bytes) { return end }
         }
     }
 }

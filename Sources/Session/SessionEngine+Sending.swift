@@ -16,7 +16,7 @@ extension SessionEngine {
     /// Hands `message` over; with a permit, its bytes count against the
     /// budget until written. Waits while too much is unwritten.
     func send(_ message: USBRedirMessage, id: UInt64 = 0, releasing permit: InFlightBudget.Permit? = nil) async {
-        enqueue(message, id: id, releasing: permit)
+        queueForVM(message, id: id, releasing: permit)
         while outbox.queuedBytes > Self.queuedBytesBeforeWaiting, !outbox.broken {
             collectWritesArmed()
             guard outbox.queuedBytes > Self.queuedBytesBeforeWaiting, !outbox.broken else { break }
@@ -28,7 +28,7 @@ extension SessionEngine {
     /// `inBurst`: a reply made in the reader's own turn, handed over with
     /// the rest of its read (anything else goes at once: it must not wait
     /// for the reader, which may be waiting itself).
-    func enqueue(_ message: USBRedirMessage, id: UInt64 = 0, releasing permit: InFlightBudget.Permit? = nil,
+    func queueForVM(_ message: USBRedirMessage, id: UInt64 = 0, releasing permit: InFlightBudget.Permit? = nil,
                  inBurst: Bool = false) {
         guard writer != nil, let negotiation, !outbox.broken else {
             if let permit { budget.release(permit) }
@@ -148,7 +148,7 @@ extension SessionEngine {
             expired.set()
             writer.close()
         }
-        enqueue(message)
+        queueForVM(message)
         let written = await flushed()
         watchdog.cancel()
         return written && !expired.isSet

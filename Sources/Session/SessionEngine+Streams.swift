@@ -128,7 +128,7 @@ extension SessionEngine {
         } else {
             countError(USBRedirStatus(rawValue: status) ?? .ioError)
         }
-        enqueue(message, id: nextStreamPacketID(), releasing: permit)
+        queueForVM(message, id: nextStreamPacketID(), releasing: permit)
         return status != 0
     }
 

@@ -33,7 +33,7 @@ extension SessionEngine {
             // The device went while it was asked.
             return budget.release(permit)
         }
-        if !startQueued(job) { enqueue(job) }
+        if !startQueued(job) { queueOnLane(job) }
     }
 
     /// The job is in flight from now on, and its reply has its place in its
@@ -67,7 +67,7 @@ extension SessionEngine {
 
     /// Hands the job to its lane: to the parked worker, to a new worker, or
     /// behind the running job.
-    private func enqueue(_ job: TransferJob) {
+    private func queueOnLane(_ job: TransferJob) {
         let endpoint = job.endpoint
         var lane = lanes[endpoint] ?? EndpointLane()
         if let parked = lane.parked {
@@ -146,7 +146,7 @@ extension SessionEngine {
         // the transport writes the reply; the budget bounds what is unwritten.
         let reply = EndpointReplyOrder.Reply(message: job.reply(result), packetID: job.id, permit: job.permit)
         let send = { (r: EndpointReplyOrder.Reply) in
-            self.enqueue(r.message, id: r.packetID, releasing: r.permit, inBurst: inBurst)
+            self.queueForVM(r.message, id: r.packetID, releasing: r.permit, inBurst: inBurst)
         }
         if job.repliesInEndpointOrder {
             replyOrder[job.endpoint]?.finish(job.serial, reply, send)
