@@ -33,7 +33,7 @@ let package = Package(
         .systemLibrary(name: "CUSBRedirParser", pkgConfig: "libusbredirparser-0.5",
                        providers: [.apt(["libusbredirparser-dev"])]),
 
-        // Layers, lowest first. Dependencies point down only (design.md).
+        // Layers, lowest first. Dependencies point down only (architecture.md).
         // Common: the few helpers every layer shares (hex ids, FNV-1a, version).
         .target(name: "Common"),
         .target(name: "USBRedirProtocol", dependencies: [

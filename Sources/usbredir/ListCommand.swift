@@ -27,7 +27,7 @@ struct ListCommand: AsyncParsableCommand {
     }
 }
 
-/// One device in `list --json` (design.md).
+/// One device in `list --json` (architecture.md).
 struct ListedDevice: Codable {
     var vendor: String
     var product: String

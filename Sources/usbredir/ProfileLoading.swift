@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Profile
 
-/// Exit statuses of design.md.
+/// Exit statuses of architecture.md.
 enum Exit {
     static let runtimeFailure = ExitCode(1)
     static let invalidProfile = ExitCode(65)

@@ -166,7 +166,7 @@ public struct Controller: Sendable {
     }
 
     /// Reads the profile again; an invalid one is reported and the running
-    /// state is kept (design.md).
+    /// state is kept (architecture.md).
     private func reload(reason: String) async {
         var result = ProfileLoader.load(path: profilePath, hostname: host)
         if strict { result = result.strict }

@@ -14,7 +14,7 @@ public enum AssignmentState: String, Sendable, Codable, CaseIterable {
     case error
 }
 
-/// One assignment's row in `status --json` (design.md lists the fields).
+/// One assignment's row in `status --json` (usbredir(1) lists the fields; architecture.md, Contracts).
 public struct AssignmentStatus: Sendable, Codable, Equatable {
     public var name: String
     public var profile: String

@@ -2,7 +2,7 @@ import Foundation
 import NIOCore
 
 /// Where running applies listen for `status`: $XDG_RUNTIME_DIR when set,
-/// else /run/usbredir (design.md).
+/// else /run/usbredir (architecture.md).
 public enum StatusSocket {
     public static var directory: String {
         if let dir = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"], !dir.isEmpty { return dir }
