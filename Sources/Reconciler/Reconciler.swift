@@ -127,6 +127,11 @@ public actor Reconciler {
             watch.cancel()
             domainWatches[uri] = nil
         }
+        // The first libvirt endpoint loads libvirt; without it, say so once
+        // (each assignment to such an endpoint shows it as its error too).
+        if !uris.isEmpty && domainWatches.isEmpty, let problem = Libvirt.libraryProblem {
+            logger.error("\(problem)")
+        }
         for uri in uris where domainWatches[uri] == nil {
             let events = Libvirt.shared.events(uri: uri)
             domainWatches[uri] = Task { [weak self] in
