@@ -33,7 +33,10 @@ let package = Package(
 
         // Layers, lowest first. Dependencies point down only (architecture.md).
         // Common: the few helpers every layer shares (hex ids, FNV-1a, version).
-        .target(name: "Common"),
+        .target(name: "Common", dependencies: ["CBuildStamp"]),
+        // The git commit of --version, written into the built binary
+        // (scripts/stamp-commit.py) rather than passed as a build flag.
+        .target(name: "CBuildStamp"),
         .target(name: "USBRedirProtocol", dependencies: [
             "Common",
             .product(name: "NIOCore", package: "swift-nio"),
@@ -114,6 +117,8 @@ let package = Package(
         .testTarget(name: "ProfileTests", dependencies: ["Profile", "Common"]),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt", "Transport", "Common", "TestSupport"]),
         .testTarget(name: "DocsTests", dependencies: ["Profile", "TestSupport"]),
+        // make deb: the package's files, control fields, unit, lintian.
+        .testTarget(name: "PackageTests", dependencies: ["TestSupport"]),
         .testTarget(name: "ReconcilerTests", dependencies: [
             "Common",
             "Reconciler", "Profile", "TestSupport", "Transport", "USBRedirProtocol",
