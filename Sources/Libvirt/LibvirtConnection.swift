@@ -1,11 +1,20 @@
+import Common
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOConcurrencyHelpers
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // URL; not Foundation: no ICU in the binary
+#else
 import Foundation
+#endif
 
 /// libvirt's own event loop (virEventRegisterDefaultImpl, then a thread
 /// running virEventRunDefaultImpl): lifecycle events and keepalives need it,
 /// and it must be registered before the first connection opens.
 enum LibvirtEventLoop {
     nonisolated(unsafe) private static var running = false
-    private static let lock = NSLock()
+    private static let lock = NIOLock()
 
     static func start(_ api: LibvirtLibrary) {
         lock.withLock {
@@ -15,9 +24,7 @@ enum LibvirtEventLoop {
             // is set; errors are read from virGetLastErrorMessage() instead.
             api.setErrorFunc(nil, { _, _ in })
             _ = api.eventRegisterDefaultImpl()
-            let thread = Thread { while true { _ = api.eventRunDefaultImpl() } }
-            thread.name = "libvirt-events"
-            thread.start()
+            DetachedThread.start(name: "libvirt-events") { while true { _ = api.eventRunDefaultImpl() } }
         }
     }
 }

@@ -2,7 +2,14 @@ import Common
 import ArgumentParser
 import Devices
 import Reconciler
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct ListCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,5 +1,12 @@
 import ArgumentParser
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Profile
 
 /// Exit statuses of architecture.md.
@@ -24,7 +31,7 @@ enum ProfileLoading {
         var result = ProfileLoader.load(path: path, hostname: options.host, checkFiles: checkFiles)
         if options.strict { result = result.strict }
         for d in result.diagnostics where d.severity == .error || printWarnings {
-            FileHandle.standardError.write(Data((d.description + "\n").utf8))
+            StandardStream.error(d.description + "\n")
         }
         return (result.profile, result.diagnostics)
     }

@@ -14,12 +14,13 @@ import TestSupport
     static let hidden = "USBREDIR_LIBVIRT_SO=/nonexistent/libvirt.so.0"
     static let message = "install libvirt0 to use libvirt endpoints"
 
-    /// No libvirt (nor what it brings: glib, gnutls) among the
+    /// No libvirt (nor what it brings: glib, gnutls), and no libxml2 or ICU
+    /// (FoundationXML before) among the
     /// libraries the dynamic loader maps before main.
     @Test(.requires(.tool("ldd"))) func theBinaryDoesNotLinkLibvirt() throws {
         let libraries = try runCommand("/usr/bin/env", ["ldd", usbredir])
         #expect(libraries.contains("libusb-1.0"), "ldd printed: \(libraries)")
-        for absent in ["libvirt", "libglib", "libgnutls"] {
+        for absent in ["libvirt", "libglib", "libgnutls", "libxml2", "libicu"] {
             #expect(!libraries.contains(absent), "\(absent) is linked: \(libraries)")
         }
     }

@@ -1,5 +1,13 @@
 import Common
+import Dispatch
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What the status page shows: every assignment as `status` reports it,
 /// with its throughput each way.
@@ -68,7 +76,7 @@ enum StatusPage {
                           "Bytes in", "Bytes out", "Transfers in", "Transfers out", "Last error"]
 
     static func html(_ model: StatusPageModel) -> String {
-        let title = "usbredir" + (model.profilePath.map { ": " + escape(($0 as NSString).lastPathComponent) } ?? "")
+        let title = "usbredir" + (model.profilePath.map { ": " + escape(String($0.split(separator: "/").last ?? Substring($0))) } ?? "")
         var out = """
             <!doctype html>
             <html lang="en"><head><meta charset="utf-8"><title>\(title)</title>

@@ -1,5 +1,12 @@
 import Common
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The state of one assignment, as `status` reports it.
 public enum AssignmentState: String, Sendable, Codable, CaseIterable {
