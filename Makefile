@@ -2,7 +2,7 @@
 SWIFT ?= swift
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: all build test demo deps lint-man bench clean fuzz fuzz-build fuzz-ci install uninstall release
+.PHONY: all build test demo deps lint-man bench clean fuzz fuzz-build fuzz-ci install uninstall release deb
 
 all: build
 
@@ -23,7 +23,9 @@ demo: deps
 # The release build links the Swift runtime in: a lab host needs no Swift
 # toolchain, and an idle apply is ~5 MB smaller (one image instead of 14
 # libraries' pages).
-RELEASE := -c release --static-swift-stdlib
+# -z now: every symbol bound at start, so the GOT can be read-only (full
+# RELRO; lintian's hardening-no-bindnow).
+RELEASE := -c release --static-swift-stdlib -Xlinker -z -Xlinker now
 
 # Speed and footprint as ratios against references measured in the same run
 # (release builds): parser micro-benches; the engine against the C reference
@@ -79,28 +81,45 @@ MANDIR := $(PREFIX)/share/man
 # udev reads rules from /etc, /run and /usr/lib only (not /usr/local):
 # packagers set UDEVRULESDIR=/usr/lib/udev/rules.d.
 UDEVRULESDIR ?= /etc/udev/rules.d
+# Debian 12 keeps units in /lib/systemd/system and zsh's packaged completions
+# in vendor-completions (make deb sets both).
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 INSTALLED_FILES := \
 	$(BINDIR)/usbredir \
 	$(MANDIR)/man1/usbredir.1 \
 	$(MANDIR)/man5/usbredir-profile.5 \
 	$(PREFIX)/share/bash-completion/completions/usbredir \
-	$(PREFIX)/share/zsh/site-functions/_usbredir \
+	$(ZSHCOMPDIR)/_usbredir \
 	$(PREFIX)/share/fish/vendor_completions.d/usbredir.fish \
 	$(PREFIX)/share/doc/usbredir/examples/lab.yaml \
-	$(PREFIX)/lib/systemd/system/usbredir@.service \
+	$(UNITDIR)/usbredir@.service \
 	$(UDEVRULESDIR)/70-usbredir.rules
+
+# The commit --version names is written into the built binary (SwiftPM has
+# no build-time values without rebuilding every target): scripts/stamp-commit.py.
+COMMIT = $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty)
 
 release:
 	$(SWIFT) build $(RELEASE) --product usbredir
+	python3 scripts/stamp-commit.py "$$($(SWIFT) build $(RELEASE) --show-bin-path)/usbredir" "$(COMMIT)"
+
+# out/usbredir_VERSION_amd64.deb (scripts/make-deb.sh): the stripped release
+# binary, man pages, completions, unit, udev rule, examples; lintian-checked.
+# BINARY=path packages that binary instead (the test suite packages the
+# debug build: Tests/PackageTests).
+deb: $(if $(BINARY),,release)
+	@bin="$(BINARY)"; [ -n "$$bin" ] || bin="$$($(SWIFT) build $(RELEASE) --show-bin-path)/usbredir"; \
+	COMMIT="$(COMMIT)" bash scripts/make-deb.sh "$$bin" out
 
 install: $(if $(BINARY),,release)
 	@set -e; \
 	bin="$(BINARY)"; [ -n "$$bin" ] || bin="$$($(SWIFT) build $(RELEASE) --show-bin-path)/usbredir"; \
 	d="$(DESTDIR)"; \
 	$(INSTALL) -d "$$d$(BINDIR)" "$$d$(MANDIR)/man1" "$$d$(MANDIR)/man5" \
-	  "$$d$(PREFIX)/share/bash-completion/completions" "$$d$(PREFIX)/share/zsh/site-functions" \
+	  "$$d$(PREFIX)/share/bash-completion/completions" "$$d$(ZSHCOMPDIR)" \
 	  "$$d$(PREFIX)/share/fish/vendor_completions.d" "$$d$(PREFIX)/share/doc/usbredir/examples" \
-	  "$$d$(PREFIX)/lib/systemd/system" "$$d$(UDEVRULESDIR)"; \
+	  "$$d$(UNITDIR)" "$$d$(UDEVRULESDIR)"; \
 	$(INSTALL) -m 755 "$$bin" "$$d$(BINDIR)/usbredir"; \
 	$(INSTALL) -m 644 man/usbredir.1 "$$d$(MANDIR)/man1/usbredir.1"; \
 	$(INSTALL) -m 644 man/usbredir-profile.5 "$$d$(MANDIR)/man5/usbredir-profile.5"; \
@@ -109,12 +128,12 @@ install: $(if $(BINARY),,release)
 	  test -s "$$d/.usbredir-completion.$$sh.tmp"; \
 	done; \
 	$(INSTALL) -m 644 "$$d/.usbredir-completion.bash.tmp" "$$d$(PREFIX)/share/bash-completion/completions/usbredir"; \
-	$(INSTALL) -m 644 "$$d/.usbredir-completion.zsh.tmp" "$$d$(PREFIX)/share/zsh/site-functions/_usbredir"; \
+	$(INSTALL) -m 644 "$$d/.usbredir-completion.zsh.tmp" "$$d$(ZSHCOMPDIR)/_usbredir"; \
 	$(INSTALL) -m 644 "$$d/.usbredir-completion.fish.tmp" "$$d$(PREFIX)/share/fish/vendor_completions.d/usbredir.fish"; \
 	rm -f "$$d"/.usbredir-completion.*.tmp; \
 	$(INSTALL) -m 644 profiles/lab.yaml "$$d$(PREFIX)/share/doc/usbredir/examples/lab.yaml"; \
 	sed 's|@BINDIR@|$(BINDIR)|g' dist/usbredir@.service > "$$d/.usbredir.service.tmp"; \
-	$(INSTALL) -m 644 "$$d/.usbredir.service.tmp" "$$d$(PREFIX)/lib/systemd/system/usbredir@.service"; \
+	$(INSTALL) -m 644 "$$d/.usbredir.service.tmp" "$$d$(UNITDIR)/usbredir@.service"; \
 	rm -f "$$d/.usbredir.service.tmp"; \
 	$(INSTALL) -m 644 dist/70-usbredir.rules "$$d$(UDEVRULESDIR)/70-usbredir.rules"
 

@@ -9,7 +9,6 @@ PACKAGES=(
   libyaml-dev           # Profile: YAML reader
   liblz4-dev            # Transport: SPICE LZ4 frames
   libusbredirparser-dev # tests: the C oracle for the wire format
-  libvirt-dev           # Libvirt: domains by name, lifecycle events
   python3               # Fuzz/build.py
 )
 if [[ "${1:-}" == "--vm" || "${1:-}" == "--all" ]]; then
@@ -32,7 +31,9 @@ if [[ "${1:-}" == "--all" ]]; then
     linux-perf                               # scripts/speed-probe.py --perf: profile the host under load
     systemd                                  # systemd-analyze verify of dist/usbredir@.service
     make                                     # make install / uninstall tests
-    libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # libvirt endpoint tests (own libvirtd)
+    dpkg-dev lintian binutils file          # make deb: dpkg-shlibdeps, lintian, strip; the package tests
+    chromium                                 # the status page test (headless, DOM dump, screenshot)
+    libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # libvirt endpoint tests (own libvirtd; brings libvirt0, which the tool dlopens)
   )
 fi
 

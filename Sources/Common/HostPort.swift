@@ -1,4 +1,4 @@
-/// `host:port` of an endpoint, IPv6 hosts written `[::1]:5930` (design.md).
+/// `host:port` of an endpoint, IPv6 hosts written `[::1]:5930` (architecture.md).
 /// One type from the profile (which parses it, with diagnostics) down to the
 /// transport (which connects to it or listens on it).
 public struct HostPort: Sendable, Hashable, CustomStringConvertible {

@@ -1,7 +1,11 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
 
 /// UTC timestamps as RFC 3339 text (2026-12-02T14:14:25Z, or with
 /// milliseconds for log lines), written by hand from gmtime_r: Foundation's

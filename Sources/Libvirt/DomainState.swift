@@ -55,11 +55,15 @@ public enum LibvirtError: Error, Sendable, Equatable, CustomStringConvertible {
     case unreachable(uri: String, String)
     /// A call on an open connection failed.
     case failed(String)
+    /// libvirt.so.0 could not be loaded (libvirt0 not installed); the
+    /// message says so and how to fix it.
+    case libraryMissing(String)
 
     public var description: String {
         switch self {
         case .unreachable(let uri, let message): "libvirt at \(uri) is not reachable: \(message)"
         case .failed(let message): "libvirt: \(message)"
+        case .libraryMissing(let message): message
         }
     }
 }

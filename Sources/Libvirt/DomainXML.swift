@@ -1,5 +1,4 @@
 import Common
-import FoundationXML
 import Transport
 
 /// How to reach a domain's SPICE server, from its XML with secure info
@@ -22,23 +21,30 @@ struct DomainXML: Equatable {
     /// `uriHost`: the host of a remote connection URI, where a domain
     /// listening on every address is reached.
     init(_ xml: String, uriHost: String?) throws {
-        let document = try XMLDocument(xmlString: xml, options: [])
-        usbredirChannels = try document.nodes(forXPath: "/domain/devices/redirdev[@type='spicevmc']").count
-        let spice = try document.nodes(forXPath: "/domain/devices/graphics[@type='spice']").first as? XMLElement
-        graphics = spice.map { Self.graphics($0, uriHost: uriHost) }
+        let elements = try XMLScan.elements(xml)
+        usbredirChannels = elements.filter {
+            $0.path == ["domain", "devices", "redirdev"] && $0.attributes["type"] == "spicevmc"
+        }.count
+        // The first SPICE graphics element, and its first <listen> child.
+        let graphicsPath = ["domain", "devices", "graphics"]
+        guard let index = elements.firstIndex(where: { $0.path == graphicsPath && $0.attributes["type"] == "spice" }) else {
+            graphics = nil
+            return
+        }
+        let listen = elements[(index + 1)...].prefix { $0.path.starts(with: graphicsPath) && $0.path.count > 3 }
+            .first { $0.path == graphicsPath + ["listen"] }
+        graphics = Self.graphics(elements[index].attributes, listen: listen?.attributes, uriHost: uriHost)
     }
 
-    private static func graphics(_ element: XMLElement, uriHost: String?) -> SpiceGraphics {
-        let password = element.attribute(forName: "passwd")?.stringValue ?? ""
-        let listen = element.elements(forName: "listen").first
-        if listen?.attribute(forName: "type")?.stringValue == "socket",
-           let path = listen?.attribute(forName: "socket")?.stringValue {
+    private static func graphics(_ element: [String: String], listen: [String: String]?, uriHost: String?) -> SpiceGraphics {
+        let password = element["passwd"] ?? ""
+        if listen?["type"] == "socket", let path = listen?["socket"] {
             return SpiceGraphics(server: .unix(path), tlsOnly: false, password: password)
         }
-        let written = listen?.attribute(forName: "address")?.stringValue ?? element.attribute(forName: "listen")?.stringValue
+        let written = listen?["address"] ?? element["listen"]
         let host = reachableHost(written, uriHost: uriHost)
-        let port = Int(element.attribute(forName: "port")?.stringValue ?? "") ?? -1
-        let tlsPort = Int(element.attribute(forName: "tlsPort")?.stringValue ?? "") ?? -1
+        let port = Int(element["port"] ?? "") ?? -1
+        let tlsPort = Int(element["tlsPort"] ?? "") ?? -1
         if HostPort.ports.contains(port) {
             return SpiceGraphics(server: .tcp(HostPort(host: host, port: port)), tlsOnly: false, password: password)
         }

@@ -13,6 +13,11 @@ public final class Libvirt: Sendable {
     }
     private let entries = NIOLockedValueBox<[String: Entry]>([:])
 
+    /// Why libvirt cannot be used on this host ("install libvirt0 to use
+    /// libvirt endpoints (...)"), or nil when libvirt.so.0 loads. The first
+    /// call loads the library; only profiles with libvirt endpoints ask.
+    public static var libraryProblem: String? { LibvirtLibrary.availability?.description }
+
     /// The domain as libvirt sees it now.
     public func resolve(domain: String, uri: String) async throws -> ResolvedDomain {
         try await NIOThreadPool.singleton.runIfActive { [self] in

@@ -102,7 +102,7 @@ struct ProfileDecoder {
         return text
     }
 
-    /// A YAML integer, decimal or 0x-hex (design.md), within `range`.
+    /// A YAML integer, decimal or 0x-hex (architecture.md), within `range`.
     mutating func integer(_ field: Field, in range: ClosedRange<Int>, rangeText: String) -> Int? {
         if field.isInvalid { return nil }
         guard case .scalar(let text, let quoted) = field.node.content, !field.node.isNull else {
@@ -187,7 +187,7 @@ struct ProfileDecoder {
     }
 }
 
-/// YAML integers as design.md allows them: decimal or 0x-hex.
+/// YAML integers as architecture.md allows them: decimal or 0x-hex.
 enum IntegerLiteral: Equatable {
     case value(Int)
     case tooLarge

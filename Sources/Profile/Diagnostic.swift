@@ -1,5 +1,5 @@
 /// A position in the profile text: 1-based line and column, libyaml's
-/// 0-based mark plus one (design.md). Columns count characters, as libyaml does.
+/// 0-based mark plus one (architecture.md). Columns count characters, as libyaml does.
 /// (Not called SourceLocation: Swift Testing has a type of that name.)
 public struct SourcePosition: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var line: Int

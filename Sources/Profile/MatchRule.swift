@@ -1,5 +1,5 @@
 /// Which physical device an assignment takes: every given field must match;
-/// a list matches any of its values (design.md).
+/// a list matches any of its values (architecture.md).
 public struct MatchRule: Sendable, Hashable {
     public var vendors: [UInt16]?
     public var products: [UInt16]?

@@ -17,7 +17,7 @@ public enum PasswordError: Error, Sendable, Hashable, CustomStringConvertible {
 
 extension PasswordSource {
     /// The password. A file's one trailing newline (`\n` or `\r\n`) is not
-    /// part of it, since editors and `echo` add one (design.md). An unset
+    /// part of it, since editors and `echo` add one (architecture.md). An unset
     /// variable is an error here: apply fails that endpoint only, while
     /// validate merely warns about it.
     public func load(environment: [String: String]) throws(PasswordError) -> String {

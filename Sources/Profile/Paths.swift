@@ -1,5 +1,5 @@
 /// Lexical path handling: every relative path in a profile is resolved from
-/// the profile file's folder (design.md), never from the working directory,
+/// the profile file's folder (architecture.md), never from the working directory,
 /// so `usbredir apply ../lab.yaml` and a systemd unit see the same files.
 enum Paths {
     /// `path` made absolute against the current directory, `.`/`..` removed.

@@ -1,5 +1,5 @@
 import Common
-/// A profile (design.md, "Profile (version 1)") as typed values. Everything
+/// A profile (usbredir-profile(5); architecture.md, "Profiles (version 1)") as typed values. Everything
 /// here has been validated by `ProfileLoader`; paths are absolute.
 public struct Profile: Sendable, Hashable {
     public static let supportedVersion = 1
@@ -50,7 +50,7 @@ public struct Profile: Sendable, Hashable {
     /// Pairs of assignments a single device could match (the earlier one
     /// first). Identical rules are rejected by the loader; these are the
     /// allowed overlaps, resolved at run time by file order, that plan and
-    /// status show as conflicts (design.md).
+    /// status show as conflicts (architecture.md).
     public var overlaps: [(Assignment, Assignment)] {
         let rules = devices.compactMap { device -> (Assignment, MatchRule)? in
             if case .match(let rule) = device.source { return (device, rule) }

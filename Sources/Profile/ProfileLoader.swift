@@ -1,5 +1,5 @@
 /// Reads a profile file into a `Profile`, collecting every diagnostic it
-/// can in one run (design.md: `FILE:LINE:COL: error: ...`).
+/// can in one run (architecture.md: `FILE:LINE:COL: error: ...`).
 public enum ProfileLoader {
     public struct Result: Sendable {
         /// nil when there is at least one error.

@@ -1,4 +1,4 @@
-/// The keys of profile version 1 (design.md), one list per mapping.
+/// The keys of profile version 1 (architecture.md), one list per mapping.
 enum Keys {
     static let root = ["version", "log", "metrics", "endpoints", "devices", "hosts"]
     static let endpointKinds = ["spice", "spice-tls", "usbredir", "listen", "libvirt"]

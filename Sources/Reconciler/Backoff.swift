@@ -1,5 +1,5 @@
 /// Exponential backoff with jitter for an unreachable endpoint: starts near
-/// 0.5 s, doubles, capped at 10 s (design.md), so a VM that comes back is
+/// 0.5 s, doubles, capped at 10 s (architecture.md), so a VM that comes back is
 /// served within about 10 s.
 struct Backoff: Sendable {
     static let initialSeconds = 0.5

@@ -13,6 +13,11 @@ public enum LibvirtCheck {
             do {
                 let resolved = try await Libvirt.shared.resolve(domain: domain, uri: uri)
                 problem = Self.problem(resolved)
+            } catch LibvirtError.libraryMissing(let why) {
+                // A warning, not an error: the profile is valid, and may be
+                // checked on a workstation without libvirt; apply says it
+                // again for each assignment to this endpoint.
+                problem = ("endpoint '\(endpoint.name)': \(why)", "apt install libvirt0")
             } catch {
                 problem = ("cannot check domain '\(domain)': \(error)",
                            "validate looks domains up only when libvirt answers; apply waits for it")

@@ -1,4 +1,11 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Libvirt
 import Profile
 import Transport
@@ -14,7 +21,15 @@ enum LibvirtEndpoints {
     /// The domain's SPICE server now. Throws `DomainDown` when it is not
     /// running, ReconcilerError when it cannot carry usbredir at all.
     static func configuration(endpoint: String, domain: String, uri: String) async throws -> SpiceEndpointConfiguration {
-        let resolved = try await resolve(domain: domain, uri: uri)
+        let resolved: ResolvedDomain
+        do {
+            resolved = try await Libvirt.shared.resolve(domain: domain, uri: uri)
+        } catch LibvirtError.libraryMissing(let why) {
+            // No retry helps until libvirt0 is installed (then SIGHUP).
+            throw ReconcilerError.domain(endpoint: endpoint, why)
+        } catch let error as LibvirtError {
+            throw TransportError.unreachable(error.description)
+        }
         guard resolved.state == .running else { throw DomainDown(domain: domain, state: resolved.state) }
         guard let graphics = resolved.graphics else {
             throw ReconcilerError.domain(endpoint: endpoint, "domain \(domain) has no SPICE graphics")
@@ -27,14 +42,6 @@ enum LibvirtEndpoints {
         let tls = graphics.tlsOnly
             ? TLSSettings(caFile: FileManager.default.fileExists(atPath: defaultCA) ? defaultCA : nil) : nil
         return SpiceEndpointConfiguration(server: server, password: graphics.password, tls: tls)
-    }
-
-    static func resolve(domain: String, uri: String) async throws -> ResolvedDomain {
-        do {
-            return try await Libvirt.shared.resolve(domain: domain, uri: uri)
-        } catch let error as LibvirtError {
-            throw TransportError.unreachable(error.description)
-        }
     }
 
     /// For plan: the address a connect would use now, or why there is none.

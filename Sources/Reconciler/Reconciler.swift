@@ -1,5 +1,12 @@
 import Devices
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Libvirt
 import Logging
 import Profile
@@ -137,6 +144,11 @@ public actor Reconciler {
         for (uri, watch) in domainWatches where !uris.contains(uri) {
             watch.cancel()
             domainWatches[uri] = nil
+        }
+        // The first libvirt endpoint loads libvirt; without it, say so once
+        // (each assignment to such an endpoint shows it as its error too).
+        if !uris.isEmpty && domainWatches.isEmpty, let problem = Libvirt.libraryProblem {
+            logger.error("\(problem)")
         }
         for uri in uris where domainWatches[uri] == nil {
             let events = Libvirt.shared.events(uri: uri)

@@ -5,7 +5,8 @@ public enum ReconcilerError: Error, Sendable, Equatable, CustomStringConvertible
     /// An unset password variable, an unreadable password file.
     case password(endpoint: String, String)
     /// A libvirt domain that cannot carry usbredir (no SPICE graphics, no
-    /// spicevmc redirdev): a lifecycle event or SIGHUP checks again.
+    /// spicevmc redirdev), or libvirt itself missing on this host
+    /// (libvirt0 not installed): a lifecycle event or SIGHUP checks again.
     case domain(endpoint: String, String)
 
     public var description: String {

@@ -1,6 +1,13 @@
 import ArgumentParser
 import Devices
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOConcurrencyHelpers
 import Profile
@@ -101,7 +108,7 @@ struct AttachCommand: AsyncParsableCommand {
 /// Prints `usbredir attach: MESSAGE` on standard error and exits 1.
 enum AttachFailure {
     static func print(_ message: String) -> ExitCode {
-        FileHandle.standardError.write(Data("usbredir attach: \(message)\n".utf8))
+        StandardStream.error("usbredir attach: \(message)\n")
         return Exit.runtimeFailure
     }
 }
@@ -153,7 +160,7 @@ final class AttachWatch: Sendable {
     }
 
     static func emit(_ line: String) {
-        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        StandardStream.output(line + "\n")
     }
 
     private func stop() { kill(getpid(), SIGTERM) }

@@ -1,5 +1,12 @@
 import Common
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 
 /// One line per event on standard error, written with a single write(2) so a
@@ -37,7 +44,7 @@ struct LineLogHandler: LogHandler {
         case .json:
             var object: [String: String] = ["time": time, "level": level.rawValue, "message": "\(message)"]
             for (k, v) in all { object[k] = "\(v)" }
-            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+            let data = (try? JSONEncoder.sortedKeysForLogs.encode(object)) ?? Data()
             text = String(decoding: data, as: UTF8.self) + "\n"
         }
         return text
@@ -78,4 +85,13 @@ struct LineLogHandler: LogHandler {
     static func bootstrap(format: Format, level: Logger.Level) {
         LoggingSystem.bootstrap { label in LineLogHandler(label: label, format: format, logLevel: level) }
     }
+}
+
+extension JSONEncoder {
+    /// One log line as a JSON object with sorted keys.
+    static let sortedKeysForLogs: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }()
 }

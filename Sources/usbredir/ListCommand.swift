@@ -2,7 +2,14 @@ import Common
 import ArgumentParser
 import Devices
 import Reconciler
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct ListCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,7 +35,7 @@ struct ListCommand: AsyncParsableCommand {
     }
 }
 
-/// One device in `list --json` (design.md).
+/// One device in `list --json` (architecture.md).
 struct ListedDevice: Codable {
     var vendor: String
     var product: String

@@ -1,6 +1,13 @@
 import ArgumentParser
 import Devices
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Profile
 import Reconciler
 

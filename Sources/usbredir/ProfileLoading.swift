@@ -1,8 +1,15 @@
 import ArgumentParser
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Profile
 
-/// Exit statuses of design.md.
+/// Exit statuses of architecture.md.
 enum Exit {
     static let runtimeFailure = ExitCode(1)
     static let invalidProfile = ExitCode(65)
@@ -24,7 +31,7 @@ enum ProfileLoading {
         var result = ProfileLoader.load(path: path, hostname: options.host, checkFiles: checkFiles)
         if options.strict { result = result.strict }
         for d in result.diagnostics where d.severity == .error || printWarnings {
-            FileHandle.standardError.write(Data((d.description + "\n").utf8))
+            StandardStream.error(d.description + "\n")
         }
         return (result.profile, result.diagnostics)
     }

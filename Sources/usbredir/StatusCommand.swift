@@ -1,6 +1,11 @@
+import Dispatch
 import ArgumentParser
 import Common
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
 import Reconciler
 #if canImport(Glibc)
 import Glibc
@@ -50,7 +55,7 @@ struct StatusCommand: AsyncParsableCommand {
             held += report.heldByHost
         }
         if socket != nil && answered == 0 {
-            FileHandle.standardError.write(Data("usbredir: no apply answers on \(socket!)\n".utf8))
+            StandardStream.error("usbredir: no apply answers on \(socket!)\n")
             throw Exit.runtimeFailure
         }
         if json {

@@ -12,7 +12,7 @@ struct USBRedirCommand: AsyncParsableCommand {
             image served as a USB stick) to VMs reached over SPICE or raw usbredir TCP. \
             See usbredir(1) and usbredir-profile(5).
             """,
-        version: USBRedirVersion.string,
+        version: USBRedirVersion.described,
         subcommands: [ApplyCommand.self, PlanCommand.self, ValidateCommand.self, StatusCommand.self, ListCommand.self, AttachCommand.self]
     )
 }

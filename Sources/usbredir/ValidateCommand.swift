@@ -1,5 +1,12 @@
 import ArgumentParser
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Reconciler
 
 struct ValidateCommand: AsyncParsableCommand {
@@ -27,7 +34,7 @@ struct ValidateCommand: AsyncParsableCommand {
             }
             // Domains are looked up where libvirt answers; a warning either way.
             let warnings = await LibvirtCheck.warnings(profile)
-            for w in warnings { FileHandle.standardError.write(Data((w.description + "\n").utf8)) }
+            for w in warnings { StandardStream.error(w.description + "\n") }
             if profileOptions.strict && !warnings.isEmpty { failed = true } else { print("\(path): ok") }
         }
         if failed { throw Exit.invalidProfile }

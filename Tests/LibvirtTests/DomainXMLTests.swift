@@ -39,4 +39,22 @@ import Transport
         #expect(LibvirtConnection.host(of: "qemu+ssh://root@lab1/system") == "lab1")
         #expect(LibvirtConnection.host(of: "qemu:///system") == nil)
     }
+
+    /// The XML reader is our own (XMLScan, not libxml2): escaped passwords,
+    /// comments, CDATA, a doctype and nested elements of the same name.
+    @Test func escapesCommentsAndNestingAreRead() throws {
+        let xml = """
+            <?xml version="1.0"?><!DOCTYPE domain><domain type='kvm'><!-- <graphics type='spice' port='1'/> -->
+            <devices><graphics type='vnc' port='5901'/><description><![CDATA[ <graphics type='spice'/> ]]></description>
+            <graphics type="spice" port="5930" passwd="a&amp;b&lt;&#39;c&#x41;"><listen type="address" address="10.0.0.2"/>
+            <image compression='off'/></graphics><redirdev bus='usb' type='spicevmc'/><hub><redirdev type='spicevmc'/></hub>
+            </devices></domain>
+            """
+        let parsed = try DomainXML(xml, uriHost: nil)
+        #expect(parsed.graphics == SpiceGraphics(server: .tcp(HostPort(host: "10.0.0.2", port: 5930)), tlsOnly: false,
+                                                 password: "a&b<'cA"))
+        #expect(parsed.usbredirChannels == 1, "only /domain/devices/redirdev counts")
+        #expect(throws: XMLScanError.self) { try DomainXML("<domain><devices></domain>", uriHost: nil) }
+        #expect(throws: XMLScanError.self) { try DomainXML("<domain><graphics type='spice", uriHost: nil) }
+    }
 }

@@ -3,7 +3,7 @@ import Testing
 import Profile
 
 /// The profiles shipped in profiles/ validate as they are, with the files
-/// they refer to (design.md).
+/// they refer to (architecture.md).
 @Suite struct ExampleProfileTests {
     static let folder = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

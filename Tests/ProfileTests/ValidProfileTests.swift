@@ -4,7 +4,7 @@ import Testing
 @testable import Profile
 
 @Suite struct ValidProfileTests {
-    /// Every key of design.md's example.
+    /// Every key of the profile schema (usbredir-profile(5)).
     static let full = """
         version: 1
         log: notice

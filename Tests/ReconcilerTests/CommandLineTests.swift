@@ -3,7 +3,7 @@ import Reconciler
 import Testing
 import TestSupport
 
-/// The command line contract of design.md: exit statuses, --json, plan.
+/// The command line contract of architecture.md: exit statuses, --json, plan.
 @Suite(.timeLimit(.minutes(3))) struct CommandLineTests {
     let usbredir = builtProduct("usbredir")
 

@@ -41,7 +41,7 @@ import USBRedirProtocol
         let seconds = Date().timeIntervalSince(start)
         print("SIGTERM with a stalled peer: exit \(exit.map(String.init) ?? "none") after \(String(format: "%.2f", seconds)) s")
         #expect(exit == 0, "apply did not exit cleanly:\n\(apply.log)")
-        #expect(seconds < 5, "design.md: every network step has a deadline; took \(seconds) s")
+        #expect(seconds < 5, "architecture.md: every network step has a deadline; took \(seconds) s")
     }
 
     /// Stops go through swift-service-lifecycle's ServiceGroup in order:

@@ -3,7 +3,7 @@ import NIOCore
 import Testing
 @testable import Devices
 
-/// What the stick says about its write cache is what it does (design.md):
+/// What the stick says about its write cache is what it does (architecture.md):
 /// the caching page reports the write cache off, so every WRITE is on disk
 /// (fdatasync) before its CSW reports success. And an image is locked while
 /// a device uses it: one writer, or any number of readers.

@@ -99,6 +99,11 @@ extension Requirement {
         FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") ? nil : "/usr/bin/setpriv is not installed"
     }
 
+    /// Debian's libvirt0 (the library the tool opens for libvirt endpoints).
+    public static let libvirt0 = Requirement("libvirt0") {
+        dlopen("libvirt.so.0", RTLD_LAZY) == nil ? "libvirt.so.0 cannot be loaded (apt install libvirt0)" : nil
+    }
+
     /// An executable found on PATH (or in the usual folders).
     public static func tool(_ name: String, hint: String? = nil) -> Requirement {
         Requirement(name) {

@@ -1,4 +1,11 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 
 /// The two servers apply runs beside the reconcile loop, bound before any
@@ -16,16 +23,18 @@ extension Controller {
         }
     }
 
-    /// Binds /metrics before anything starts: an address that is taken
-    /// stops apply (exit 1), as a taken status socket does.
+    /// Binds /metrics and the status page before anything starts: an
+    /// address that is taken stops apply (exit 1), as a taken status socket does.
     func startMetricsServer() async throws -> MetricsServer? {
         guard let address = metricsAddress else { return nil }
         let (reconciler, exporter) = (self.reconciler, MetricsExporter())
+        let page = StatusPageSource { await reconciler.report() }
+        let routes = HTTPRoutes(metrics: { await exporter.render(await reconciler.samples(), process: .current()) },
+                                status: { await page.model() })
         do {
-            let server = try await MetricsServer.start(address) {
-                await exporter.render(await reconciler.samples(), process: .current())
-            }
-            logger.info("serving metrics", metadata: ["url": "http://\(address)/metrics"])
+            let server = try await MetricsServer.start(address) { await routes.reply(to: $0) }
+            logger.info("serving metrics and the status page",
+                        metadata: ["url": "http://\(address)/", "metrics": "http://\(address)/metrics"])
             return server
         } catch {
             throw MetricsServerError.bind(address, "\(error)")

@@ -1,6 +1,13 @@
 import Common
 import Devices
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import Profile
 import ServiceLifecycle
@@ -166,7 +173,7 @@ public struct Controller: Sendable {
     }
 
     /// Reads the profile again; an invalid one is reported and the running
-    /// state is kept (design.md).
+    /// state is kept (architecture.md).
     private func reload(reason: String) async {
         var result = ProfileLoader.load(path: profilePath, hostname: host)
         if strict { result = result.strict }

@@ -1,9 +1,14 @@
+import NIOConcurrencyHelpers
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
 
 /// sd_notify(3) without libsystemd: one datagram per message on the unix
 /// socket named by NOTIFY_SOCKET (a path, or an abstract name when it
@@ -11,7 +16,7 @@ import Foundation
 /// apply outside systemd (or with Type=simple) is unchanged.
 public final class ServiceNotifier: @unchecked Sendable {
     private let address: String?
-    private let lock = NSLock()
+    private let lock = NIOLock()
     private var lastStatus: String?
 
     /// `environment`: where NOTIFY_SOCKET is read (the process's by default).

@@ -1,7 +1,12 @@
+import Common
 #if canImport(Glibc)
 import Glibc
 #endif
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
 
 /// Reports changes of one file with inotify on its folder, so editors that
 /// replace the file by rename are seen as well as in-place writes.
@@ -23,7 +28,7 @@ final class FileWatcher: @unchecked Sendable {   // fd and thread are owned here
         self.fd = fd
         let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         changes = stream
-        let thread = Thread {
+        DetachedThread.start(name: "inotify") {
             var buffer = [UInt8](repeating: 0, count: 64 * 1024)
             while true {
                 let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -32,7 +37,6 @@ final class FileWatcher: @unchecked Sendable {   // fd and thread are owned here
             }
             continuation.finish()
         }
-        thread.start()
     }
 
     /// Does any event in the buffer concern `name`?

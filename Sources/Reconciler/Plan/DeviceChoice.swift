@@ -37,7 +37,7 @@ public enum DeviceChoice {
     }
 }
 
-/// Two assignments whose rules overlap (design.md: allowed, resolved by
+/// Two assignments whose rules overlap (architecture.md: allowed, resolved by
 /// file order), with the present devices both would match.
 public struct MatchConflict: Codable, Sendable, Equatable {
     public var first: String

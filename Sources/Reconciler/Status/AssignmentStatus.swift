@@ -1,5 +1,12 @@
 import Common
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The state of one assignment, as `status` reports it.
 public enum AssignmentState: String, Sendable, Codable, CaseIterable {
@@ -14,7 +21,7 @@ public enum AssignmentState: String, Sendable, Codable, CaseIterable {
     case error
 }
 
-/// One assignment's row in `status --json` (design.md lists the fields).
+/// One assignment's row in `status --json` (usbredir(1) lists the fields; architecture.md, Contracts).
 public struct AssignmentStatus: Sendable, Codable, Equatable {
     public var name: String
     public var profile: String

@@ -1,4 +1,11 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -29,7 +36,7 @@ final class StatusServer: Service, Sendable {
     /// Binds the socket, owner-only (it tells what runs where). Refuses when
     /// another apply answers there: that one keeps its socket.
     static func start(path: String, report: @escaping @Sendable () async -> StatusReport) async throws -> StatusServer {
-        let folder = (path as NSString).deletingLastPathComponent
+        let folder = StatusSocket.folder(of: path)
         if !FileManager.default.fileExists(atPath: folder) {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])

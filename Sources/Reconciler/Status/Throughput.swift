@@ -1,4 +1,11 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials   // not Foundation: no ICU in the binary (issue 21)
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `status --watch`: bytes per second each way, from the counters of two
 /// polls (bytes_in/bytes_out deltas divided by the time between them).
@@ -47,6 +54,9 @@ public struct ThroughputMeter: Sendable {
         var value = v
         var unit = 0
         while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
-        return unit == 0 ? "\(Int(value.rounded())) B/s" : String(format: "%.1f %@", value, units[unit])
+        guard unit > 0 else { return "\(Int(value.rounded())) B/s" }
+        // One decimal, as "%.1f" would print it (no String(format:) in FoundationEssentials).
+        let tenths = Int((value * 10).rounded(.toNearestOrEven))   // as printf rounds a tie
+        return "\(tenths / 10).\(tenths % 10) \(units[unit])"
     }
 }

@@ -3,7 +3,7 @@
  *
  * A usbredir *host* (usb-host role) on libusbredirparser, listening for raw
  * usbredir over TCP, serving the same source-sink device as
- * Sources/Devices/SourceSinkDevice.swift (design.md, "Virtual devices"):
+ * Sources/Devices/SourceSinkDevice.swift (architecture.md, "Virtual devices"):
  * vendor 0x0525 product 0xa4a0, one vendor-specific interface, bulk IN 0x81
  * and bulk OUT 0x02 (512-byte max packet), interrupt IN 0x83 (64 bytes,
  * interval 4 at high speed), configuration value 1. It announces itself as
