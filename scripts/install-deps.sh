@@ -19,6 +19,7 @@ if [[ "${1:-}" == "--vm" || "${1:-}" == "--all" ]]; then
     busybox-static        # guest initramfs
     cpio
     kmod                  # depmod for the guest modules
+    binutils              # strip: the lab host's copy of usbredir (build-labhost.sh)
     openssl               # test CAs for SPICE TLS
     iproute2              # ss: tests read socket timers (keepalive)
     libspice-protocol-dev # reference headers
