@@ -1,0 +1,158 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// Physical devices on a real Linux kernel (issue #19, docs/labhost.md):
+/// `usbredir apply` runs INSIDE the lab host VM, on its real usbfs, and
+/// redirects its devices over raw usbredir TCP to the target VM, where the
+/// test checks what arrived. One lab host and one target for the suite
+/// (class setUp), each case with its own profile and apply process.
+final class LabHostTests: XCTestCase {
+    nonisolated(unsafe) static var rig: Result<LabRig, Error>?
+    static let requirement = Requirement.all(.qemu, .tool("gcc", hint: "build-guest.sh compiles usbtest-run"),
+                                             .tool("strip"), .tool("cpio"))
+
+    override class func setUp() {
+        super.setUp()
+        guard requirement.isMet else { return }
+        rig = Result { try LabRig() }
+        if case .success(let r) = rig {
+            for (what, seconds) in r.timings { print("LABHOST timing: \(what): \(String(format: "%.1f", seconds)) s") }
+        }
+    }
+
+    override class func tearDown() {
+        if case .success(let r) = rig { r.stop() }
+        rig = nil
+        super.tearDown()
+    }
+
+    private func theRig() throws -> LabRig {
+        try Self.requirement.xctGate()
+        guard let rig = Self.rig else { throw ControlPort.Failure(description: "the lab rig was not built") }
+        return try rig.get()
+    }
+
+    // MARK: (a) + (c) storage by serial and by port path, driver handed back
+
+    /// Stick A matched by serial, stick B (behind the hub) by port path:
+    /// the target reads each one's image byte for byte (sha256, Bulk-Only),
+    /// while in the lab host usb-storage lets go of it (the interface is
+    /// claimed through usbfs) and takes it back once apply stops.
+    func testStorageBySerialAndByPortPathWithTheDriverHandedBack() throws {
+        let rig = try theRig()
+        try storage(rig, name: "stick-a", serial: "LABSTICK-A", port: "2-2",
+                    match: #"serial: "LABSTICK-A""#)
+        try storage(rig, name: "stick-b", serial: "LABSTICK-B", port: "1-1.1",
+                    match: #"port: "1-1.1""#)
+    }
+
+    private func storage(_ rig: LabRig, name: String, serial: String, port: String, match: String) throws {
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let driver = "readlink /sys/bus/usb/devices/\(port):1.0/driver | sed 's|.*/||'"
+        // The lab host's own view first: the stick is where the rig put it, with usb-storage bound.
+        XCTAssertEqual(try lab.check("cat /sys/bus/usb/devices/\(port)/serial"), "\(serial)\n", rig.context)
+        XCTAssertEqual(try lab.check(driver), "usb-storage\n", rig.context)
+
+        let start = Date()
+        try rig.startApply(name, profile: """
+            version: 1
+            log: info
+            endpoints:
+              target:
+                \(rig.endpoint(0))
+            devices:
+              - name: \(name)
+                to: target
+                match:
+                  vendor: 0x46f4
+                  product: 0x0001
+                  \(match)
+            """)
+        var stopped = false
+        defer { if !stopped { _ = try? rig.stopApply(name) } }
+        let size = LabRig.stickMiB << 20
+        // The target sees a disk of the stick's size.
+        let disk = "for d in /sys/block/sd*; do [ -e $d ] && [ $(( $(cat $d/size) * 512 )) = \(size) ] && echo ${d##*/}; done"
+        do {
+            try target.pollUntil("the target has a \(size)-byte disk", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog(name))\n\(rig.context)")
+            return
+        }
+        let appeared = Date().timeIntervalSince(start)
+        let sd = try target.check(disk).lines[0]
+        let read = try target.run("dd if=/dev/\(sd) bs=1M count=\(LabRig.stickMiB) iflag=direct 2>/dev/null | sha256sum", timeout: 60)
+        XCTAssertEqual(read.status, 0, "\(read)")
+        XCTAssertEqual(String(read.output.prefix(64)), try sha256(ofFile: rig.images[serial]!), "apply log:\n\(rig.applyLog(name))")
+        // (c) held by usbredir: the interface is claimed through usbfs, usb-storage detached.
+        XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.context)
+
+        let stopStart = Date()
+        let status = try rig.stopApply(name)
+        stopped = true
+        XCTAssertEqual(status, 0, rig.applyLog(name))
+        // Given back: usb-storage is bound again, and the target lost the disk.
+        try lab.pollUntil("usb-storage bound again to \(port)", timeout: 20, driver) { $0.output == "usb-storage\n" }
+        let rebound = Date().timeIntervalSince(stopStart)
+        try target.pollUntil("the target's disk is gone", timeout: 30, every: 0.5, disk) { $0.output.lines.isEmpty }
+        print("LABHOST timing: storage \(serial) (match \(match)): disk in the target \(String(format: "%.1f", appeared)) s "
+              + "after apply started; read \(LabRig.stickMiB) MiB + sha256 \(String(format: "%.1f", read.seconds)) s; "
+              + "usb-storage bound again \(String(format: "%.1f", rebound)) s after SIGTERM")
+    }
+
+    // MARK: (b) the kernel's usbtest against Gadget Zero, native vs redirected
+
+    func testKernelUSBTestCasesThroughTheRedirectionMatchNative() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let run = USBTestRun.self
+        // Natively in the lab host: usbtest binds to Gadget Zero on dummy_hcd.
+        try lab.check("modprobe usbtest")
+        try lab.pollUntil("usbtest bound to Gadget Zero in the lab host", timeout: 20, run.boundScript) { $0.status == 0 }
+        let nativeRun = try lab.run(run.command(cases: run.nativeCases), timeout: run.commandTimeout)
+        let native = run.parse(nativeRun.output)
+        // Let go of it before redirecting (apply would detach it, then give it back at the end).
+        try lab.check("rmmod usbtest")
+        XCTAssertFalse(native.isEmpty, "no native results: \(nativeRun)")
+
+        let start = Date()
+        try rig.startApply("zero", profile: """
+            version: 1
+            endpoints:
+              target:
+                \(rig.endpoint(1))
+            devices:
+              - name: gadget-zero
+                to: target
+                match:
+                  vendor: 0x0525
+                  product: 0xa4a0
+            """)
+        var stopped = false
+        defer { if !stopped { _ = try? rig.stopApply("zero") } }
+        try target.pollUntil("usbtest bound to Gadget Zero in the target", timeout: 60, every: 0.5, run.boundScript) { $0.status == 0 }
+        let attached = Date().timeIntervalSince(start)
+        let redirectedRun = try target.run(run.command(cases: run.redirectedCases), timeout: run.commandTimeout)
+        let redirected = run.parse(redirectedRun.output)
+        let status = try rig.stopApply("zero")
+        stopped = true
+
+        print("LABHOST timing: Gadget Zero bound by usbtest in the target \(String(format: "%.1f", attached)) s after apply started; "
+              + "native run \(String(format: "%.1f", nativeRun.seconds)) s, redirected run \(String(format: "%.1f", redirectedRun.seconds)) s "
+              + "(\(run.iterations) iterations per case)")
+        print(run.table(native: native, redirected: redirected))
+        XCTAssertEqual(status, 0, rig.applyLog("zero"))
+        XCTAssertEqual(Set(native.keys), Set(run.nativeCases), "native: \(nativeRun)")
+        XCTAssertEqual(Set(redirected.keys), Set(run.redirectedCases), "redirected: \(redirectedRun)\n\(rig.applyLog("zero"))")
+        // The bar: every case that passes natively passes through usbredir,
+        // except the known failures (USBTestRun.knownFailing, with reasons).
+        for n in run.redirectedCases where native[n]?.result == "pass" && run.knownFailing[n] == nil {
+            XCTAssertEqual(redirected[n]?.result, "pass",
+                           "case \(n): native pass, redirected \(redirected[n].map { "\($0.result) \($0.errno)" } ?? "missing")")
+        }
+        // Enough of the suite ran for that to mean something.
+        let passing = run.redirectedCases.filter { native[$0]?.result == "pass" && run.knownFailing[$0] == nil }
+        XCTAssertGreaterThanOrEqual(passing.count, 15, "native: \(nativeRun)")
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+
+/// The lab host (docs/labhost.md): a VM playing a real lab machine, built
+/// by scripts/build-labhost.sh around a usbredir binary, with QEMU's
+/// emulated USB devices on its qemu-xhci and Gadget Zero inside, driven
+/// through its control port (scripts/guest/ctl). Its QEMU also gives it
+/// user networking: the outer host's 127.0.0.1 is 10.0.2.2 in there.
+public final class LabHost: @unchecked Sendable {
+    /// An emulated device on the lab host's USB: `qemu` is the -device
+    /// option (bus and port included, so the port path is fixed), `drive`
+    /// the -drive it needs, if any.
+    public struct Device: Sendable {
+        public var qemu: String
+        public var drive: String?
+        public init(_ qemu: String, drive: String? = nil) { self.qemu = qemu; self.drive = drive }
+
+        /// QEMU's usb-storage on a raw `image`, with a serial number.
+        /// `port`: QEMU's port on the xHCI ("2", or "1.1" behind a hub on port 1).
+        public static func stick(id: String, image: String, serial: String, port: String) -> Device {
+            Device("usb-storage,bus=usb.0,port=\(port),drive=\(id),serial=\(serial),id=\(id)dev",
+                   drive: "if=none,id=\(id),format=raw,file=\(image)")
+        }
+    }
+
+    public static var outputDirectory: URL { Guest.repositoryRoot.appendingPathComponent("out/labhost") }
+
+    /// Builds (or finds up to date) the lab host around `binary`; the seconds it took.
+    @discardableResult
+    public static func build(binary: String) throws -> Double {
+        let start = Date()
+        try runCommand("/bin/bash", [Guest.repositoryRoot.appendingPathComponent("scripts/build-labhost.sh").path,
+                                     binary, outputDirectory.path])
+        return Date().timeIntervalSince(start)
+    }
+
+    public let vm: QEMUVM
+    public let ctl: ControlPort
+    private let dir: URL
+
+    /// Boots the lab host (built already) with `devices`; returns once QEMU
+    /// runs (`waitUntilReady` waits for its control port).
+    public init(devices: [Device], memoryMiB: Int = 1024) throws {
+        dir = try makeTemporaryDirectory("usbredir-labhost")
+        let socket = dir.appendingPathComponent("ctl.sock").path
+        var o = QEMUVM.Options()
+        o.kernel = Self.outputDirectory.appendingPathComponent("vmlinux").path
+        o.initrd = Self.outputDirectory.appendingPathComponent("initrd.gz").path
+        o.append = "console=ttyS0 panic=-1 quiet"
+        o.memoryMiB = memoryMiB
+        var extra: [String] = []
+        for d in devices {
+            if let drive = d.drive { extra += ["-drive", drive] }
+            extra += ["-device", d.qemu]
+        }
+        extra += ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]
+        extra += ControlPort.qemuArguments(socket: socket)
+        o.extraArgs = extra
+        vm = try QEMUVM(o)
+        ctl = ControlPort(socketPath: socket)
+    }
+
+    /// Waits for "LABHOST ready" and a ctl answer; the seconds since boot.
+    @discardableResult
+    public func waitUntilReady(timeout: Double = 120) throws -> Double {
+        try ctl.waitUntilServing(timeout: timeout)
+    }
+
+    /// The LABHOST lines of the console.
+    public var consoleLines: [String] {
+        vm.serial.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("LABHOST ") }.map(String.init)
+    }
+
+    public func stop() {
+        vm.stop()
+        try? FileManager.default.removeItem(at: dir)
+    }
+}
+
+extension ControlPort {
+    /// QEMU options for a virtio-serial port named "labctl" (what
+    /// scripts/guest/ctl serves) on a unix socket QEMU listens on.
+    public static func qemuArguments(socket: String, name: String = "labctl") -> [String] {
+        ["-device", "virtio-serial-pci,id=ctlbus",
+         "-chardev", "socket,id=ctlchr,path=\(socket),server=on,wait=off",
+         "-device", "virtserialport,bus=ctlbus.0,chardev=ctlchr,name=\(name)"]
+    }
+}
+
+/// The lab-host target: the test guest in `usbtest=ctl` mode (it loads
+/// usbtest, usbhid, ... and serves commands) with usb-redir devices whose
+/// chardevs listen on 127.0.0.1 of the outer host, reached from the lab
+/// host at 10.0.2.2:PORT.
+public final class LabTarget: @unchecked Sendable {
+    public let vm: QEMUVM
+    public let ctl: ControlPort
+    /// One listening usb-redir device per port, in order.
+    public let redirPorts: [Int]
+    private let dir: URL
+
+    public init(redirPorts: [Int], controller: String = "qemu-xhci") throws {
+        dir = try makeTemporaryDirectory("usbredir-labtarget")
+        let socket = dir.appendingPathComponent("ctl.sock").path
+        var o = try Guest.options(append: "usbtest=ctl")
+        o.controller = controller
+        var extra: [String] = []
+        for (i, p) in redirPorts.enumerated() {
+            extra += ["-chardev", "socket,id=labredir\(i),host=127.0.0.1,port=\(p),server=on,wait=off",
+                      "-device", "usb-redir,chardev=labredir\(i),id=labredirdev\(i),bus=usb.0"]
+        }
+        extra += ControlPort.qemuArguments(socket: socket)
+        o.extraArgs = extra
+        self.redirPorts = redirPorts
+        vm = try QEMUVM(o)
+        ctl = ControlPort(socketPath: socket)
+    }
+
+    public func stop() {
+        vm.stop()
+        try? FileManager.default.removeItem(at: dir)
+    }
+}
