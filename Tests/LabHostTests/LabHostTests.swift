@@ -101,6 +101,81 @@ final class LabHostTests: XCTestCase {
               + "usb-storage bound again \(String(format: "%.1f", rebound)) s after SIGTERM")
     }
 
+    // MARK: (d) HID: key events injected in the lab host arrive exactly
+
+    /// The keyboard behind the hub (port path 1-1.2, bound to usbhid in
+    /// the lab host): keys typed into it through the lab host's QMP come
+    /// out of the target's evdev node for it, each press and release in
+    /// order; usbhid is detached while apply holds it and bound again after.
+    func testKeyboardEventsArriveInOrderAndUsbhidIsHandedBack() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let driver = "readlink /sys/bus/usb/devices/1-1.2:1.0/driver | sed 's|.*/||'"
+        XCTAssertEqual(try lab.check(driver), "usbhid\n", rig.context)
+        let start = Date()
+        try rig.startApply("keyboard", profile: """
+            version: 1
+            endpoints:
+              target:
+                \(rig.endpoint(0))
+            devices:
+              - name: keyboard
+                to: target
+                match:
+                  port: "1-1.2"
+            """)
+        var stopped = false
+        defer { if !stopped { _ = try? rig.stopApply("keyboard") } }
+        // Its evdev node in the target, found by name (the target's own
+        // AT keyboard is an input device too).
+        let node = """
+            for e in /sys/class/input/event*; do
+              [ "$(cat $e/device/name 2>/dev/null)" = "QEMU QEMU USB Keyboard" ] && echo ${e##*/}
+            done
+            """
+        do {
+            try target.pollUntil("the redirected keyboard's evdev node in the target", timeout: 60, every: 0.5, node) {
+                !$0.output.lines.isEmpty
+            }
+        } catch {
+            let inputs = (try? target.run("cat /sys/class/input/*/name; lsmod | grep -E 'hid|evdev'; dmesg | tail -20").output) ?? ""
+            XCTFail("\(error)\ntarget inputs:\n\(inputs)\napply log:\n\(rig.applyLog("keyboard"))\n\(rig.context)")
+            return
+        }
+        let event = try target.check(node).lines[0]
+        let attached = Date().timeIntervalSince(start)
+        XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.context)
+        try target.check("cat /dev/input/\(event) >/tmp/kbd.ev 2>/dev/null & echo $! >/tmp/kbd.pid")
+
+        // a, b, c: down then up, one QMP command each (QEMU's HID queue sends one report per event).
+        let keys: [(qcode: String, code: Int)] = [("a", 30), ("b", 48), ("c", 46)]
+        for k in keys {
+            for down in [true, false] {
+                _ = try rig.lab.vm.qmp(#"{"execute":"input-send-event","arguments":{"events":[{"type":"key","data":{"down":\#(down),"key":{"type":"qcode","data":"\#(k.qcode)"}}}]}}"#)
+            }
+        }
+        let want = keys.flatMap { [[1, $0.code, 1], [1, $0.code, 0]] }
+        // input_event on x86_64: 16 bytes of time, u16 type, u16 code, s32 value: 12 shorts.
+        func got() throws -> [[Int]] {
+            try target.check("od -A n -v -t d2 -w24 /tmp/kbd.ev").lines.compactMap { line in
+                let f = line.split(separator: " ").compactMap { Int($0) }
+                return f.count == 12 && f[8] == 1 ? [f[8], f[9], f[10]] : nil    // EV_KEY only
+            }
+        }
+        let seen = try? target.pollUntil("six key events in the target", timeout: 20, every: 0.5,
+                                         "od -A n -v -t d2 -w24 /tmp/kbd.ev | wc -l") { _ in ((try? got()) ?? []).count >= want.count }
+        XCTAssertEqual(try got(), want, "apply log:\n\(rig.applyLog("keyboard"))")
+        try target.check("kill $(cat /tmp/kbd.pid)")
+
+        let stopStart = Date()
+        XCTAssertEqual(try rig.stopApply("keyboard"), 0, rig.applyLog("keyboard"))
+        stopped = true
+        try lab.pollUntil("usbhid bound again to 1-1.2", timeout: 20, driver) { $0.output == "usbhid\n" }
+        print("LABHOST timing: keyboard (match port 1-1.2): evdev node in the target \(String(format: "%.1f", attached)) s after apply "
+              + "started; six key events \(seen.map { String(format: "%.1f", $0) } ?? "never") s after the last was sent; "
+              + "usbhid bound again \(String(format: "%.1f", Date().timeIntervalSince(stopStart))) s after SIGTERM")
+    }
+
     // MARK: (b) the kernel's usbtest against Gadget Zero, native vs redirected
 
     func testKernelUSBTestCasesThroughTheRedirectionMatchNative() throws {
