@@ -5,7 +5,7 @@
 #   OUTDIR/initrd.gz   busybox + modules (scripts/labhost/modules) + the
 #                      binary as /bin/usbredir + its libraries at their
 #                      paths + scripts/labhost/init + scripts/guest/ctl +
-#                      usbtest-run
+#                      usbtest-run + Debian's usbredirect when installed
 #   OUTDIR/vmlinux     the test guest's kernel (a hard link): one kernel
 #                      package, downloaded once, for both VMs
 #   OUTDIR/stamp       what they were built from
@@ -37,7 +37,8 @@ stamp_get() { sed -n "s/^$1=//p" "$2" 2>/dev/null || true; }
 
 # --- 1. Cache check ---------------------------------------------------------
 hash=$( { (cd "$here" && sha256sum build-labhost.sh lib/initramfs.sh labhost/* guest/ctl)
-          cat "$guest/stamp"; sha256sum <"$guest/usbtest-run"; sha256sum <"$binary"; } |
+          cat "$guest/stamp"; sha256sum <"$guest/usbtest-run"; sha256sum <"$binary"
+          sha256sum /usr/bin/usbredirect 2>/dev/null || true; } |
         sha256sum | cut -c1-16)
 if [[ -f $out/stamp && -f $out/initrd.gz && -f $out/vmlinux &&
       $(stamp_get inputs "$out/stamp") == "$hash" ]]; then
@@ -71,13 +72,25 @@ log "$(find "$ird/lib/modules" -name '*.ko*' | wc -l) modules for: ${boot_module
 # The binary and every library it loads, at the paths ldd resolves (so the
 # binary's RUNPATH, e.g. the toolchain's Swift runtime, finds them), plus the
 # dynamic loader. Stripped copies: the debug build is mostly DWARF.
-strip -o "$ird/bin/usbredir" "$binary"
-libs=$(ldd "$binary" | awk '/=> \// {print $3} /^[[:space:]]*\// {print $1}')
-for lib in $libs; do
-  mkdir -p "$ird$(dirname "$lib")"
-  strip --strip-unneeded -o "$ird$lib" "$(readlink -f "$lib")"
-done
-log "usbredir: $(du -h "$ird/bin/usbredir" | cut -f1) stripped, $(wc -w <<<"$libs") libraries ($(du -ch $(sed "s|^|$ird|" <<<"$libs") | tail -1 | cut -f1))"
+with_libraries() { # EXECUTABLE NAME: /bin/NAME and its ldd closure
+  local lib libs
+  strip -o "$ird/bin/$2" "$1"
+  libs=$(ldd "$1" | awk '/=> \// {print $3} /^[[:space:]]*\// {print $1}')
+  for lib in $libs; do
+    [[ -f $ird$lib ]] && continue
+    mkdir -p "$ird$(dirname "$lib")"
+    strip --strip-unneeded -o "$ird$lib" "$(readlink -f "$lib")"
+  done
+  log "$2: $(du -h "$ird/bin/$2" | cut -f1) stripped, $(wc -w <<<"$libs") libraries"
+}
+with_libraries "$binary" usbredir
+# Debian's usbredirect (the C tool on libusbredirhost), to compare with on
+# the same devices (docs/labhost.md); scripts/install-deps.sh --all has it.
+if [[ -x /usr/bin/usbredirect ]]; then
+  with_libraries /usr/bin/usbredirect usbredirect
+else
+  log "no /usr/bin/usbredirect: the lab host has none"
+fi
 # Who am I, for anything that asks (Foundation's home directory).
 echo 'root:x:0:0:root:/root:/bin/sh' >"$ird/etc/passwd"
 echo 'root:x:0:' >"$ird/etc/group"
@@ -86,11 +99,12 @@ install -m 755 "$here/labhost/init" "$ird/init"
 install -m 755 "$here/guest/ctl" "$ird/bin/ctl"
 install -m 755 "$guest/usbtest-run" "$ird/bin/usbtest-run"
 echo "$kver" >"$ird/etc/labhost/kernel"
+log "initramfs: $(du -sh "$ird" | cut -f1) unpacked"
 initramfs_pack "$ird" "$work/initrd.gz"
 
 # --- 4. Publish -----------------------------------------------------------------
-ln -f "$guest/vmlinux" "$work/vmlinux" 2>/dev/null || cp "$guest/vmlinux" "$work/vmlinux"
-mv "$work/vmlinux" "$out/vmlinux"
+rm -f "$out/vmlinux"
+ln "$guest/vmlinux" "$out/vmlinux" 2>/dev/null || cp "$guest/vmlinux" "$out/vmlinux"
 mv "$work/initrd.gz" "$out/initrd.gz"
 cat >"$out/stamp" <<EOF
 kernel=$kver

@@ -34,6 +34,7 @@ if [[ "${1:-}" == "--all" ]]; then
     systemd                                  # systemd-analyze verify of dist/usbredir@.service
     make                                     # make install / uninstall tests
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # libvirt endpoint tests (own libvirtd)
+    usbredirect                              # the C tool, side by side in the lab host (docs/labhost.md)
   )
 fi
 

@@ -10,7 +10,8 @@ import XCTest
 final class LabHostTests: XCTestCase {
     nonisolated(unsafe) static var rig: Result<LabRig, Error>?
     static let requirement = Requirement.all(.qemu, .tool("gcc", hint: "build-guest.sh compiles usbtest-run"),
-                                             .tool("strip"), .tool("cpio"))
+                                             .tool("strip"), .tool("cpio"),
+                                             .tool("usbredirect", hint: "the C tool the usbtest table compares with"))
 
     override class func setUp() {
         super.setUp()
@@ -212,14 +213,25 @@ final class LabHostTests: XCTestCase {
         let redirected = run.parse(redirectedRun.output)
         let status = try rig.stopApply("zero")
         stopped = true
+        try target.pollUntil("Gadget Zero gone from the target", timeout: 30, every: 0.5, run.boundScript) { $0.status != 0 }
+
+        // The same cases through usbredirect, the C tool, on the same chain:
+        // a case both tools fail points at QEMU or the kernel, not at us.
+        try lab.check("usbredirect --device 0525:a4a0 --to 10.0.2.2:\(rig.target.redirPorts[1]) >/tmp/usbredirect.log 2>&1 & echo $! >/tmp/usbredirect.pid")
+        try target.pollUntil("usbtest bound to Gadget Zero in the target (usbredirect)", timeout: 60, every: 0.5, run.boundScript) { $0.status == 0 }
+        let referenceRun = try target.run(run.command(cases: run.redirectedCases), timeout: run.commandTimeout)
+        let reference = run.parse(referenceRun.output)
+        try lab.check("kill $(cat /tmp/usbredirect.pid)")
+        try target.pollUntil("Gadget Zero gone from the target (usbredirect)", timeout: 30, every: 0.5, run.boundScript) { $0.status != 0 }
 
         print("LABHOST timing: Gadget Zero bound by usbtest in the target \(String(format: "%.1f", attached)) s after apply started; "
-              + "native run \(String(format: "%.1f", nativeRun.seconds)) s, redirected run \(String(format: "%.1f", redirectedRun.seconds)) s "
-              + "(\(run.iterations) iterations per case)")
-        print(run.table(native: native, redirected: redirected))
+              + "native run \(String(format: "%.1f", nativeRun.seconds)) s, usbredir run \(String(format: "%.1f", redirectedRun.seconds)) s, "
+              + "usbredirect run \(String(format: "%.1f", referenceRun.seconds)) s (\(run.iterations) iterations per case)")
+        print(run.table(native: native, redirected: redirected, usbredirect: reference))
         XCTAssertEqual(status, 0, rig.applyLog("zero"))
         XCTAssertEqual(Set(native.keys), Set(run.nativeCases), "native: \(nativeRun)")
         XCTAssertEqual(Set(redirected.keys), Set(run.redirectedCases), "redirected: \(redirectedRun)\n\(rig.applyLog("zero"))")
+        XCTAssertEqual(Set(reference.keys), Set(run.redirectedCases), "usbredirect: \(referenceRun)")
         // The bar: every case that passes natively passes through usbredir,
         // except the known failures (USBTestRun.knownFailing, with reasons).
         for n in run.redirectedCases where native[n]?.result == "pass" && run.knownFailing[n] == nil {

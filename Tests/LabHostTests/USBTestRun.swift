@@ -59,23 +59,31 @@ enum USBTestRun {
         return out
     }
 
-    /// The table, case by case: native and redirected result and time.
-    static func table(native: [Int: Outcome], redirected: [Int: Outcome]) -> String {
+    /// The table, case by case: native, through usbredir, through
+    /// usbredirect (Debian's C tool, same chain), result and time.
+    static func table(native: [Int: Outcome], redirected: [Int: Outcome], usbredirect: [Int: Outcome]) -> String {
         func cell(_ o: Outcome?) -> String {
-            guard let o else { return "-".padding(toLength: 28, withPad: " ", startingAt: 0) }
+            guard let o else { return "-".padding(toLength: 24, withPad: " ", startingAt: 0) }
             let text = (o.result == "pass" || o.result == "unsupported" ? o.result : "\(o.result) \(o.errno)")
                 + String(format: " %.2fs", o.seconds)
-            return text.padding(toLength: 28, withPad: " ", startingAt: 0)
+            return text.padding(toLength: 24, withPad: " ", startingAt: 0)
         }
-        var lines = ["LABHOST usbtest  case  native (lab host)            redirected (target)         note"]
+        var lines = ["LABHOST usbtest  case  native (lab host)        usbredir (target)       usbredirect (target)    note"]
         for n in nativeCases {
             var note = knownFailing[n].map { "known: \($0)" } ?? ""
             if n == 24 && redirected[n] == nil { note = "not run redirected: hangs with the target on xHCI" }
-            lines.append("LABHOST usbtest  " + String(format: "%4d", n) + "  " + cell(native[n]) + cell(redirected[n]) + note)
+            lines.append("LABHOST usbtest  " + String(format: "%4d", n) + "  " + cell(native[n]) + cell(redirected[n])
+                         + cell(usbredirect[n]) + note)
         }
-        let both = nativeCases.filter { native[$0]?.result == "pass" }
-        let passed = both.filter { redirected[$0]?.result == "pass" }
-        lines.append("LABHOST usbtest  native pass \(both.count) of \(nativeCases.count); of those, redirected pass \(passed.count)")
+        let passing = nativeCases.filter { native[$0]?.result == "pass" }
+        func passed(_ r: [Int: Outcome]) -> [Int] { passing.filter { r[$0]?.result == "pass" } }
+        func seconds(_ r: [Int: Outcome], _ cases: [Int]) -> String {
+            String(format: "%.1f", cases.compactMap { r[$0]?.seconds }.reduce(0, +))
+        }
+        let both = passed(redirected).filter { usbredirect[$0]?.result == "pass" }
+        lines.append("LABHOST usbtest  native pass \(passing.count) of \(nativeCases.count); of those, usbredir pass "
+                     + "\(passed(redirected).count), usbredirect pass \(passed(usbredirect).count); over the \(both.count) "
+                     + "both pass: usbredir \(seconds(redirected, both)) s, usbredirect \(seconds(usbredirect, both)) s")
         return lines.joined(separator: "\n")
     }
 }
