@@ -177,6 +177,37 @@ final class LabHostTests: XCTestCase {
               + "usbhid bound again \(String(format: "%.1f", Date().timeIntervalSince(stopStart))) s after SIGTERM")
     }
 
+    // MARK: usbtest case 24 with a target on EHCI
+
+    /// Case 24 (unlink 2 of a queue of bulk OUT writes) hangs with the
+    /// target on QEMU's xHCI, whatever the tool, so it runs against a
+    /// second target of its own on EHCI: if a tool brings that VM down,
+    /// the other cases' target is not touched. usbredirect must pass it
+    /// (the check that this rig can run it at all); usbredir's result is
+    /// printed and, while issue #19's completion-order bug is open (a burst
+    /// of OUT packets left unanswered, once QEMU aborting on out-of-order
+    /// completions), not held to pass: USBTestRun.knownFailing[24].
+    func testUnlinkQueuedWritesCase24WithTheTargetOnEHCI() throws {
+        let rig = try theRig()
+        let start = Date()
+        let ehci = try LabTarget(redirPorts: [freeLoopbackPort()], controller: "usb-ehci")
+        defer { ehci.stop() }
+        try ehci.ctl.waitUntilServing(timeout: 120)
+        let booted = Date().timeIntervalSince(start)
+        let theirs = try rig.usbtest(through: .usbredirect, to: ehci, index: 0, cases: [24])
+        let ours = try? rig.usbtest(through: .usbredir, to: ehci, index: 0, cases: [24])
+        let alive = ehci.vm.isAlive
+        func cell(_ o: USBTestRun.Outcome?) -> String { o.map { "\($0.result) \($0.errno) \(String(format: "%.2f", $0.seconds)) s" } ?? "no result" }
+        print("LABHOST usbtest  24 on EHCI (target booted in \(String(format: "%.1f", booted)) s): usbredirect \(cell(theirs.outcomes[24])), "
+              + "usbredir \(cell(ours?.outcomes[24]))\(alive ? "" : ", the EHCI target's QEMU died")"
+              + (USBTestRun.knownFailing[24].map { " (known: \($0))" } ?? ""))
+        XCTAssertEqual(theirs.outcomes[24]?.result, "pass", "usbredirect on EHCI: \(theirs.run)\n\(theirs.log)")
+        if USBTestRun.knownFailing[24] == nil {
+            XCTAssertEqual(ours?.outcomes[24]?.result, "pass", "usbredir on EHCI: \(String(describing: ours?.run))\n\(rig.applyLog("zero"))")
+            XCTAssertTrue(alive, "the EHCI target's QEMU died:\n\(ehci.vm.log.suffix(2000))")
+        }
+    }
+
     // MARK: (b) the kernel's usbtest against Gadget Zero, native vs redirected
 
     func testKernelUSBTestCasesThroughTheRedirectionMatchNative() throws {
@@ -192,46 +223,21 @@ final class LabHostTests: XCTestCase {
         try lab.check("rmmod usbtest")
         XCTAssertFalse(native.isEmpty, "no native results: \(nativeRun)")
 
-        let start = Date()
-        try rig.startApply("zero", profile: """
-            version: 1
-            endpoints:
-              target:
-                \(rig.endpoint(1))
-            devices:
-              - name: gadget-zero
-                to: target
-                match:
-                  vendor: 0x0525
-                  product: 0xa4a0
-            """)
-        var stopped = false
-        defer { if !stopped { _ = try? rig.stopApply("zero") } }
-        try target.pollUntil("usbtest bound to Gadget Zero in the target", timeout: 60, every: 0.5, run.boundScript) { $0.status == 0 }
-        let attached = Date().timeIntervalSince(start)
-        let redirectedRun = try target.run(run.command(cases: run.redirectedCases), timeout: run.commandTimeout)
-        let redirected = run.parse(redirectedRun.output)
-        let status = try rig.stopApply("zero")
-        stopped = true
-        try target.pollUntil("Gadget Zero gone from the target", timeout: 30, every: 0.5, run.boundScript) { $0.status != 0 }
-
+        let ours = try rig.usbtest(through: .usbredir, to: rig.target, index: 1, cases: run.redirectedCases)
         // The same cases through usbredirect, the C tool, on the same chain:
         // a case both tools fail points at QEMU or the kernel, not at us.
-        try lab.check("usbredirect --device 0525:a4a0 --to 10.0.2.2:\(rig.target.redirPorts[1]) >/tmp/usbredirect.log 2>&1 & echo $! >/tmp/usbredirect.pid")
-        try target.pollUntil("usbtest bound to Gadget Zero in the target (usbredirect)", timeout: 60, every: 0.5, run.boundScript) { $0.status == 0 }
-        let referenceRun = try target.run(run.command(cases: run.redirectedCases), timeout: run.commandTimeout)
-        let reference = run.parse(referenceRun.output)
-        try lab.check("kill $(cat /tmp/usbredirect.pid)")
-        try target.pollUntil("Gadget Zero gone from the target (usbredirect)", timeout: 30, every: 0.5, run.boundScript) { $0.status != 0 }
+        let theirs = try rig.usbtest(through: .usbredirect, to: rig.target, index: 1, cases: run.redirectedCases)
+        let (redirected, reference) = (ours.outcomes, theirs.outcomes)
 
-        print("LABHOST timing: Gadget Zero bound by usbtest in the target \(String(format: "%.1f", attached)) s after apply started; "
-              + "native run \(String(format: "%.1f", nativeRun.seconds)) s, usbredir run \(String(format: "%.1f", redirectedRun.seconds)) s, "
-              + "usbredirect run \(String(format: "%.1f", referenceRun.seconds)) s (\(run.iterations) iterations per case)")
+        print("LABHOST timing: Gadget Zero bound by usbtest in the target \(String(format: "%.1f", ours.attached)) s after apply started "
+              + "(usbredirect: \(String(format: "%.1f", theirs.attached)) s); native run \(String(format: "%.1f", nativeRun.seconds)) s, "
+              + "usbredir run \(String(format: "%.1f", ours.run.seconds)) s, usbredirect run \(String(format: "%.1f", theirs.run.seconds)) s "
+              + "(\(run.iterations) iterations per case)")
         print(run.table(native: native, redirected: redirected, usbredirect: reference))
-        XCTAssertEqual(status, 0, rig.applyLog("zero"))
+        XCTAssertEqual(ours.exitStatus, 0, ours.log)
         XCTAssertEqual(Set(native.keys), Set(run.nativeCases), "native: \(nativeRun)")
-        XCTAssertEqual(Set(redirected.keys), Set(run.redirectedCases), "redirected: \(redirectedRun)\n\(rig.applyLog("zero"))")
-        XCTAssertEqual(Set(reference.keys), Set(run.redirectedCases), "usbredirect: \(referenceRun)")
+        XCTAssertEqual(Set(redirected.keys), Set(run.redirectedCases), "usbredir: \(ours.run)\n\(ours.log)")
+        XCTAssertEqual(Set(reference.keys), Set(run.redirectedCases), "usbredirect: \(theirs.run)\n\(theirs.log)")
         // The bar: every case that passes natively passes through usbredir,
         // except the known failures (USBTestRun.knownFailing, with reasons).
         for n in run.redirectedCases where native[n]?.result == "pass" && run.knownFailing[n] == nil {

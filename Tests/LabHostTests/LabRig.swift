@@ -80,6 +80,64 @@ final class LabRig: @unchecked Sendable {
         (try? lab.ctl.run("tail -c 4000 /tmp/\(name).log").output) ?? "(no log)"
     }
 
+    // MARK: Gadget Zero through a redirecting tool
+
+    enum Tool: String { case usbredir, usbredirect }
+
+    struct ToolRun {
+        let run: ControlPort.Result
+        let outcomes: [Int: USBTestRun.Outcome]
+        /// Seconds from starting the tool to usbtest bound in the target.
+        let attached: Double
+        /// usbredir apply's exit status after SIGTERM (nil for usbredirect).
+        let exitStatus: Int?
+        var log: String
+    }
+
+    /// Redirects Gadget Zero through `tool` to `target`'s usb-redir device
+    /// `index`, runs the usbtest `cases` there once usbtest is bound, then
+    /// stops the tool and waits until the target has let go of the device.
+    func usbtest(through tool: Tool, to target: LabTarget, index: Int, cases: [Int]) throws -> ToolRun {
+        let port = target.redirPorts[index]
+        let start = Date()
+        switch tool {
+        case .usbredir:
+            try startApply("zero", profile: """
+                version: 1
+                endpoints:
+                  target:
+                    usbredir: 10.0.2.2:\(port)
+                devices:
+                  - name: gadget-zero
+                    to: target
+                    match:
+                      vendor: 0x0525
+                      product: 0xa4a0
+                """)
+        case .usbredirect:
+            try lab.ctl.check("usbredirect --device 0525:a4a0 --to 10.0.2.2:\(port) >/tmp/usbredirect.log 2>&1 & echo $! >/tmp/usbredirect.pid")
+        }
+        var exitStatus: Int?
+        var stopped = false
+        func stop() throws {
+            stopped = true
+            switch tool {
+            case .usbredir: exitStatus = try stopApply("zero")
+            case .usbredirect: try lab.ctl.check("kill $(cat /tmp/usbredirect.pid)")
+            }
+        }
+        defer { if !stopped { try? stop() } }
+        try target.ctl.pollUntil("usbtest bound to Gadget Zero in the target (\(tool))", timeout: 60, every: 0.5,
+                                 USBTestRun.boundScript) { $0.status == 0 }
+        let attached = Date().timeIntervalSince(start)
+        let run = try target.ctl.run(USBTestRun.command(cases: cases), timeout: USBTestRun.commandTimeout)
+        try stop()
+        try target.ctl.pollUntil("Gadget Zero gone from the target (\(tool))", timeout: 30, every: 0.5,
+                                 USBTestRun.boundScript) { $0.status != 0 }
+        let log = tool == .usbredir ? applyLog("zero") : ((try? lab.ctl.run("tail -c 4000 /tmp/usbredirect.log").output) ?? "")
+        return ToolRun(run: run, outcomes: USBTestRun.parse(run.output), attached: attached, exitStatus: exitStatus, log: log)
+    }
+
     /// A raw usbredir endpoint for the target's usb-redir device `index`.
     func endpoint(_ index: Int) -> String { "usbredir: 10.0.2.2:\(target.redirPorts[index])" }
 }
