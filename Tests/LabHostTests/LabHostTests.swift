@@ -177,6 +177,72 @@ final class LabHostTests: XCTestCase {
               + "usbhid bound again \(String(format: "%.1f", Date().timeIntervalSince(stopStart))) s after SIGTERM")
     }
 
+    // MARK: serial bytes both ways (FTDI: buffered bulk receiving)
+
+    /// QEMU's usb-serial (an FTDI chip, bound to ftdi_sio in the lab host)
+    /// behind the hub, matched by port path: bytes written into its far end
+    /// on this machine come out of the target's /dev/ttyUSB*, and bytes the
+    /// target writes come out here. QEMU's usb-redir reads an FTDI device
+    /// with buffered bulk receiving, so this drives that stream through
+    /// the real kernel's usbfs. ftdi_sio is given back after.
+    func testSerialBytesBothWaysAndFtdiSioIsHandedBack() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let driver = "readlink /sys/bus/usb/devices/1-1.4:1.0/driver | sed 's|.*/||'"
+        XCTAssertEqual(try lab.check(driver), "ftdi_sio\n", rig.context)
+        let start = Date()
+        try rig.startApply("serial", profile: """
+            version: 1
+            endpoints:
+              target:
+                \(rig.endpoint(0))
+            devices:
+              - name: serial
+                to: target
+                match:
+                  port: "1-1.4"
+            """)
+        var stopped = false
+        defer { if !stopped { _ = try? rig.stopApply("serial") } }
+        let ttys = "ls /dev | grep ttyUSB"
+        do {
+            try target.pollUntil("a ttyUSB in the target", timeout: 60, every: 0.5, ttys) { !$0.output.lines.isEmpty }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog("serial"))\n\(rig.context)")
+            return
+        }
+        let tty = "/dev/" + (try target.check(ttys).lines[0])
+        let attached = Date().timeIntervalSince(start)
+        XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.context)
+        // One open for stty and cat: each close ends the stream QEMU asked
+        // for (stop bulk receiving), and bytes caught in a stopped stream
+        // are dropped, as a real port drops what arrives while it is closed.
+        // Bytes are sent only once cat reads the open port.
+        try target.check("( stty raw -echo 115200 && exec cat ) <\(tty) >/tmp/serial.in 2>/dev/null & echo $! >/tmp/serial.pid")
+        try target.pollUntil("cat reads \(tty) in the target", timeout: 10, "cat /proc/$(cat /tmp/serial.pid)/comm") { $0.output == "cat\n" }
+
+        // This machine -> the target.
+        let down = "lab-to-target \(UUID().uuidString)\n"
+        try rig.serial.send(Array(down.utf8))
+        let downSeconds = try? target.pollUntil("the bytes in the target", timeout: 20, every: 0.3, "cat /tmp/serial.in") { $0.output == down }
+        XCTAssertEqual(try target.check("cat /tmp/serial.in"), down, "apply log:\n\(rig.applyLog("serial"))")
+        _ = try? target.run("kill $(cat /tmp/serial.pid)")
+        // The target -> this machine.
+        let up = "target-to-lab \(UUID().uuidString)\n"
+        let t = Date()
+        try target.check("printf '%s' '\(up)' >\(tty)")
+        let got = String(decoding: rig.serial.receive(count: up.utf8.count, timeout: 20), as: UTF8.self)
+        let upSeconds = Date().timeIntervalSince(t)
+        XCTAssertEqual(got, up, "apply log:\n\(rig.applyLog("serial"))")
+
+        XCTAssertEqual(try rig.stopApply("serial"), 0, rig.applyLog("serial"))
+        stopped = true
+        try lab.pollUntil("ftdi_sio bound again to 1-1.4", timeout: 20, driver) { $0.output == "ftdi_sio\n" }
+        print("LABHOST timing: serial (match port 1-1.4): \(tty) in the target \(String(format: "%.1f", attached)) s after apply "
+              + "started; \(down.utf8.count) bytes down \(downSeconds.map { String(format: "%.1f", $0) } ?? "never") s, "
+              + "\(up.utf8.count) bytes up \(String(format: "%.1f", upSeconds)) s")
+    }
+
     // MARK: usbtest case 24 with a target on EHCI
 
     /// Case 24 (unlink 2 of a queue of bulk OUT writes) hangs with the

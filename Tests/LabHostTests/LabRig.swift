@@ -9,6 +9,7 @@ import TestSupport
 ///   hub      usb-hub, port 1                          -> 1-1
 ///   stick B  usb-storage serial LABSTICK-B, port 1.1  -> 1-1.1 (full speed)
 ///   keyboard usb-kbd, port 1.2; tablet usb-tablet, port 1.3
+///   serial   usb-serial (FTDI), port 1.4 -> 1-1.4, its far end `serial`
 ///   Gadget Zero (dummy_hcd, inside)                   -> 3-1 (high speed)
 /// Target: two listening usb-redir devices on its qemu-xhci.
 final class LabRig: @unchecked Sendable {
@@ -16,6 +17,8 @@ final class LabRig: @unchecked Sendable {
     let lab: LabHost
     let target: LabTarget
     let images: [String: String]          // serial -> image file on this host
+    /// The far end of the lab host's usb-serial (FTDI, port 1.4 -> 1-1.4).
+    let serial: UnixStream
     let dir: URL
     var timings: [(String, Double)] = []
 
@@ -35,7 +38,10 @@ final class LabRig: @unchecked Sendable {
             .stick(id: "stickb", image: b, serial: "LABSTICK-B", port: "1.1"),
             .init("usb-kbd,bus=usb.0,port=1.2,id=kbd"),
             .init("usb-tablet,bus=usb.0,port=1.3,id=tablet"),
+            .serial(id: "serial", socket: dir.appendingPathComponent("serial.sock").path, port: "1.4"),
         ])
+        // Opened now, so QEMU attaches the usb-serial before the lab host enumerates.
+        serial = try UnixStream(path: dir.appendingPathComponent("serial.sock").path)
         target = try LabTarget(redirPorts: [freeLoopbackPort(), freeLoopbackPort()])
         try lab.waitUntilReady(timeout: 180)
         timings.append(("lab host boot to ctl ready", Date().timeIntervalSince(t)))

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The lab host (docs/labhost.md): a VM playing a real lab machine, built
 /// by scripts/build-labhost.sh around a usbredir binary, with QEMU's
@@ -12,7 +15,18 @@ public final class LabHost: @unchecked Sendable {
     public struct Device: Sendable {
         public var qemu: String
         public var drive: String?
-        public init(_ qemu: String, drive: String? = nil) { self.qemu = qemu; self.drive = drive }
+        public var chardev: String?
+        public init(_ qemu: String, drive: String? = nil, chardev: String? = nil) {
+            self.qemu = qemu; self.drive = drive; self.chardev = chardev
+        }
+
+        /// QEMU's usb-serial (an FTDI FT232) whose other end is a unix
+        /// socket QEMU listens on at `socket`. QEMU attaches the device only
+        /// while that chardev is open: connect before the lab host boots.
+        public static func serial(id: String, socket: String, port: String) -> Device {
+            Device("usb-serial,bus=usb.0,port=\(port),chardev=\(id),id=\(id)dev",
+                   chardev: "socket,id=\(id),path=\(socket),server=on,wait=off")
+        }
 
         /// QEMU's usb-storage on a raw `image`, with a serial number.
         /// `port`: QEMU's port on the xHCI ("2", or "1.1" behind a hub on port 1).
@@ -50,6 +64,7 @@ public final class LabHost: @unchecked Sendable {
         var extra: [String] = []
         for d in devices {
             if let drive = d.drive { extra += ["-drive", drive] }
+            if let chardev = d.chardev { extra += ["-chardev", chardev] }
             extra += ["-device", d.qemu]
         }
         extra += ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]
@@ -117,5 +132,46 @@ public final class LabTarget: @unchecked Sendable {
     public func stop() {
         vm.stop()
         try? FileManager.default.removeItem(at: dir)
+    }
+}
+
+/// A byte stream to a unix socket QEMU listens on (a chardev: the far end
+/// of an emulated serial port, say), with reads that give up after a deadline.
+public final class UnixStream: @unchecked Sendable {
+    public let fd: Int32
+
+    /// Connects, retrying until `timeout` (QEMU creates the socket as it starts).
+    public init(path: String, timeout: Double = 10) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            do { fd = try QMP.connect(path); return } catch {
+                if Date() >= deadline { throw error }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+    }
+    deinit { close(fd) }
+
+    public func send(_ bytes: [UInt8]) throws {
+        guard bytes.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
+            throw ControlPort.Failure(description: "write to the socket: errno \(errno)")
+        }
+    }
+
+    /// Reads until `count` bytes arrived or `timeout` passed; what arrived.
+    public func receive(count: Int, timeout: Double) -> [UInt8] {
+        var got: [UInt8] = []
+        let deadline = Date().addingTimeInterval(timeout)
+        while got.count < count {
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { break }
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard Glibc.poll(&p, 1, Int32(min(left, 1) * 1000)) > 0 else { continue }
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let n = read(fd, &chunk, chunk.count)
+            guard n > 0 else { break }
+            got += chunk[..<n]
+        }
+        return got
     }
 }
