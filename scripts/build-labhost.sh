@@ -38,7 +38,7 @@ stamp_get() { sed -n "s/^$1=//p" "$2" 2>/dev/null || true; }
 # --- 1. Cache check ---------------------------------------------------------
 hash=$( { (cd "$here" && sha256sum build-labhost.sh lib/initramfs.sh labhost/* guest/ctl)
           cat "$guest/stamp"; sha256sum <"$guest/usbtest-run"; sha256sum <"$binary"
-          sha256sum /usr/bin/usbredirect 2>/dev/null || true; } |
+          sha256sum /usr/bin/usbredirect /usr/bin/udevadm 2>/dev/null || true; } |
         sha256sum | cut -c1-16)
 if [[ -f $out/stamp && -f $out/initrd.gz && -f $out/vmlinux &&
       $(stamp_get inputs "$out/stamp") == "$hash" ]]; then
@@ -86,6 +86,15 @@ with_libraries() { # EXECUTABLE NAME: /bin/NAME and its ldd closure
 with_libraries "$binary" usbredir
 # Debian's usbredirect (the C tool on libusbredirhost), to compare with on
 # the same devices (docs/labhost.md); scripts/install-deps.sh --all has it.
+# udevd, for the hotplug case "as on a real host": libusb's udev backend
+# learns of new devices only from udevd's events (docs/labhost.md). The
+# lab host's init does not start it; a test does (systemd-udevd --daemon).
+if [[ -x /usr/bin/udevadm ]]; then
+  with_libraries /usr/bin/udevadm udevadm
+  ln -s udevadm "$ird/bin/systemd-udevd"
+else
+  log "no /usr/bin/udevadm (package udev): the lab host has no udevd"
+fi
 if [[ -x /usr/bin/usbredirect ]]; then
   with_libraries /usr/bin/usbredirect usbredirect
 else

@@ -35,6 +35,7 @@ if [[ "${1:-}" == "--all" ]]; then
     make                                     # make install / uninstall tests
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # libvirt endpoint tests (own libvirtd)
     usbredirect                              # the C tool, side by side in the lab host (docs/labhost.md)
+    udev                                     # udevd in the lab host (hotplug as on a real host)
   )
 fi
 
