@@ -42,7 +42,9 @@ final class LabRig: @unchecked Sendable {
         ])
         // Opened now, so QEMU attaches the usb-serial before the lab host enumerates.
         serial = try UnixStream(path: dir.appendingPathComponent("serial.sock").path)
-        target = try LabTarget(redirPorts: [freeLoopbackPort(), freeLoopbackPort()])
+        var ports = [freeLoopbackPort()]
+        while ports.count < 2 { let p = freeLoopbackPort(); if !ports.contains(p) { ports.append(p) } }
+        target = try LabTarget(redirPorts: ports)
         try lab.waitUntilReady(timeout: 180)
         timings.append(("lab host boot to ctl ready", Date().timeIntervalSince(t)))
         try target.ctl.waitUntilServing(timeout: 120)
