@@ -178,6 +178,64 @@ final class LabHostTests: XCTestCase {
               + "usbhid bound again \(String(format: "%.1f", Date().timeIntervalSince(stopStart))) s after SIGTERM")
     }
 
+    // MARK: UAS: bulk streams through the real usbfs
+
+    /// QEMU's usb-uas in the lab host (bound to uas there) matched by port
+    /// path: the target binds uas to it too, so every SCSI command goes
+    /// over bulk streams, which libusb allocates on the lab host's xHCI
+    /// through usbfs. The target reads the image byte for byte, writes
+    /// 1 MiB that this machine then finds in the image file, and uas is
+    /// bound again in the lab host after.
+    func testUASStickReadAndWrittenOverBulkStreams() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let driver = "readlink /sys/bus/usb/devices/2-3:1.0/driver | sed 's|.*/||'"
+        XCTAssertEqual(try lab.check(driver), "uas\n", rig.context)
+        let start = Date()
+        try rig.startApply("uas", profile: """
+            version: 1
+            endpoints:
+              target:
+                \(rig.endpoint(0))
+            devices:
+              - name: uas
+                to: target
+                match:
+                  port: "2-3"
+            """)
+        var stopped = false
+        defer { if !stopped { _ = try? rig.stopApply("uas") } }
+        let disk = "for d in /sys/block/sd*; do [ -e $d ] && [ $(( $(cat $d/size) * 512 )) = \(LabRig.stickMiB << 20) ] && echo ${d##*/}; done"
+        do {
+            try target.pollUntil("the target has the UAS disk", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog("uas"))\n\(rig.context)")
+            return
+        }
+        let appeared = Date().timeIntervalSince(start)
+        let sd = try target.check(disk).lines[0]
+        // The target's driver for it is uas (streams), not usb-storage.
+        XCTAssertEqual(try target.check("d=$(readlink -f /sys/block/\(sd)/device); while [ ! -e $d/bInterfaceNumber ]; do d=${d%/*}; done; readlink $d/driver | sed 's|.*/||'"),
+                       "uas\n")
+        XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.context)
+        let read = try target.run("dd if=/dev/\(sd) bs=1M count=\(LabRig.stickMiB) iflag=direct 2>/dev/null | sha256sum", timeout: 60)
+        XCTAssertEqual(String(read.output.prefix(64)), try sha256(ofFile: rig.images["UAS"]!), "apply log:\n\(rig.applyLog("uas"))")
+        let written = try target.run("""
+            head -c 1048576 /dev/urandom >/tmp/w.bin && dd if=/tmp/w.bin of=/dev/\(sd) bs=1M oflag=direct conv=fsync 2>/dev/null \
+              && sync && sha256sum /tmp/w.bin
+            """, timeout: 60)
+        XCTAssertEqual(written.status, 0, "\(written)")
+
+        XCTAssertEqual(try rig.stopApply("uas"), 0, rig.applyLog("uas"))
+        stopped = true
+        try lab.pollUntil("uas bound again to 2-3", timeout: 20, driver) { $0.output == "uas\n" }
+        XCTAssertEqual(try sha256(ofFile: rig.images["UAS"]!, bytes: 1 << 20), String(written.output.prefix(64)),
+                       "the 1 MiB the target wrote is not in the image")
+        print("LABHOST timing: UAS (match port 2-3): disk in the target \(String(format: "%.1f", appeared)) s after apply started; "
+              + "read \(LabRig.stickMiB) MiB + sha256 \(String(format: "%.1f", read.seconds)) s; 1 MiB written + synced "
+              + "\(String(format: "%.1f", written.seconds)) s")
+    }
+
     // MARK: hotplug through the lab host's QMP, without and with udevd
 
     /// A stick plugged into the lab host (QMP device_add behind the hub)

@@ -10,6 +10,7 @@ import TestSupport
 ///   stick B  usb-storage serial LABSTICK-B, port 1.1  -> 1-1.1 (full speed)
 ///   keyboard usb-kbd, port 1.2; tablet usb-tablet, port 1.3
 ///   serial   usb-serial (FTDI), port 1.4 -> 1-1.4, its far end `serial`
+///   UAS      usb-uas + scsi-hd, port 3                -> 2-3 (SuperSpeed, streams)
 ///   Gadget Zero (dummy_hcd, inside)                   -> 3-1 (high speed)
 /// Target: two listening usb-redir devices on its qemu-xhci.
 final class LabRig: @unchecked Sendable {
@@ -29,7 +30,8 @@ final class LabRig: @unchecked Sendable {
         timings.append(("lab host build (cached when up to date)", try LabHost.build(binary: binary)))
         let a = try makeRandomImage(mib: Self.stickMiB, in: dir, name: "stick-a.img")
         let b = try makeRandomImage(mib: Self.stickMiB, in: dir, name: "stick-b.img")
-        images = ["LABSTICK-A": a, "LABSTICK-B": b]
+        let u = try makeRandomImage(mib: Self.stickMiB, in: dir, name: "uas.img")
+        images = ["LABSTICK-A": a, "LABSTICK-B": b, "UAS": u]
 
         t = Date()
         lab = try LabHost(devices: [
@@ -39,6 +41,7 @@ final class LabRig: @unchecked Sendable {
             .init("usb-kbd,bus=usb.0,port=1.2,id=kbd"),
             .init("usb-tablet,bus=usb.0,port=1.3,id=tablet"),
             .serial(id: "serial", socket: dir.appendingPathComponent("serial.sock").path, port: "1.4"),
+            .uasStick(id: "uas", image: u, port: "3"),
         ])
         // Opened now, so QEMU attaches the usb-serial before the lab host enumerates.
         serial = try UnixStream(path: dir.appendingPathComponent("serial.sock").path)

@@ -16,8 +16,17 @@ public final class LabHost: @unchecked Sendable {
         public var qemu: String
         public var drive: String?
         public var chardev: String?
-        public init(_ qemu: String, drive: String? = nil, chardev: String? = nil) {
-            self.qemu = qemu; self.drive = drive; self.chardev = chardev
+        /// -device options that go after this one (devices on its bus).
+        public var children: [String] = []
+        public init(_ qemu: String, drive: String? = nil, chardev: String? = nil, children: [String] = []) {
+            self.qemu = qemu; self.drive = drive; self.chardev = chardev; self.children = children
+        }
+
+        /// QEMU's usb-uas (USB Attached SCSI, SuperSpeed, bulk streams) with
+        /// one scsi-hd on a raw `image`.
+        public static func uasStick(id: String, image: String, port: String) -> Device {
+            Device("usb-uas,bus=usb.0,port=\(port),id=\(id)", drive: "if=none,id=\(id)disk,format=raw,file=\(image)",
+                   children: ["scsi-hd,bus=\(id).0,scsi-id=0,lun=0,drive=\(id)disk"])
         }
 
         /// QEMU's usb-serial (an FTDI FT232) whose other end is a unix
@@ -66,6 +75,7 @@ public final class LabHost: @unchecked Sendable {
             if let drive = d.drive { extra += ["-drive", drive] }
             if let chardev = d.chardev { extra += ["-chardev", chardev] }
             extra += ["-device", d.qemu]
+            for c in d.children { extra += ["-device", c] }
         }
         extra += ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]
         extra += ControlPort.qemuArguments(socket: socket)
