@@ -103,78 +103,112 @@ final class LabHostTests: XCTestCase {
               + "usb-storage bound again \(String(format: "%.1f", rebound)) s after SIGTERM")
     }
 
-    // MARK: (d) HID: key events injected in the lab host arrive exactly
+    // MARK: (d) HID: events injected in the lab host arrive exactly
 
     /// The keyboard behind the hub (port path 1-1.2, bound to usbhid in
     /// the lab host): keys typed into it through the lab host's QMP come
     /// out of the target's evdev node for it, each press and release in
     /// order; usbhid is detached while apply holds it and bound again after.
     func testKeyboardEventsArriveInOrderAndUsbhidIsHandedBack() throws {
+        // a, b, c: down then up, one QMP command each (QEMU's HID queue sends one report per event).
+        let keys: [(qcode: String, code: Int)] = [("a", 30), ("b", 48), ("c", 46)]
+        try hidCase(name: "keyboard", port: "1-1.2", input: "QEMU QEMU USB Keyboard", eventType: 1,
+                    steps: [(keys.flatMap { [[1, $0.code, 1], [1, $0.code, 0]] }, { vm in
+                        for k in keys {
+                            for down in [true, false] {
+                                _ = try vm.qmp(#"{"execute":"input-send-event","arguments":{"events":[{"type":"key","data":{"down":\#(down),"key":{"type":"qcode","data":"\#(k.qcode)"}}}]}}"#)
+                            }
+                        }
+                    })])
+    }
+
+    /// The tablet behind the hub (1-1.3, usbhid in the lab host): absolute
+    /// moves sent through the lab host's QMP (QEMU's 0-0x7fff scale, which
+    /// usb-tablet reports as is) arrive as exactly those ABS_X/ABS_Y values.
+    /// One move at a time: QEMU's tablet reports where it is when polled,
+    /// so moves sent before a poll merge into the last (natively too).
+    func testTabletMovesArriveExactlyAndUsbhidIsHandedBack() throws {
+        let moves = [(1000, 2000), (20000, 30000), (32767, 5)]
+        try hidCase(name: "tablet", port: "1-1.3", input: "QEMU QEMU USB Tablet", eventType: 3,
+                    steps: moves.map { (x, y) in
+                        ([[3, 0, x], [3, 1, y]], { vm in
+                            _ = try vm.qmp(#"{"execute":"input-send-event","arguments":{"events":[{"type":"abs","data":{"axis":"x","value":\#(x)}},{"type":"abs","data":{"axis":"y","value":\#(y)}}]}}"#)
+                        })
+                    })
+    }
+
+    /// One HID device through apply: redirected by `port`, its evdev node
+    /// in the target found by `input` name (the target's own AT keyboard
+    /// is an input device too), events of `eventType` recorded there while
+    /// each step injects its events through the lab host's QMP and waits
+    /// for them; all of them compared with what the steps expected
+    /// ([type, code, value] in order); usbhid detached while held, back after.
+    private func hidCase(name: String, port: String, input: String, eventType: Int,
+                         steps: [(expect: [[Int]], send: (QEMUVM) throws -> Void)]) throws {
         let rig = try theRig()
         let lab = rig.lab.ctl, target = rig.target.ctl
-        let driver = "readlink /sys/bus/usb/devices/1-1.2:1.0/driver | sed 's|.*/||'"
+        let driver = "readlink /sys/bus/usb/devices/\(port):1.0/driver | sed 's|.*/||'"
         XCTAssertEqual(try lab.check(driver), "usbhid\n", rig.context)
         let start = Date()
-        try rig.startApply("keyboard", profile: """
+        try rig.startApply(name, profile: """
             version: 1
             endpoints:
               target:
                 \(rig.endpoint(0))
             devices:
-              - name: keyboard
+              - name: \(name)
                 to: target
                 match:
-                  port: "1-1.2"
+                  port: "\(port)"
             """)
         var stopped = false
-        defer { if !stopped { _ = try? rig.stopApply("keyboard") } }
-        // Its evdev node in the target, found by name (the target's own
-        // AT keyboard is an input device too).
+        defer { if !stopped { _ = try? rig.stopApply(name) } }
         let node = """
             for e in /sys/class/input/event*; do
-              [ "$(cat $e/device/name 2>/dev/null)" = "QEMU QEMU USB Keyboard" ] && echo ${e##*/}
+              [ "$(cat $e/device/name 2>/dev/null)" = "\(input)" ] && echo ${e##*/}
             done
             """
         do {
-            try target.pollUntil("the redirected keyboard's evdev node in the target", timeout: 60, every: 0.5, node) {
+            try target.pollUntil("the redirected \(name)'s evdev node in the target", timeout: 60, every: 0.5, node) {
                 !$0.output.lines.isEmpty
             }
         } catch {
             let inputs = (try? target.run("cat /sys/class/input/*/name; lsmod | grep -E 'hid|evdev'; dmesg | tail -20").output) ?? ""
-            XCTFail("\(error)\ntarget inputs:\n\(inputs)\napply log:\n\(rig.applyLog("keyboard"))\n\(rig.context)")
+            XCTFail("\(error)\ntarget inputs:\n\(inputs)\napply log:\n\(rig.applyLog(name))\n\(rig.context)")
             return
         }
         let event = try target.check(node).lines[0]
         let attached = Date().timeIntervalSince(start)
         XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.context)
-        try target.check("cat /dev/input/\(event) >/tmp/kbd.ev 2>/dev/null & echo $! >/tmp/kbd.pid")
-
-        // a, b, c: down then up, one QMP command each (QEMU's HID queue sends one report per event).
-        let keys: [(qcode: String, code: Int)] = [("a", 30), ("b", 48), ("c", 46)]
-        for k in keys {
-            for down in [true, false] {
-                _ = try rig.lab.vm.qmp(#"{"execute":"input-send-event","arguments":{"events":[{"type":"key","data":{"down":\#(down),"key":{"type":"qcode","data":"\#(k.qcode)"}}}]}}"#)
-            }
-        }
-        let want = keys.flatMap { [[1, $0.code, 1], [1, $0.code, 0]] }
+        try target.check("cat /dev/input/\(event) >/tmp/\(name).ev 2>/dev/null & echo $! >/tmp/\(name).pid")
         // input_event on x86_64: 16 bytes of time, u16 type, u16 code, s32 value: 12 shorts.
+        let dump = "od -A n -v -t d2 -w24 /tmp/\(name).ev"
         func got() throws -> [[Int]] {
-            try target.check("od -A n -v -t d2 -w24 /tmp/kbd.ev").lines.compactMap { line in
+            try target.check(dump).lines.compactMap { line in
                 let f = line.split(separator: " ").compactMap { Int($0) }
-                return f.count == 12 && f[8] == 1 ? [f[8], f[9], f[10]] : nil    // EV_KEY only
+                return f.count == 12 && f[8] == eventType ? [f[8], f[9], f[10]] : nil
             }
         }
-        let seen = try? target.pollUntil("six key events in the target", timeout: 20, every: 0.5,
-                                         "od -A n -v -t d2 -w24 /tmp/kbd.ev | wc -l") { _ in ((try? got()) ?? []).count >= want.count }
-        XCTAssertEqual(try got(), want, "apply log:\n\(rig.applyLog("keyboard"))")
-        try target.check("kill $(cat /tmp/kbd.pid)")
+        var want: [[Int]] = []
+        var seen: Double? = 0
+        for step in steps {
+            want += step.expect
+            try step.send(rig.lab.vm)
+            let n = want.count
+            let s = try? target.pollUntil("\(n) events in the target", timeout: 20, every: 0.2, dump) { _ in
+                ((try? got()) ?? []).count >= n
+            }
+            seen = s.flatMap { t in seen.map { max($0, t) } }
+        }
+        XCTAssertEqual(try got(), want, "apply log:\n\(rig.applyLog(name))")
+        try target.check("kill $(cat /tmp/\(name).pid)")
 
         let stopStart = Date()
-        XCTAssertEqual(try rig.stopApply("keyboard"), 0, rig.applyLog("keyboard"))
+        XCTAssertEqual(try rig.stopApply(name), 0, rig.applyLog(name))
         stopped = true
-        try lab.pollUntil("usbhid bound again to 1-1.2", timeout: 20, driver) { $0.output == "usbhid\n" }
-        print("LABHOST timing: keyboard (match port 1-1.2): evdev node in the target \(String(format: "%.1f", attached)) s after apply "
-              + "started; six key events \(seen.map { String(format: "%.1f", $0) } ?? "never") s after the last was sent; "
+        try lab.pollUntil("usbhid bound again to \(port)", timeout: 20, driver) { $0.output == "usbhid\n" }
+        print("LABHOST timing: \(name) (match port \(port)): evdev node in the target \(String(format: "%.1f", attached)) s after apply "
+              + "started; \(want.count) events, each step's \(seen.map { String(format: "at most %.1f", $0) } ?? "not all") s after it was sent; "
               + "usbhid bound again \(String(format: "%.1f", Date().timeIntervalSince(stopStart))) s after SIGTERM")
     }
 
