@@ -438,7 +438,8 @@ final class LabHostTests: XCTestCase {
         let alive = ehci.vm.isAlive
         func cell(_ o: USBTestRun.Outcome?) -> String { o.map { "\($0.result) \($0.errno) \(String(format: "%.2f", $0.seconds)) s" } ?? "no result" }
         print("LABHOST usbtest  24 on EHCI (target booted in \(String(format: "%.1f", booted)) s): usbredirect \(cell(theirs.outcomes[24])), "
-              + "usbredir \(cell(ours?.outcomes[24]))\(alive ? "" : ", the EHCI target's QEMU died")"
+              + "usbredir \(cell(ours?.outcomes[24]))"
+              + (alive ? "" : ", the EHCI target's QEMU died: \(ehci.vm.log.lines.suffix(2).joined(separator: " / "))")
               + (USBTestRun.knownFailing[24].map { " (known: \($0))" } ?? ""))
         XCTAssertEqual(theirs.outcomes[24]?.result, "pass", "usbredirect on EHCI: \(theirs.run)\n\(theirs.log)")
         if USBTestRun.knownFailing[24] == nil {
