@@ -23,12 +23,12 @@ enum USBTestRun {
     /// them; the engineer who fixes one removes it here.
     static let knownFailing: [Int: String] = [
         10: "CLEAR_FEATURE(ENDPOINT_HALT) on ep0 is turned into a clear-halt call the kernel refuses for ep0 (EPROTO; issue #19)",
-        11: "ETIMEDOUT: an unlinked bulk IN never completes (target on QEMU's xHCI); seen through usbredirect too (docs/labhost.md)",
-        12: "ETIMEDOUT: an unlinked bulk OUT never completes, as case 11; seen through usbredirect too",
+        11: "ETIMEDOUT with the target on QEMU's xHCI through usbredirect too; passes on EHCI through both (held there: testUnlinkCasesWithTheTargetOnEHCI)",
+        12: "as 11: ETIMEDOUT on xHCI through both tools, passes on EHCI (held there)",
         13: "intermittent: after a stall QEMU cancels and resubmits under the same packet id; the engine drops the second reply (issue #19, fix under way in Sources/Session)",
         17: "intermittent, same packet-id reuse after a cancel as case 13",
         19: "intermittent, same packet-id reuse after a cancel as case 13",
-        24: "on EHCI (its own test): 8 runs in 10 passed here; in 2 the target's QEMU aborted (usb_packet_complete_one: completions of one endpoint out of order; issue #19)",
+        24: "on EHCI (its own test): alone 8 runs in 10 passed, in 2 the target's QEMU aborted (usb_packet_complete_one: one endpoint's completions out of order); after 11 and 12 in the same session ETIMEDOUT 4 of 4 (issue #19)",
     ]
 
     /// Exit 0 once usbtest is bound to Gadget Zero (an interface of 0525:a4a0).
