@@ -134,6 +134,8 @@ let package = Package(
             "Devices", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
+        // usbredir inside a lab-host VM on a real kernel's usbfs (docs/labhost.md).
+        .testTarget(name: "LabHostTests", dependencies: ["TestSupport"]),
         .testTarget(name: "USBRedirProtocolTests", dependencies: [
             "USBRedirProtocol", "CUSBRedirParser",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -5,6 +5,9 @@
 #                     under TCG costs seconds (boot to poweroff measured here:
 #                     2.3 s vs 4.7 s; field notes: ~3 s vs ~7.5 s to a shell)
 #   OUTDIR/initrd.gz  busybox + the USB storage modules + scripts/guest/init
+#   OUTDIR/usbtest-run  our static runner of the kernel's usbtest cases (also
+#                     in the initramfs; build-labhost.sh reuses it)
+#   OUTDIR/cache/     the kernel .deb (build-labhost.sh takes its modules)
 #   OUTDIR/stamp      what they were built from
 #
 # Usage: scripts/build-guest.sh [OUTDIR]        (default: out/guest)
@@ -26,14 +29,15 @@ out=$(cd "$out" && pwd)
 log() { echo "build-guest: $*" >&2; }
 
 # --- 1. Cache check ---------------------------------------------------------
-# Inputs: this script and everything in scripts/guest/ (init, module list,
-# pattern generator), plus the kernel package named in the stamp.
+# Inputs: this script, lib/initramfs.sh and everything in scripts/guest/
+# (init, module list, pattern generator, usbtest-run.c, ctl), plus the kernel
+# package named in the stamp.
 inputs_hash() {
-  (cd "$here" && sha256sum build-guest.sh guest/*) | sha256sum | cut -c1-16
+  (cd "$here" && sha256sum build-guest.sh lib/initramfs.sh guest/*) | sha256sum | cut -c1-16
 }
 hash=$(inputs_hash)
 stamp_get() { sed -n "s/^$1=//p" "$out/stamp" 2>/dev/null || true; }
-if [[ -f $out/stamp && -f $out/vmlinux && -f $out/initrd.gz &&
+if [[ -f $out/stamp && -f $out/vmlinux && -f $out/initrd.gz && -f $out/usbtest-run &&
       $(stamp_get inputs) == "$hash" &&
       ( -z ${GUEST_KERNEL_PKG:-} || $(stamp_get package) == "${GUEST_KERNEL_PKG:-}" ) ]]; then
   log "up to date ($(stamp_get kernel), inputs $hash) in $out"
@@ -51,7 +55,7 @@ apt_update_once() {
   updated=1
 }
 need=()
-for p in busybox-static cpio kmod qemu-system-x86 binutils xz-utils; do
+for p in busybox-static cpio kmod qemu-system-x86 binutils xz-utils gcc libc6-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -141,58 +145,31 @@ extract_vmlinux "$root/boot/vmlinuz-$kver" "$work/vmlinux" ||
 
 # --- 5. initramfs ---------------------------------------------------------------
 # busybox-static provides every tool /init uses. Only the modules listed in
-# guest/modules and their dependencies go in (modprobe -D resolves them from
-# modules.dep); a fresh depmod over that subset lets busybox modprobe load
-# them by name in the guest.
+# guest/modules and their dependencies go in (lib/initramfs.sh).
+. "$here/lib/initramfs.sh"
 ird=$work/initrd
-mkdir -p "$ird"/{bin,dev,proc,sys,tmp,etc/usbtest,root,lib/modules/"$kver"}
-ln -s bin "$ird/sbin"
-mkdir -p "$ird/usr" && ln -s ../bin "$ird/usr/bin" && ln -s ../bin "$ird/usr/sbin"
-cp /bin/busybox "$ird/bin/busybox"
-for applet in $(/bin/busybox --list); do
-  [[ $applet == busybox ]] || ln -s busybox "$ird/bin/$applet"
-done
-# The kernel opens /dev/console for init before /init can mount devtmpfs.
-[[ $(id -u) -eq 0 ]] && mknod -m 600 "$ird/dev/console" c 5 1
-
-modlist=()
-while read -r name opt; do
-  [[ -z $name || $name == \#* ]] && continue
-  if deps=$(modprobe -D -d "$root" -S "$kver" "$name" 2>/dev/null); then
-    grep -q '^insmod' <<<"$deps" && modlist+=("$name")   # not if built in
-  elif [[ $opt == optional ]]; then
-    log "optional module $name not in this kernel, skipped"; continue
-  else
-    log "module $name not found in $kver"; exit 1
-  fi
-  # lines are "insmod /path/to/x.ko" or "builtin x"
-  while read -r kind path; do
-    [[ $kind == insmod ]] || continue
-    rel=${path#"$root"/}
-    mkdir -p "$ird/$(dirname "$rel")"
-    cp "$path" "$ird/$rel"
-  done <<<"$deps"
-done <"$here/guest/modules"
-for f in modules.order modules.builtin modules.builtin.modinfo; do
-  cp "$root/lib/modules/$kver/$f" "$ird/lib/modules/$kver/" 2>/dev/null || true
-done
-depmod -b "$ird" "$kver"
-printf '%s\n' "${modlist[@]}" >"$ird/etc/usbtest/modules"
-log "initramfs: $(find "$ird/lib/modules" -name '*.ko*' | wc -l) modules for: ${modlist[*]}"
+initramfs_skeleton "$ird" "$kver"
+mkdir -p "$ird/etc/usbtest"
+initramfs_modules "$here/guest/modules" "$root" "$kver" "$ird"
+printf '%s\n' "${boot_modules[@]}" >"$ird/etc/usbtest/modules"
+printf '%s\n' ${lazy_modules[@]+"${lazy_modules[@]}"} >"$ird/etc/usbtest/lazy-modules"
+log "initramfs: $(find "$ird/lib/modules" -name '*.ko*' | wc -l) modules for: ${boot_modules[*]} (lazy: ${lazy_modules[*]-})"
 
 install -m 755 "$here/guest/init" "$ird/init"
+install -m 755 "$here/guest/ctl" "$ird/bin/ctl"
 cp "$here/guest/pattern.awk" "$ird/etc/usbtest/pattern.awk"
 echo "$kver" >"$ird/etc/usbtest/kernel"
+# Our runner of the kernel's usbtest cases (static: the initramfs has no libc).
+# build-labhost.sh takes it from OUTDIR too.
+gcc -static -O2 -Wall -Wextra -o "$work/usbtest-run" "$here/guest/usbtest-run.c"
+install -m 755 "$work/usbtest-run" "$ird/bin/usbtest-run"
 
-# Sorted names, fixed owner and mtime, gzip -n: the same inputs give the
-# same bytes.
-find "$ird" -exec touch -h -d @0 {} +
-(cd "$ird" && find . -mindepth 1 | LC_ALL=C sort |
-  cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -6 -n >"$work/initrd.gz"
+initramfs_pack "$ird" "$work/initrd.gz"
 
 # --- 6. Publish -----------------------------------------------------------------
 mv "$work/vmlinux" "$out/vmlinux"
 mv "$work/initrd.gz" "$out/initrd.gz"
+mv "$work/usbtest-run" "$out/usbtest-run"
 cat >"$out/stamp" <<EOF
 package=$pkg
 deb=$(basename "$deb")

@@ -18,6 +18,7 @@ if [[ "${1:-}" == "--vm" || "${1:-}" == "--all" ]]; then
     busybox-static        # guest initramfs
     cpio
     kmod                  # depmod for the guest modules
+    binutils              # strip: the lab host's copy of usbredir (build-labhost.sh)
     openssl               # test CAs for SPICE TLS
     iproute2              # ss: tests read socket timers (keepalive)
     libspice-protocol-dev # reference headers
@@ -34,6 +35,8 @@ if [[ "${1:-}" == "--all" ]]; then
     dpkg-dev lintian binutils file          # make deb: dpkg-shlibdeps, lintian, strip; the package tests
     chromium                                 # the status page test (headless, DOM dump, screenshot)
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # libvirt endpoint tests (own libvirtd; brings libvirt0, which the tool dlopens)
+    usbredirect                              # the C tool, side by side in the lab host (docs/labhost.md)
+    udev                                     # udevd in the lab host (hotplug as on a real host)
   )
 fi
 

@@ -20,7 +20,7 @@ public enum QMP {
         return try reply(&lines)
     }
 
-    private static func connect(_ path: String) throws -> Int32 {
+    static func connect(_ path: String) throws -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket: errno \(errno)") }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)

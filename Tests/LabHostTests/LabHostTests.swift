@@ -1,0 +1,527 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// Physical devices on a real Linux kernel (issue #19, docs/labhost.md):
+/// `usbredir apply` runs INSIDE the lab host VM, on its real usbfs, and
+/// redirects its devices over raw usbredir TCP to the target VM, where the
+/// test checks what arrived. One lab host and one target for the suite
+/// (class setUp), each case with its own profile and apply process.
+final class LabHostTests: XCTestCase {
+    nonisolated(unsafe) static var rig: Result<LabRig, Error>?
+    static let requirement = Requirement.all(.qemu, .tool("gcc", hint: "build-guest.sh compiles usbtest-run"),
+                                             .tool("strip"), .tool("cpio"),
+                                             .tool("usbredirect", hint: "the C tool the usbtest table compares with"),
+                                             .tool("udevadm", hint: "udevd in the lab host for the hotplug case"))
+
+    override class func setUp() {
+        super.setUp()
+        guard requirement.isMet else { return }
+        rig = Result { try LabRig() }
+        if case .success(let r) = rig {
+            for (what, seconds) in r.timings { print("LABHOST timing: \(what): \(String(format: "%.1f", seconds)) s") }
+        }
+    }
+
+    override class func tearDown() {
+        if case .success(let r) = rig { r.stop() }
+        rig = nil
+        super.tearDown()
+    }
+
+    private func theRig() throws -> LabRig {
+        try Self.requirement.xctGate()
+        guard let rig = Self.rig else { throw ControlPort.Failure(description: "the lab rig was not built") }
+        return try rig.get()
+    }
+
+    // MARK: (a) + (c) storage by serial and by port path, driver handed back
+
+    /// Stick A matched by serial, stick B (behind the hub) by port path:
+    /// the target reads each one's image byte for byte (sha256, Bulk-Only),
+    /// while in the lab host usb-storage lets go of it (the interface is
+    /// claimed through usbfs) and takes it back once apply stops.
+    func testStorageBySerialAndByPortPathWithTheDriverHandedBack() throws {
+        let rig = try theRig()
+        try storage(rig, name: "stick-a", serial: "LABSTICK-A", port: "2-2",
+                    match: #"serial: "LABSTICK-A""#)
+        try storage(rig, name: "stick-b", serial: "LABSTICK-B", port: "1-1.1",
+                    match: #"port: "1-1.1""#)
+    }
+
+    private func storage(_ rig: LabRig, name: String, serial: String, port: String, match: String) throws {
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let driver = "readlink /sys/bus/usb/devices/\(port):1.0/driver | sed 's|.*/||'"
+        // The lab host's own view first: the stick is where the rig put it, with usb-storage bound.
+        XCTAssertEqual(try lab.check("cat /sys/bus/usb/devices/\(port)/serial"), "\(serial)\n", rig.context)
+        XCTAssertEqual(try lab.check(driver), "usb-storage\n", rig.context)
+
+        let start = Date()
+        try rig.startApply(name, profile: """
+            version: 1
+            log: info
+            endpoints:
+              target:
+                \(rig.endpoint(0))
+            devices:
+              - name: \(name)
+                to: target
+                match:
+                  vendor: 0x46f4
+                  product: 0x0001
+                  \(match)
+            """)
+        var stopped = false
+        defer { if !stopped { _ = try? rig.stopApply(name) } }
+        let size = LabRig.stickMiB << 20
+        // The target sees a disk of the stick's size.
+        let disk = "for d in /sys/block/sd*; do [ -e $d ] && [ $(( $(cat $d/size) * 512 )) = \(size) ] && echo ${d##*/}; done"
+        do {
+            try target.pollUntil("the target has a \(size)-byte disk", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog(name))\n\(rig.context)")
+            return
+        }
+        let appeared = Date().timeIntervalSince(start)
+        let sd = try target.check(disk).lines[0]
+        let read = try target.run("dd if=/dev/\(sd) bs=1M count=\(LabRig.stickMiB) iflag=direct 2>/dev/null | sha256sum", timeout: 60)
+        XCTAssertEqual(read.status, 0, "\(read)")
+        XCTAssertEqual(String(read.output.prefix(64)), try sha256(ofFile: rig.images[serial]!), "apply log:\n\(rig.applyLog(name))")
+        // (c) held by usbredir: the interface is claimed through usbfs, usb-storage detached.
+        XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.context)
+
+        let stopStart = Date()
+        let status = try rig.stopApply(name)
+        stopped = true
+        XCTAssertEqual(status, 0, rig.applyLog(name))
+        // Given back: usb-storage is bound again, and the target lost the disk.
+        try lab.pollUntil("usb-storage bound again to \(port)", timeout: 20, driver) { $0.output == "usb-storage\n" }
+        let rebound = Date().timeIntervalSince(stopStart)
+        try target.pollUntil("the target's disk is gone", timeout: 30, every: 0.5, disk) { $0.output.lines.isEmpty }
+        print("LABHOST timing: storage \(serial) (match \(match)): disk in the target \(String(format: "%.1f", appeared)) s "
+              + "after apply started; read \(LabRig.stickMiB) MiB + sha256 \(String(format: "%.1f", read.seconds)) s; "
+              + "usb-storage bound again \(String(format: "%.1f", rebound)) s after SIGTERM")
+    }
+
+    // MARK: (d) HID: events injected in the lab host arrive exactly
+
+    /// The keyboard behind the hub (port path 1-1.2, bound to usbhid in
+    /// the lab host): keys typed into it through the lab host's QMP come
+    /// out of the target's evdev node for it, each press and release in
+    /// order; usbhid is detached while apply holds it and bound again after.
+    func testKeyboardEventsArriveInOrderAndUsbhidIsHandedBack() throws {
+        // a, b, c: down then up, one QMP command each (QEMU's HID queue sends one report per event).
+        let keys: [(qcode: String, code: Int)] = [("a", 30), ("b", 48), ("c", 46)]
+        try hidCase(name: "keyboard", port: "1-1.2", input: "QEMU QEMU USB Keyboard", eventType: 1,
+                    steps: [(keys.flatMap { [[1, $0.code, 1], [1, $0.code, 0]] }, { vm in
+                        for k in keys {
+                            for down in [true, false] {
+                                _ = try vm.qmp(#"{"execute":"input-send-event","arguments":{"events":[{"type":"key","data":{"down":\#(down),"key":{"type":"qcode","data":"\#(k.qcode)"}}}]}}"#)
+                            }
+                        }
+                    })])
+    }
+
+    /// The tablet behind the hub (1-1.3, usbhid in the lab host): absolute
+    /// moves sent through the lab host's QMP (QEMU's 0-0x7fff scale, which
+    /// usb-tablet reports as is) arrive as exactly those ABS_X/ABS_Y values.
+    /// One move at a time: QEMU's tablet reports where it is when polled,
+    /// so moves sent before a poll merge into the last (natively too).
+    func testTabletMovesArriveExactlyAndUsbhidIsHandedBack() throws {
+        let moves = [(1000, 2000), (20000, 30000), (32767, 5)]
+        try hidCase(name: "tablet", port: "1-1.3", input: "QEMU QEMU USB Tablet", eventType: 3,
+                    prime: { vm, i in
+                        _ = try vm.qmp(#"{"execute":"input-send-event","arguments":{"events":[{"type":"abs","data":{"axis":"x","value":\#(100 + i)}}]}}"#)
+                    },
+                    steps: moves.map { (x, y) in
+                        ([[3, 0, x], [3, 1, y]], { vm in
+                            _ = try vm.qmp(#"{"execute":"input-send-event","arguments":{"events":[{"type":"abs","data":{"axis":"x","value":\#(x)}},{"type":"abs","data":{"axis":"y","value":\#(y)}}]}}"#)
+                        })
+                    })
+    }
+
+    /// One HID device through apply: redirected by `port`, its evdev node
+    /// in the target found by `input` name (the target's own AT keyboard
+    /// is an input device too), events of `eventType` recorded there while
+    /// each step injects its events through the lab host's QMP and waits
+    /// for them; all of them compared with what the steps expected
+    /// ([type, code, value] in order); usbhid detached while held, back after.
+    /// `prime`: for a device whose reports merge (the tablet), moves sent
+    /// one a second until the target's reader sees one, so the exact steps
+    /// start on a live chain: the tablet's first move, sent right after the
+    /// reader opened, is often lost, through usbredirect as well (a manual
+    /// check: 5 rounds of 7; usbredir 3 of 7), so not a usbredir finding;
+    /// the count is printed as "priming moves". Not seen with the
+    /// keyboard, whose events QEMU queues.
+    private func hidCase(name: String, port: String, input: String, eventType: Int,
+                         prime: ((QEMUVM, Int) throws -> Void)? = nil,
+                         steps: [(expect: [[Int]], send: (QEMUVM) throws -> Void)]) throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let driver = "readlink /sys/bus/usb/devices/\(port):1.0/driver | sed 's|.*/||'"
+        XCTAssertEqual(try lab.check(driver), "usbhid\n", rig.context)
+        let start = Date()
+        try rig.startApply(name, profile: """
+            version: 1
+            endpoints:
+              target:
+                \(rig.endpoint(0))
+            devices:
+              - name: \(name)
+                to: target
+                match:
+                  port: "\(port)"
+            """)
+        var stopped = false
+        defer { if !stopped { _ = try? rig.stopApply(name) } }
+        let node = """
+            for e in /sys/class/input/event*; do
+              [ "$(cat $e/device/name 2>/dev/null)" = "\(input)" ] && echo ${e##*/}
+            done
+            """
+        do {
+            try target.pollUntil("the redirected \(name)'s evdev node in the target", timeout: 60, every: 0.5, node) {
+                !$0.output.lines.isEmpty
+            }
+        } catch {
+            let inputs = (try? target.run("cat /sys/class/input/*/name; lsmod | grep -E 'hid|evdev'; dmesg | tail -20").output) ?? ""
+            XCTFail("\(error)\ntarget inputs:\n\(inputs)\napply log:\n\(rig.applyLog(name))\n\(rig.context)")
+            return
+        }
+        let event = try target.check(node).lines[0]
+        let attached = Date().timeIntervalSince(start)
+        XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.context)
+        try target.check("cat /dev/input/\(event) >/tmp/\(name).ev 2>/dev/null & echo $! >/tmp/\(name).pid")
+        // input_event on x86_64: 16 bytes of time, u16 type, u16 code, s32 value: 12 shorts.
+        let dump = "od -A n -v -t d2 -w24 /tmp/\(name).ev"
+        func got() throws -> [[Int]] {
+            try target.check(dump).lines.compactMap { line in
+                let f = line.split(separator: " ").compactMap { Int($0) }
+                return f.count == 12 && f[8] == eventType ? [f[8], f[9], f[10]] : nil
+            }
+        }
+        var primes = 0
+        if let prime {
+            while try got().isEmpty && primes < 20 {
+                try prime(rig.lab.vm, primes)
+                primes += 1
+                _ = try? target.pollUntil("a priming move in the target", timeout: 1, every: 0.2, dump) { _ in
+                    !((try? got()) ?? []).isEmpty
+                }
+            }
+            XCTAssertFalse(try got().isEmpty, "no event in the target after \(primes) priming moves")
+        }
+        let base = try got().count
+        var want: [[Int]] = []
+        var seen: Double? = 0
+        for step in steps {
+            want += step.expect
+            try step.send(rig.lab.vm)
+            let n = base + want.count
+            let s = try? target.pollUntil("\(want.count) events in the target", timeout: 20, every: 0.2, dump) { _ in
+                ((try? got()) ?? []).count >= n
+            }
+            seen = s.flatMap { t in seen.map { max($0, t) } }
+        }
+        XCTAssertEqual(Array(try got().dropFirst(base)), want, "apply log:\n\(rig.applyLog(name))")
+        try target.check("kill $(cat /tmp/\(name).pid)")
+
+        let stopStart = Date()
+        XCTAssertEqual(try rig.stopApply(name), 0, rig.applyLog(name))
+        stopped = true
+        try lab.pollUntil("usbhid bound again to \(port)", timeout: 20, driver) { $0.output == "usbhid\n" }
+        print("LABHOST timing: \(name) (match port \(port)): evdev node in the target \(String(format: "%.1f", attached)) s after apply "
+              + "started; \(prime == nil ? "" : "priming moves until the first event: \(primes); ")\(want.count) events, each step's \(seen.map { String(format: "at most %.1f", $0) } ?? "not all") s after it was sent; "
+              + "usbhid bound again \(String(format: "%.1f", Date().timeIntervalSince(stopStart))) s after SIGTERM")
+    }
+
+    // MARK: UAS: bulk streams through the real usbfs
+
+    /// QEMU's usb-uas in the lab host (bound to uas there) matched by port
+    /// path: the target binds uas to it too, so every SCSI command goes
+    /// over bulk streams, which libusb allocates on the lab host's xHCI
+    /// through usbfs. The target reads the image byte for byte, writes
+    /// 1 MiB that this machine then finds in the image file, and uas is
+    /// bound again in the lab host after.
+    func testUASStickReadAndWrittenOverBulkStreams() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let driver = "readlink /sys/bus/usb/devices/2-3:1.0/driver | sed 's|.*/||'"
+        XCTAssertEqual(try lab.check(driver), "uas\n", rig.context)
+        let start = Date()
+        try rig.startApply("uas", profile: """
+            version: 1
+            endpoints:
+              target:
+                \(rig.endpoint(0))
+            devices:
+              - name: uas
+                to: target
+                match:
+                  port: "2-3"
+            """)
+        var stopped = false
+        defer { if !stopped { _ = try? rig.stopApply("uas") } }
+        let disk = "for d in /sys/block/sd*; do [ -e $d ] && [ $(( $(cat $d/size) * 512 )) = \(LabRig.stickMiB << 20) ] && echo ${d##*/}; done"
+        do {
+            try target.pollUntil("the target has the UAS disk", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog("uas"))\n\(rig.context)")
+            return
+        }
+        let appeared = Date().timeIntervalSince(start)
+        let sd = try target.check(disk).lines[0]
+        // The target's driver for it is uas (streams), not usb-storage.
+        XCTAssertEqual(try target.check("d=$(readlink -f /sys/block/\(sd)/device); while [ ! -e $d/bInterfaceNumber ]; do d=${d%/*}; done; readlink $d/driver | sed 's|.*/||'"),
+                       "uas\n")
+        XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.context)
+        let read = try target.run("dd if=/dev/\(sd) bs=1M count=\(LabRig.stickMiB) iflag=direct 2>/dev/null | sha256sum", timeout: 60)
+        XCTAssertEqual(String(read.output.prefix(64)), try sha256(ofFile: rig.images["UAS"]!), "apply log:\n\(rig.applyLog("uas"))")
+        let written = try target.run("""
+            head -c 1048576 /dev/urandom >/tmp/w.bin && dd if=/tmp/w.bin of=/dev/\(sd) bs=1M oflag=direct conv=fsync 2>/dev/null \
+              && sync && sha256sum /tmp/w.bin
+            """, timeout: 60)
+        XCTAssertEqual(written.status, 0, "\(written)")
+
+        XCTAssertEqual(try rig.stopApply("uas"), 0, rig.applyLog("uas"))
+        stopped = true
+        try lab.pollUntil("uas bound again to 2-3", timeout: 20, driver) { $0.output == "uas\n" }
+        XCTAssertEqual(try sha256(ofFile: rig.images["UAS"]!, bytes: 1 << 20), String(written.output.prefix(64)),
+                       "the 1 MiB the target wrote is not in the image")
+        print("LABHOST timing: UAS (match port 2-3): disk in the target \(String(format: "%.1f", appeared)) s after apply started; "
+              + "read \(LabRig.stickMiB) MiB + sha256 \(String(format: "%.1f", read.seconds)) s; 1 MiB written + synced "
+              + "\(String(format: "%.1f", written.seconds)) s")
+    }
+
+    // MARK: hotplug through the lab host's QMP, without and with udevd
+
+    /// A stick plugged into the lab host (QMP device_add behind the hub)
+    /// after apply started is redirected, and unplugged (device_del) it
+    /// leaves the target and apply waits again, with udevd running in the
+    /// lab host as on a real host. Without udevd the kernel has the stick
+    /// but apply never learns of it: libusb's udev backend updates its
+    /// device list only from udevd's events. That is printed, not held
+    /// (known, issue #19 item 4: a host without udevd, a container say).
+    func testHotplugThroughQMPWithUdevdAndWithout() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl, qmp = rig.lab.vm
+        let image = try makeRandomImage(mib: LabRig.stickMiB, in: rig.dir, name: "stick-c.img")
+        _ = try qmp.qmp(#"{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"stickc","file":{"driver":"file","filename":"\#(image)"}}}"#)
+        func plug(_ id: String) throws {
+            _ = try qmp.qmp(#"{"execute":"device_add","arguments":{"driver":"usb-storage","bus":"usb.0","port":"1.5","drive":"stickc","serial":"LABSTICK-C","id":"\#(id)"}}"#)
+            try lab.pollUntil("the lab host's kernel has the stick at 1-1.5", timeout: 30, "cat /sys/bus/usb/devices/1-1.5/serial") {
+                $0.output == "LABSTICK-C\n"
+            }
+        }
+        func unplug(_ id: String) throws {
+            _ = try qmp.qmp(#"{"execute":"device_del","arguments":{"id":"\#(id)"}}"#)
+            try lab.pollUntil("the stick gone from the lab host", timeout: 30, "[ -e /sys/bus/usb/devices/1-1.5 ]") { $0.status != 0 }
+        }
+        let status = "usbredir status --socket /run/hotplug.sock --json | tr -d ' '"
+        func connected(_ r: ControlPort.Result) -> Bool { r.output.contains(#""state":"connected""#) }
+        let disk = "for d in /sys/block/sd*; do [ -e $d ] && [ $(( $(cat $d/size) * 512 )) = \(LabRig.stickMiB << 20) ] && echo ${d##*/}; done"
+
+        try rig.startApply("hotplug", profile: """
+            version: 1
+            endpoints:
+              target:
+                \(rig.endpoint(0))
+            devices:
+              - name: stick-c
+                to: target
+                match:
+                  serial: "LABSTICK-C"
+            """)
+        var stopped = false
+        defer {
+            if !stopped { _ = try? rig.stopApply("hotplug") }
+            _ = try? lab.run("kill $(pidof systemd-udevd) 2>/dev/null")
+        }
+        try lab.pollUntil("apply waits for the stick", timeout: 30, every: 0.5, status) { $0.output.contains("waiting-for-device") }
+
+        // Without udevd: the kernel has it, a new `usbredir list` sees it, the running apply does not (printed).
+        try plug("stickc1")
+        XCTAssertTrue(try lab.check("usbredir list").contains("LABSTICK-C"))
+        let withoutUdevd = try? lab.pollUntil("apply binds the stick without udevd", timeout: 10, every: 0.5, status, until: connected)
+        try unplug("stickc1")
+
+        // With udevd: plugged again, it is redirected; unplugged, it leaves the target.
+        XCTAssertTrue(try lab.check("systemd-udevd --daemon >/dev/null 2>&1; pidof systemd-udevd").lines.count == 1)
+        let start = Date()
+        try plug("stickc2")
+        let plugged = Date().timeIntervalSince(start)
+        do {
+            try lab.pollUntil("apply binds the hotplugged stick (udevd)", timeout: 30, every: 0.5, status, until: connected)
+            try target.pollUntil("the target has the hotplugged disk", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog("hotplug"))\n\(rig.context)")
+            return
+        }
+        let redirected = Date().timeIntervalSince(start)
+        let sd = try target.check(disk).lines[0]
+        let sum = try target.check("dd if=/dev/\(sd) bs=1M count=\(LabRig.stickMiB) iflag=direct 2>/dev/null | sha256sum")
+        XCTAssertEqual(String(sum.prefix(64)), try sha256(ofFile: image))
+        let t = Date()
+        try unplug("stickc2")
+        try target.pollUntil("the disk gone from the target", timeout: 30, every: 0.5, disk) { $0.output.lines.isEmpty }
+        try lab.pollUntil("apply waits for the stick again", timeout: 30, every: 0.5, status) { $0.output.contains("waiting-for-device") }
+        let gone = Date().timeIntervalSince(t)
+        XCTAssertEqual(try rig.stopApply("hotplug"), 0, rig.applyLog("hotplug"))
+        stopped = true
+        print("LABHOST hotplug: without udevd the running apply \(withoutUdevd == nil ? "did not see the stick within 10 s (known: libusb's udev backend needs udevd's events)" : "bound the stick")"
+              + "; with udevd: in the lab host \(String(format: "%.1f", plugged)) s after device_add, disk in the target "
+              + "\(String(format: "%.1f", redirected)) s; after device_del gone from the target and apply waiting in \(String(format: "%.1f", gone)) s")
+    }
+
+    // MARK: serial bytes both ways (FTDI: buffered bulk receiving)
+
+    /// QEMU's usb-serial (an FTDI chip, bound to ftdi_sio in the lab host)
+    /// behind the hub, matched by port path: bytes written into its far end
+    /// on this machine come out of the target's /dev/ttyUSB*, and bytes the
+    /// target writes come out here. QEMU's usb-redir reads an FTDI device
+    /// with buffered bulk receiving, so this drives that stream through
+    /// the real kernel's usbfs. ftdi_sio is given back after.
+    func testSerialBytesBothWaysAndFtdiSioIsHandedBack() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let driver = "readlink /sys/bus/usb/devices/1-1.4:1.0/driver | sed 's|.*/||'"
+        XCTAssertEqual(try lab.check(driver), "ftdi_sio\n", rig.context)
+        let start = Date()
+        try rig.startApply("serial", profile: """
+            version: 1
+            endpoints:
+              target:
+                \(rig.endpoint(0))
+            devices:
+              - name: serial
+                to: target
+                match:
+                  port: "1-1.4"
+            """)
+        var stopped = false
+        defer { if !stopped { _ = try? rig.stopApply("serial") } }
+        let ttys = "ls /dev | grep ttyUSB"
+        do {
+            try target.pollUntil("a ttyUSB in the target", timeout: 60, every: 0.5, ttys) { !$0.output.lines.isEmpty }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog("serial"))\n\(rig.context)")
+            return
+        }
+        let tty = "/dev/" + (try target.check(ttys).lines[0])
+        let attached = Date().timeIntervalSince(start)
+        XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.context)
+        // One open for stty and cat: each close ends the stream QEMU asked
+        // for (stop bulk receiving), and bytes caught in a stopped stream
+        // are dropped, as a real port drops what arrives while it is closed.
+        // Bytes are sent only once cat reads the open port.
+        try target.check("( stty raw -echo 115200 && exec cat ) <\(tty) >/tmp/serial.in 2>/dev/null & echo $! >/tmp/serial.pid")
+        try target.pollUntil("cat reads \(tty) in the target", timeout: 10, "cat /proc/$(cat /tmp/serial.pid)/comm") { $0.output == "cat\n" }
+
+        // This machine -> the target.
+        let down = "lab-to-target \(UUID().uuidString)\n"
+        try rig.serial.send(Array(down.utf8))
+        let downSeconds = try? target.pollUntil("the bytes in the target", timeout: 20, every: 0.3, "cat /tmp/serial.in") { $0.output == down }
+        XCTAssertEqual(try target.check("cat /tmp/serial.in"), down, "apply log:\n\(rig.applyLog("serial"))")
+        _ = try? target.run("kill $(cat /tmp/serial.pid)")
+        // The target -> this machine.
+        let up = "target-to-lab \(UUID().uuidString)\n"
+        let t = Date()
+        try target.check("printf '%s' '\(up)' >\(tty)")
+        let got = String(decoding: rig.serial.receive(count: up.utf8.count, timeout: 20), as: UTF8.self)
+        let upSeconds = Date().timeIntervalSince(t)
+        XCTAssertEqual(got, up, "apply log:\n\(rig.applyLog("serial"))")
+
+        XCTAssertEqual(try rig.stopApply("serial"), 0, rig.applyLog("serial"))
+        stopped = true
+        try lab.pollUntil("ftdi_sio bound again to 1-1.4", timeout: 20, driver) { $0.output == "ftdi_sio\n" }
+        print("LABHOST timing: serial (match port 1-1.4): \(tty) in the target \(String(format: "%.1f", attached)) s after apply "
+              + "started; \(down.utf8.count) bytes down \(downSeconds.map { String(format: "%.1f", $0) } ?? "never") s, "
+              + "\(up.utf8.count) bytes up \(String(format: "%.1f", upSeconds)) s")
+    }
+
+    // MARK: the unlink cases (11, 12, 24) with a target on EHCI
+
+    /// The unlink cases against a second target of its own on EHCI (if a
+    /// tool brings that VM down, the shared target is not touched):
+    /// 11 and 12 (unlink one read, one write) time out with the target on
+    /// QEMU's xHCI through either tool, and pass on EHCI through both, so
+    /// they are held here; 24 (unlink 2 of a queue of 16 bulk OUT) hangs on
+    /// xHCI whatever the tool. usbredirect must pass all three (the check
+    /// that this rig can run them); usbredir must pass 11 and 12, and its
+    /// 24 is printed twice, after 11 and 12 in the same session and alone
+    /// in a fresh one, not held while issue #19's completion-order bug is
+    /// open (USBTestRun.knownFailing[24]).
+    func testUnlinkCasesWithTheTargetOnEHCI() throws {
+        let rig = try theRig()
+        let start = Date()
+        let ehci = try LabTarget(redirPorts: [freeLoopbackPort()], controller: "usb-ehci")
+        defer { ehci.stop() }
+        try ehci.ctl.waitUntilServing(timeout: 120)
+        let booted = Date().timeIntervalSince(start)
+        let theirs = try rig.usbtest(through: .usbredirect, to: ehci, index: 0, cases: [11, 12, 24])
+        let ours = try? rig.usbtest(through: .usbredir, to: ehci, index: 0, cases: [11, 12, 24])
+        let oursLog = rig.applyLog("zero")
+        let alone = ehci.vm.isAlive ? try? rig.usbtest(through: .usbredir, to: ehci, index: 0, cases: [24]) : nil
+        let alive = ehci.vm.isAlive
+        func cell(_ o: USBTestRun.Outcome?) -> String { o.map { "\($0.result) \($0.errno) \(String(format: "%.2f", $0.seconds)) s" } ?? "no result" }
+        for n in [11, 12] {
+            print("LABHOST usbtest  \(n) on EHCI: usbredirect \(cell(theirs.outcomes[n])), usbredir \(cell(ours?.outcomes[n]))")
+        }
+        print("LABHOST usbtest  24 on EHCI (target booted in \(String(format: "%.1f", booted)) s): usbredirect \(cell(theirs.outcomes[24])), "
+              + "usbredir after 11 and 12 \(cell(ours?.outcomes[24])), usbredir alone \(cell(alone?.outcomes[24]))"
+              + (alive ? "" : ", the EHCI target's QEMU died: \(ehci.vm.log.lines.suffix(2).joined(separator: " / "))")
+              + (USBTestRun.knownFailing[24].map { " (known: \($0))" } ?? ""))
+        for n in [11, 12, 24] {
+            XCTAssertEqual(theirs.outcomes[n]?.result, "pass", "usbredirect on EHCI, case \(n): \(theirs.run)\n\(theirs.log)")
+        }
+        for n in [11, 12] {
+            XCTAssertEqual(ours?.outcomes[n]?.result, "pass", "usbredir on EHCI, case \(n): \(String(describing: ours?.run))\n\(oursLog)")
+        }
+        if USBTestRun.knownFailing[24] == nil {
+            XCTAssertEqual(ours?.outcomes[24]?.result, "pass", "usbredir on EHCI: \(String(describing: ours?.run))\n\(oursLog)")
+            XCTAssertEqual(alone?.outcomes[24]?.result, "pass", "usbredir on EHCI, alone: \(String(describing: alone?.run))")
+            XCTAssertTrue(alive, "the EHCI target's QEMU died:\n\(ehci.vm.log.suffix(2000))")
+        }
+    }
+
+    // MARK: (b) the kernel's usbtest against Gadget Zero, native vs redirected
+
+    func testKernelUSBTestCasesThroughTheRedirectionMatchNative() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let run = USBTestRun.self
+        // Natively in the lab host: usbtest binds to Gadget Zero on dummy_hcd.
+        try lab.check("modprobe usbtest")
+        try lab.pollUntil("usbtest bound to Gadget Zero in the lab host", timeout: 20, run.boundScript) { $0.status == 0 }
+        let nativeRun = try lab.run(run.command(cases: run.nativeCases), timeout: run.commandTimeout)
+        let native = run.parse(nativeRun.output)
+        // Let go of it before redirecting (apply would detach it, then give it back at the end).
+        try lab.check("rmmod usbtest")
+        XCTAssertFalse(native.isEmpty, "no native results: \(nativeRun)")
+
+        let ours = try rig.usbtest(through: .usbredir, to: rig.target, index: 1, cases: run.redirectedCases)
+        // The same cases through usbredirect, the C tool, on the same chain:
+        // a case both tools fail points at QEMU or the kernel, not at us.
+        let theirs = try rig.usbtest(through: .usbredirect, to: rig.target, index: 1, cases: run.redirectedCases)
+        let (redirected, reference) = (ours.outcomes, theirs.outcomes)
+
+        print("LABHOST timing: Gadget Zero bound by usbtest in the target \(String(format: "%.1f", ours.attached)) s after apply started "
+              + "(usbredirect: \(String(format: "%.1f", theirs.attached)) s); native run \(String(format: "%.1f", nativeRun.seconds)) s, "
+              + "usbredir run \(String(format: "%.1f", ours.run.seconds)) s, usbredirect run \(String(format: "%.1f", theirs.run.seconds)) s "
+              + "(\(run.iterations) iterations per case)")
+        print(run.table(native: native, redirected: redirected, usbredirect: reference))
+        XCTAssertEqual(ours.exitStatus, 0, ours.log)
+        XCTAssertEqual(Set(native.keys), Set(run.nativeCases), "native: \(nativeRun)")
+        XCTAssertEqual(Set(redirected.keys), Set(run.redirectedCases), "usbredir: \(ours.run)\n\(ours.log)")
+        XCTAssertEqual(Set(reference.keys), Set(run.redirectedCases), "usbredirect: \(theirs.run)\n\(theirs.log)")
+        // The bar: every case that passes natively passes through usbredir,
+        // except the known failures (USBTestRun.knownFailing, with reasons).
+        for n in run.redirectedCases where native[n]?.result == "pass" && run.knownFailing[n] == nil {
+            XCTAssertEqual(redirected[n]?.result, "pass",
+                           "case \(n): native pass, redirected \(redirected[n].map { "\($0.result) \($0.errno)" } ?? "missing")")
+        }
+        // Enough of the suite ran for that to mean something.
+        let passing = run.redirectedCases.filter { native[$0]?.result == "pass" && run.knownFailing[$0] == nil }
+        XCTAssertGreaterThanOrEqual(passing.count, 15, "native: \(nativeRun)")
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+import TestSupport
+
+/// One lab host and one target for the whole suite (booting them costs
+/// tens of seconds under TCG; every case runs in the same two VMs).
+///
+/// Lab host devices (QEMU port -> Linux port path in the lab host):
+///   stick A  usb-storage serial LABSTICK-A, port 2    -> 2-2 (SuperSpeed)
+///   hub      usb-hub, port 1                          -> 1-1
+///   stick B  usb-storage serial LABSTICK-B, port 1.1  -> 1-1.1 (full speed)
+///   keyboard usb-kbd, port 1.2; tablet usb-tablet, port 1.3
+///   serial   usb-serial (FTDI), port 1.4 -> 1-1.4, its far end `serial`
+///   UAS      usb-uas + scsi-hd, port 3                -> 2-3 (SuperSpeed, streams)
+///   Gadget Zero (dummy_hcd, inside)                   -> 3-1 (high speed)
+/// Target: two listening usb-redir devices on its qemu-xhci.
+final class LabRig: @unchecked Sendable {
+    static let stickMiB = 4
+    let lab: LabHost
+    let target: LabTarget
+    let images: [String: String]          // serial -> image file on this host
+    /// The far end of the lab host's usb-serial (FTDI, port 1.4 -> 1-1.4).
+    let serial: UnixStream
+    let dir: URL
+    var timings: [(String, Double)] = []
+
+    init() throws {
+        dir = try makeTemporaryDirectory("usbredir-labrig")
+        var t = Date()
+        let binary = builtProduct("usbredir")
+        timings.append(("lab host build (cached when up to date)", try LabHost.build(binary: binary)))
+        let a = try makeRandomImage(mib: Self.stickMiB, in: dir, name: "stick-a.img")
+        let b = try makeRandomImage(mib: Self.stickMiB, in: dir, name: "stick-b.img")
+        let u = try makeRandomImage(mib: Self.stickMiB, in: dir, name: "uas.img")
+        images = ["LABSTICK-A": a, "LABSTICK-B": b, "UAS": u]
+
+        t = Date()
+        lab = try LabHost(devices: [
+            .stick(id: "sticka", image: a, serial: "LABSTICK-A", port: "2"),
+            .init("usb-hub,bus=usb.0,port=1,id=hub"),
+            .stick(id: "stickb", image: b, serial: "LABSTICK-B", port: "1.1"),
+            .init("usb-kbd,bus=usb.0,port=1.2,id=kbd"),
+            .init("usb-tablet,bus=usb.0,port=1.3,id=tablet"),
+            .serial(id: "serial", socket: dir.appendingPathComponent("serial.sock").path, port: "1.4"),
+            .uasStick(id: "uas", image: u, port: "3"),
+        ])
+        // Opened now, so QEMU attaches the usb-serial before the lab host enumerates.
+        serial = try UnixStream(path: dir.appendingPathComponent("serial.sock").path)
+        var ports = [freeLoopbackPort()]
+        while ports.count < 2 { let p = freeLoopbackPort(); if !ports.contains(p) { ports.append(p) } }
+        target = try LabTarget(redirPorts: ports)
+        try lab.waitUntilReady(timeout: 180)
+        timings.append(("lab host boot to ctl ready", Date().timeIntervalSince(t)))
+        try target.ctl.waitUntilServing(timeout: 120)
+        timings.append(("target boot to ctl ready (booted alongside)", Date().timeIntervalSince(t)))
+    }
+
+    func stop() {
+        lab.stop()
+        target.stop()
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    /// What the suite prints when something fails: both consoles' tails.
+    var context: String {
+        "lab host console:\n\(lab.vm.serial.suffix(3000))\ntarget console:\n\(target.vm.serial.suffix(2000))"
+    }
+
+    // MARK: usbredir apply inside the lab host
+
+    /// Starts `usbredir apply` on `profile` in the lab host, in the
+    /// background, under `name` (/tmp/NAME.yaml, .log, .pid, .status).
+    func startApply(_ name: String, profile: String) throws {
+        try lab.ctl.check("""
+            cat >/tmp/\(name).yaml <<'PROFILE'
+            \(profile)
+            PROFILE
+            rm -f /tmp/\(name).status
+            ( usbredir apply /tmp/\(name).yaml --socket /run/\(name).sock >/tmp/\(name).log 2>&1 &
+              echo $! >/tmp/\(name).pid; wait $!; echo $? >/tmp/\(name).status ) >/dev/null 2>&1 &
+            """)
+    }
+
+    /// SIGTERM to that apply; waits until it exits and returns its status.
+    func stopApply(_ name: String, timeout: Double = 20) throws -> Int {
+        try lab.ctl.check("kill -TERM $(cat /tmp/\(name).pid)")
+        try lab.ctl.pollUntil("apply \(name) exited", timeout: timeout, "cat /tmp/\(name).status") { $0.status == 0 }
+        return Int(try lab.ctl.check("cat /tmp/\(name).status").trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+    }
+
+    func applyLog(_ name: String) -> String {
+        (try? lab.ctl.run("tail -c 4000 /tmp/\(name).log").output) ?? "(no log)"
+    }
+
+    // MARK: Gadget Zero through a redirecting tool
+
+    enum Tool: String { case usbredir, usbredirect }
+
+    struct ToolRun {
+        let run: ControlPort.Result
+        let outcomes: [Int: USBTestRun.Outcome]
+        /// Seconds from starting the tool to usbtest bound in the target.
+        let attached: Double
+        /// usbredir apply's exit status after SIGTERM (nil for usbredirect).
+        let exitStatus: Int?
+        var log: String
+    }
+
+    /// Redirects Gadget Zero through `tool` to `target`'s usb-redir device
+    /// `index`, runs the usbtest `cases` there once usbtest is bound, then
+    /// stops the tool and waits until the target has let go of the device.
+    func usbtest(through tool: Tool, to target: LabTarget, index: Int, cases: [Int]) throws -> ToolRun {
+        let port = target.redirPorts[index]
+        let start = Date()
+        switch tool {
+        case .usbredir:
+            try startApply("zero", profile: """
+                version: 1
+                endpoints:
+                  target:
+                    usbredir: 10.0.2.2:\(port)
+                devices:
+                  - name: gadget-zero
+                    to: target
+                    match:
+                      vendor: 0x0525
+                      product: 0xa4a0
+                """)
+        case .usbredirect:
+            try lab.ctl.check("usbredirect --device 0525:a4a0 --to 10.0.2.2:\(port) >/tmp/usbredirect.log 2>&1 & echo $! >/tmp/usbredirect.pid")
+        }
+        var exitStatus: Int?
+        var stopped = false
+        func stop() throws {
+            stopped = true
+            switch tool {
+            case .usbredir: exitStatus = try stopApply("zero")
+            case .usbredirect: try lab.ctl.check("kill $(cat /tmp/usbredirect.pid)")
+            }
+        }
+        defer { if !stopped { try? stop() } }
+        try target.ctl.pollUntil("usbtest bound to Gadget Zero in the target (\(tool))", timeout: 60, every: 0.5,
+                                 USBTestRun.boundScript) { $0.status == 0 }
+        let attached = Date().timeIntervalSince(start)
+        let run = try target.ctl.run(USBTestRun.command(cases: cases), timeout: USBTestRun.commandTimeout)
+        try stop()
+        try target.ctl.pollUntil("Gadget Zero gone from the target (\(tool))", timeout: 30, every: 0.5,
+                                 USBTestRun.boundScript) { $0.status != 0 }
+        let log = tool == .usbredir ? applyLog("zero") : ((try? lab.ctl.run("tail -c 4000 /tmp/usbredirect.log").output) ?? "")
+        return ToolRun(run: run, outcomes: USBTestRun.parse(run.output), attached: attached, exitStatus: exitStatus, log: log)
+    }
+
+    /// A raw usbredir endpoint for the target's usb-redir device `index`.
+    func endpoint(_ index: Int) -> String { "usbredir: 10.0.2.2:\(target.redirPorts[index])" }
+}
+
+extension String {
+    /// The text's lines, trimmed, empty ones dropped.
+    var lines: [String] {
+        split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+}
