@@ -18,18 +18,13 @@ enum USBTestRun {
     /// (field notes); it needs the target on EHCI, not done yet.
     static let redirectedCases = nativeCases.filter { $0 != 24 }
 
-    /// Cases that fail through usbredir today although they pass natively,
-    /// with the reason. The test prints them and does not hold usbredir to
-    /// them; the engineer who fixes one removes it here.
-    static let knownFailing: [Int: String] = [
-        10: "CLEAR_FEATURE(ENDPOINT_HALT) on ep0 is turned into a clear-halt call the kernel refuses for ep0 (EPROTO; issue #19)",
-        11: "ETIMEDOUT with the target on QEMU's xHCI through usbredirect too; passes on EHCI through both (held there: testUnlinkCasesWithTheTargetOnEHCI)",
-        12: "as 11: ETIMEDOUT on xHCI through both tools, passes on EHCI (held there)",
-        13: "intermittent: after a stall QEMU cancels and resubmits under the same packet id; the engine drops the second reply (issue #19, fix under way in Sources/Session)",
-        17: "intermittent, same packet-id reuse after a cancel as case 13",
-        19: "intermittent, same packet-id reuse after a cancel as case 13",
-        24: "on EHCI (its own test): alone 8 runs in 10 passed, in 2 the target's QEMU aborted (usb_packet_complete_one: one endpoint's completions out of order); after 11 and 12 in the same session ETIMEDOUT 4 of 4 (issue #19)",
-    ]
+    /// Cases that fail through usbredir although they pass natively, with
+    /// the reason: the test prints them and does not hold usbredir to them.
+    /// None today: 10 (CLEAR_FEATURE(HALT) on ep0), 11 and 12 (which fail
+    /// through usbredirect on xHCI), 13, 17 and 19 (a packet id reused after
+    /// a cancel) and 24 on EHCI (one endpoint's completions out of order)
+    /// all pass; a case added here needs its reason and an issue.
+    static let knownFailing: [Int: String] = [:]
 
     /// Exit 0 once usbtest is bound to Gadget Zero (an interface of 0525:a4a0).
     static let boundScript = """
