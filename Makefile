@@ -2,7 +2,7 @@
 SWIFT ?= swift
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: all build test demo deps lint-man bench clean fuzz fuzz-build fuzz-ci install uninstall release deb
+.PHONY: all build test demo deps lint-man bench bench-chain bench-chain clean fuzz fuzz-build fuzz-ci install uninstall release deb
 
 all: build
 
@@ -42,6 +42,23 @@ bench: deps $(BENCH_OUT)/usbredir-refhost $(BENCH_OUT)/usbredir-loadgen
 	  $$bin/usbredir-bench --usbredir $$bin/usbredir \
 	    --refhost $(BENCH_OUT)/usbredir-refhost --loadgen $(BENCH_OUT)/usbredir-loadgen \
 	    --guest-script Sources/usbredir-bench/scripts/guest-bench.sh --out $(BENCH_OUT)
+	$(MAKE) --no-print-directory bench-chain
+
+# The physical path through a real kernel (issue #19): the lab host's UAS
+# stick read in the target through usbredir (the release binary, in the lab
+# host) and through Debian's usbredirect, in turn, 64 MiB x CHAIN_ROUNDS.
+# It is a case of the lab-host suite (LabHostTests.testChainRead...).
+CHAIN_ROUNDS ?= 3
+bench-chain: deps
+	$(SWIFT) build $(RELEASE) --product usbredir
+	$(SWIFT) build --build-tests
+	@echo ""
+	@echo "== chain: lab host (real kernel, libusb) -> target, storage read (ratio = usbredir / usbredirect)"
+	@bin=$$($(SWIFT) build $(RELEASE) --show-bin-path) && \
+	  LABHOST_USBREDIR=$$bin/usbredir LABHOST_STICK_MIB=64 LABHOST_CHAIN_ROUNDS=$(CHAIN_ROUNDS) CI=true \
+	  $(SWIFT) test --skip-build --no-parallel --filter LabHostTests.testChainRead > $(BENCH_OUT)/chain.log 2>&1; \
+	  status=$$?; grep -E '^LABHOST (chain|timing: lab host)' $(BENCH_OUT)/chain.log | sed 's/^LABHOST /   /'; \
+	  [ $$status -eq 0 ] || { echo "   FAILED (see $(BENCH_OUT)/chain.log)"; exit 1; }
 
 # The C side of the bench (not SwiftPM targets): gcc on libusbredirparser.
 $(BENCH_OUT)/usbredir-%: $(BENCH_C)/%.c

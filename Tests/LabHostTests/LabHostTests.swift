@@ -29,7 +29,7 @@ final class LabHostTests: XCTestCase {
         super.tearDown()
     }
 
-    private func theRig() throws -> LabRig {
+    func theRig() throws -> LabRig {
         try Self.requirement.xctGate()
         guard let rig = Self.rig else { throw ControlPort.Failure(description: "the lab rig was not built") }
         return try rig.get()

@@ -14,7 +14,8 @@ import TestSupport
 ///   Gadget Zero (dummy_hcd, inside)                   -> 3-1 (high speed)
 /// Target: two listening usb-redir devices on its qemu-xhci.
 final class LabRig: @unchecked Sendable {
-    static let stickMiB = 4
+    /// The sticks' size; `make bench` reads 64 MiB through the chain.
+    static let stickMiB = Int(ProcessInfo.processInfo.environment["LABHOST_STICK_MIB"] ?? "") ?? 4
     let lab: LabHost
     let target: LabTarget
     let images: [String: String]          // serial -> image file on this host
@@ -26,7 +27,8 @@ final class LabRig: @unchecked Sendable {
     init() throws {
         dir = try makeTemporaryDirectory("usbredir-labrig")
         var t = Date()
-        let binary = builtProduct("usbredir")
+        // `make bench` puts the release binary in the lab host.
+        let binary = ProcessInfo.processInfo.environment["LABHOST_USBREDIR"] ?? builtProduct("usbredir")
         timings.append(("lab host build (cached when up to date)", try LabHost.build(binary: binary)))
         let a = try makeRandomImage(mib: Self.stickMiB, in: dir, name: "stick-a.img")
         let b = try makeRandomImage(mib: Self.stickMiB, in: dir, name: "stick-b.img")
