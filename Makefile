@@ -2,7 +2,7 @@
 SWIFT ?= swift
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: all build test demo deps lint-man bench bench-chain bench-chain clean fuzz fuzz-build fuzz-ci install uninstall release deb
+.PHONY: all build test demo deps lint-man bench bench-chain clean fuzz fuzz-build fuzz-ci install uninstall release deb
 
 all: build
 
