@@ -14,27 +14,25 @@ import TestSupport
     let stick = USBDeviceInfo(vendorID: 0x1234, productID: 2, deviceClass: 0, serial: "S1", manufacturer: nil,
                               productName: nil, bus: 1, port: "1-3.2", address: 5, speed: .high)
 
-    func load(_ text: String) throws -> Profile {
-        let url = try makeTemporaryDirectory("usbredir-held").appendingPathComponent("lab.yaml")
-        try text.write(to: url, atomically: true, encoding: .utf8)
-        let result = ProfileLoader.load(path: url.path, hostname: "nohost")
-        #expect(result.errors.isEmpty, "\(result.errors)")
-        return try #require(result.profile)
+    func profile(take: Bool) throws -> Profile {
+        try loadValidProfile("version: 1\nendpoints:\n  e0: {listen: 127.0.0.1:\(freeLoopbackPort())}\ndevices:\n"
+            + "  - {name: sticks, to: e0, match: {vendor: 0x1234}\(take ? ", take-from-host: true" : "")}\n")
     }
 
-    func profile(port: Int, take: Bool) -> String {
-        "version: 1\nendpoints:\n  e0: {listen: 127.0.0.1:\(port)}\ndevices:\n"
-            + "  - {name: sticks, to: e0, match: {vendor: 0x1234}\(take ? ", take-from-host: true" : "")}\n"
-    }
-
-    @Test func aMountedStickIsLeftToTheHostUntilUnmountedOrTakenExplicitly() async throws {
+    /// The stick mounted at /mnt in a host of the test's own, and a
+    /// reconciler that sees it there.
+    func mountedStick() throws -> (FakeHostStorage, HostUse, Reconciler) {
         let fake = try FakeHostStorage()
         try fake.setMounts("/dev/sdb1 /mnt ext4 rw 0 0\n")
         let hostUse = HostUse(sysfsDevices: fake.sysfsDevices, mounts: fake.mounts, swaps: fake.swaps)
         let reconciler = Reconciler(monitor: FixedDevicesMonitor(devices: [stick]), environment: [:],
                                     logger: Logger(label: "test"), hostUse: hostUse)
-        let port = freeLoopbackPort()
-        let broad = try load(profile(port: port, take: false))
+        return (fake, hostUse, reconciler)
+    }
+
+    @Test func aMountedStickIsLeftToTheHostUntilUnmountedOrTakenExplicitly() async throws {
+        let (fake, hostUse, reconciler) = try mountedStick()
+        let broad = try profile(take: false)
 
         // plan and apply agree: no device, and why.
         let plan = Plan.make(broad, present: [stick], running: nil, hostUse: hostUse.reasons(for: [stick]))
@@ -55,12 +53,8 @@ import TestSupport
     }
 
     @Test func takeFromHostTakesAMountedStick() async throws {
-        let fake = try FakeHostStorage()
-        try fake.setMounts("/dev/sdb1 /mnt ext4 rw 0 0\n")
-        let hostUse = HostUse(sysfsDevices: fake.sysfsDevices, mounts: fake.mounts, swaps: fake.swaps)
-        let reconciler = Reconciler(monitor: FixedDevicesMonitor(devices: [stick]), environment: [:],
-                                    logger: Logger(label: "test"), hostUse: hostUse)
-        let taking = try load(profile(port: freeLoopbackPort(), take: true))
+        let (_, hostUse, reconciler) = try mountedStick()
+        let taking = try profile(take: true)
         let plan = Plan.make(taking, present: [stick], running: nil, hostUse: hostUse.reasons(for: [stick]))
         #expect(plan.assignments.first?.device == "1234:0002@1-3.2" && plan.heldByHost.isEmpty)
         await reconciler.apply(taking)

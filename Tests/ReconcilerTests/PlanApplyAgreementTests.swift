@@ -20,6 +20,15 @@ struct FixedDevicesMonitor: USBDeviceMonitor {
     func open(_ info: USBDeviceInfo) async throws -> any USBDevice { SourceSinkDevice(serial: info.serial ?? "") }
 }
 
+/// `text` written to a profile file of its own and loaded; it must be valid.
+func loadValidProfile(_ text: String) throws -> Profile {
+    let url = try makeTemporaryDirectory("usbredir-plan").appendingPathComponent("lab.yaml")
+    try text.write(to: url, atomically: true, encoding: .utf8)
+    let result = ProfileLoader.load(path: url.path, hostname: "nohost")
+    #expect(result.errors.isEmpty, "\(result.errors)")
+    return try #require(result.profile)
+}
+
 func device(_ product: UInt16, serial: String, port: String, address: Int) -> USBDeviceInfo {
     USBDeviceInfo(vendorID: 0x1234, productID: product, deviceClass: 0, serial: serial, manufacturer: nil,
                   productName: nil, bus: 1, port: port, address: address, speed: .high)
@@ -30,13 +39,7 @@ func device(_ product: UInt16, serial: String, port: String, address: Int) -> US
 @Suite(.serialized, .timeLimit(.minutes(1))) struct PlanApplyAgreementTests {
     let present = [device(1, serial: "A", port: "1-1", address: 2), device(2, serial: "B", port: "1-2", address: 3)]
 
-    func load(_ text: String) throws -> Profile {
-        let url = try makeTemporaryDirectory("usbredir-plan").appendingPathComponent("lab.yaml")
-        try text.write(to: url, atomically: true, encoding: .utf8)
-        let result = ProfileLoader.load(path: url.path, hostname: "nohost")
-        #expect(result.errors.isEmpty, "\(result.errors)")
-        return try #require(result.profile)
-    }
+    func load(_ text: String) throws -> Profile { try loadValidProfile(text) }
 
     func profile(ports: [Int], bySerialFirst: Bool, vendorLog: String? = nil) -> String {
         let bySerial = "  - {name: by-serial, to: e0, match: {serial: \"A\"}}\n"
