@@ -9,6 +9,26 @@ import FoundationEssentials   // URL; not Foundation: no ICU in the binary
 import Foundation
 #endif
 
+/// libvirt's own event loop (virEventRegisterDefaultImpl, then a thread
+/// running virEventRunDefaultImpl): lifecycle events and keepalives need it,
+/// and it must be registered before the first connection opens.
+enum LibvirtEventLoop {
+    nonisolated(unsafe) private static var running = false
+    private static let lock = NIOLock()
+
+    static func start(_ api: LibvirtLibrary) {
+        lock.withLock {
+            guard !running else { return }
+            running = true
+            // libvirt prints every error on stderr unless an error function
+            // is set; errors are read from virGetLastErrorMessage() instead.
+            api.setErrorFunc(nil, { _, _ in })
+            _ = api.eventRegisterDefaultImpl()
+            DetachedThread.start(name: "libvirt-events") { while true { _ = api.eventRunDefaultImpl() } }
+        }
+    }
+}
+
 /// One open connection to a libvirt URI, with the lifecycle events of
 /// every domain delivered to `sink`. libvirt connections may be used from
 /// any thread.
@@ -21,9 +41,9 @@ final class LibvirtConnection: @unchecked Sendable {
     static let keepaliveSeconds: Int32 = 5, keepaliveCount: UInt32 = 3
 
     init(uri: String, sink: EventSink) throws(LibvirtError) {
-        // The first libvirt endpoint loads the library and starts its event
-        // loop (LibvirtLibrary.openOnEventThread).
+        // The first libvirt endpoint loads the library (LibvirtLibrary).
         let api = try LibvirtLibrary.load()
+        LibvirtEventLoop.start(api)
         guard let pointer = api.connectOpen(uri) else { throw .unreachable(uri: uri, api.lastMessage) }
         self.uri = uri
         self.api = api

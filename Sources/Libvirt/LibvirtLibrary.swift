@@ -1,8 +1,6 @@
-import Common
 #if canImport(Glibc)
 import Glibc
 #endif
-import NIOConcurrencyHelpers
 
 /// libvirt, loaded at run time. The binary does not link libvirt: most lab
 /// hosts never name a `libvirt:` endpoint, and linking it pulled ~50 shared
@@ -73,37 +71,7 @@ struct LibvirtLibrary: @unchecked Sendable {   // function pointers and a handle
 
     /// A static let is initialised once, on first use, under a lock: the
     /// one dlopen of the process.
-    private static let loaded: Result<LibvirtLibrary, LibvirtError> = openOnEventThread(name: libraryName())
-
-    /// Opens the library on a thread of its own that then runs libvirt's
-    /// event loop for the rest of the process (lifecycle events and
-    /// keepalives need it, registered before the first connection opens).
-    /// The thread that loads libvirt must never exit: libvirt and glib set up
-    /// thread-specific data in it, and a Swift concurrency worker that loaded
-    /// them crashed in libdispatch's cleanup when it ended (SIGILL in
-    /// _libdispatch_tsd_cleanup, seen in the tests).
-    static func openOnEventThread(name: String) -> Result<LibvirtLibrary, LibvirtError> {
-        let outcome = NIOLockedValueBox<Result<LibvirtLibrary, LibvirtError>?>(nil)
-        let done = ConditionLock(value: false)
-        let started = DetachedThread.start(name: "libvirt-events") {
-            let result = open(name: name)
-            if case .success(let api) = result {
-                // libvirt prints every error on stderr unless an error
-                // function is set; errors are read from virGetLastErrorMessage().
-                api.setErrorFunc(nil, { _, _ in })
-                _ = api.eventRegisterDefaultImpl()
-            }
-            outcome.withLockedValue { $0 = result }
-            done.lock()
-            done.unlock(withValue: true)
-            guard case .success(let api) = result else { return }   // nothing loaded: the thread may end
-            while true { _ = api.eventRunDefaultImpl() }
-        }
-        guard started else { return .failure(.libraryMissing("\(installHint) (cannot start a thread for libvirt)")) }
-        done.lock(whenValue: true)
-        done.unlock()
-        return outcome.withLockedValue { $0! }
-    }
+    private static let loaded: Result<LibvirtLibrary, LibvirtError> = open(name: libraryName())
 
     static func libraryName(_ environment: [String: String] = currentEnvironment()) -> String {
         guard let name = environment[overrideVariable], !name.isEmpty else { return soname }
@@ -115,8 +83,6 @@ struct LibvirtLibrary: @unchecked Sendable {   // function pointers and a handle
         return [overrideVariable: String(cString: value)]
     }
 
-    /// Only on the event thread (`openOnEventThread`), or for a library that
-    /// is not libvirt (tests).
     static func open(name: String) -> Result<LibvirtLibrary, LibvirtError> {
         // RTLD_NOW: a library without one of our functions fails here, at
         // the load, not at the first call. Never closed: libvirt's event
