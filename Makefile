@@ -23,9 +23,14 @@ demo: deps
 # The release build links the Swift runtime in: a lab host needs no Swift
 # toolchain, and an idle apply is ~5 MB smaller (one image instead of 14
 # libraries' pages).
-# -z now: every symbol bound at start, so the GOT can be read-only (full
-# RELRO; lintian's hardening-no-bindnow).
-RELEASE := -c release --static-swift-stdlib -Xlinker -z -Xlinker now
+# Linked by the toolchain's lld: -z now binds every symbol at start so the
+# GOT is read-only (full RELRO; lintian's hardening-no-bindnow); packed
+# relative relocations (DT_RELR, glibc 2.36) take 1.9 MB of relocations
+# down to 16 KB; identical code folding; and no exported dynamic symbols
+# (swiftc exports them all by default, 2 MB of names nobody looks up).
+# 31.7 MB stripped with gold and the defaults, 29.2 MB with these.
+RELEASE := -c release --static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker now \
+	-Xlinker -z -Xlinker pack-relative-relocs -Xlinker --icf=all -Xlinker --no-export-dynamic
 
 # Speed and footprint as ratios against references measured in the same run
 # (release builds): parser micro-benches; the engine against the C reference

@@ -10,10 +10,12 @@
 #define USBREDIR_STAMP_MARKER "usbredir-build-commit:"
 #define USBREDIR_STAMP_MARKER_LENGTH 22
 
-static const volatile char stamp[USBREDIR_STAMP_MARKER_LENGTH + 41] =
+__attribute__((used)) static const volatile char stamp[USBREDIR_STAMP_MARKER_LENGTH + 41] =
     USBREDIR_STAMP_MARKER "????????????????????????????????????????";
 
 const char *usbredir_build_commit(void) {
-    const char *field = (const char *)stamp + USBREDIR_STAMP_MARKER_LENGTH;
-    return field[0] == '?' ? "" : field;
+    /* Read through the volatile type: clang -O2 folds a plain read of a
+       constant's initializer (the release build did, and dropped the array). */
+    const volatile char *field = stamp + USBREDIR_STAMP_MARKER_LENGTH;
+    return field[0] == '?' ? "" : (const char *)field;
 }

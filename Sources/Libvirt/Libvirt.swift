@@ -16,7 +16,12 @@ public final class Libvirt: Sendable {
     /// Why libvirt cannot be used on this host ("install libvirt0 to use
     /// libvirt endpoints (...)"), or nil when libvirt.so.0 loads. The first
     /// call loads the library; only profiles with libvirt endpoints ask.
-    public static var libraryProblem: String? { LibvirtLibrary.availability?.description }
+    /// Like every libvirt call, on NIO's thread pool: libvirt keeps
+    /// thread-local state, and a Swift concurrency (libdispatch) worker that
+    /// exits with it crashes in libdispatch's thread cleanup.
+    public static func libraryProblem() async -> String? {
+        (try? await NIOThreadPool.singleton.runIfActive { LibvirtLibrary.availability?.description }) ?? nil
+    }
 
     /// The domain as libvirt sees it now.
     public func resolve(domain: String, uri: String) async throws -> ResolvedDomain {

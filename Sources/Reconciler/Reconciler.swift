@@ -77,7 +77,7 @@ public actor Reconciler {
             runners[name] = nil
         }
         await updateLinks(profile)
-        updateDomainWatches(profile)
+        await updateDomainWatches(profile)
         // Start what is new.
         for assignment in profile.devices where runners[assignment.name] == nil {
             guard let endpoint = profile.endpoints[assignment.endpoint] else { continue }
@@ -136,7 +136,7 @@ public actor Reconciler {
     }
 
     /// Subscribes to the lifecycle events of each libvirt URI in use.
-    private func updateDomainWatches(_ profile: Profile) {
+    private func updateDomainWatches(_ profile: Profile) async {
         let uris = Set(profile.endpoints.values.compactMap { e -> String? in
             if case .libvirt(_, let uri) = e.kind { return uri }
             return nil
@@ -147,7 +147,7 @@ public actor Reconciler {
         }
         // The first libvirt endpoint loads libvirt; without it, say so once
         // (each assignment to such an endpoint shows it as its error too).
-        if !uris.isEmpty && domainWatches.isEmpty, let problem = Libvirt.libraryProblem {
+        if !uris.isEmpty && domainWatches.isEmpty, let problem = await Libvirt.libraryProblem() {
             logger.error("\(problem)")
         }
         for uri in uris where domainWatches[uri] == nil {

@@ -100,8 +100,11 @@ extension Requirement {
     }
 
     /// Debian's libvirt0 (the library the tool opens for libvirt endpoints).
+    /// Looked for on disk, not loaded: loading libvirt in the test process
+    /// leaves thread-local state libdispatch trips over when a thread exits.
     public static let libvirt0 = Requirement("libvirt0") {
-        dlopen("libvirt.so.0", RTLD_LAZY) == nil ? "libvirt.so.0 cannot be loaded (apt install libvirt0)" : nil
+        ["/usr/lib/x86_64-linux-gnu/libvirt.so.0", "/usr/lib/aarch64-linux-gnu/libvirt.so.0", "/usr/lib64/libvirt.so.0"]
+            .contains { FileManager.default.fileExists(atPath: $0) } ? nil : "libvirt.so.0 is not installed (apt install libvirt0)"
     }
 
     /// An executable found on PATH (or in the usual folders).
