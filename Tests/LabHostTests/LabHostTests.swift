@@ -12,7 +12,11 @@ final class LabHostTests: XCTestCase {
     static let requirement = Requirement.all(.qemu, .tool("gcc", hint: "build-guest.sh compiles usbtest-run"),
                                              .tool("strip"), .tool("cpio"),
                                              .tool("usbredirect", hint: "the C tool the usbtest table compares with"),
-                                             .tool("udevadm", hint: "udevd in the lab host for the hotplug case"))
+                                             .tool("udevadm", hint: "udevd in the lab host for the hotplug case"),
+                                             Requirement("mke2fs", probe: {
+                                                 FileManager.default.isExecutableFile(atPath: LabRig.mke2fs) ? nil
+                                                     : "mke2fs is not installed; e2fsprogs, for the guardrail case's stick"
+                                             }))
 
     override class func setUp() {
         super.setUp()
@@ -233,6 +237,133 @@ final class LabHostTests: XCTestCase {
         print("LABHOST timing: \(name) (match port \(port)): evdev node in the target \(String(format: "%.1f", attached)) s after apply "
               + "started; \(prime == nil ? "" : "priming moves until the first event: \(primes); ")\(want.count) events, each step's \(seen.map { String(format: "at most %.1f", $0) } ?? "not all") s after it was sent; "
               + "usbhid bound again \(String(format: "%.1f", Date().timeIntervalSince(stopStart))) s after SIGTERM")
+    }
+
+    // MARK: guardrail: a stick the lab host has mounted is left to it
+
+    /// Stick D (1-1.6, ext2) mounted in the lab host: a rule that matches
+    /// it (`port: "1-1.6"`, whatever is plugged there) does not take it:
+    /// `plan --json` and the running apply's `status --json` list it under
+    /// held_by_host with the mount as the reason, the assignment has no
+    /// device, usb-storage stays bound and the target gets no disk. After
+    /// `umount` and a SIGHUP the same apply takes it and the target reads
+    /// it (sha256); with `take-from-host: true` a mounted stick is taken.
+    /// (A vendor rule, 0x46f4, would not show it: the rig's other sticks
+    /// match too and the assignment takes the first of them.)
+    func testGuardrailAMountedStickIsLeftToTheHostUntilUnmountedOrTakenExplicitly() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let port = "1-1.6"
+        let driver = "readlink /sys/bus/usb/devices/\(port):1.0/driver | sed 's|.*/||'"
+        let blockOf = "ls /sys/bus/usb/devices/\(port):1.0/host*/target*/*/block/ 2>/dev/null"
+        let size = LabRig.stickDMiB << 20
+        let disk = "for d in /sys/block/sd*; do [ -e $d ] && [ $(( $(cat $d/size) * 512 )) = \(size) ] && echo ${d##*/}; done"
+        XCTAssertEqual(try lab.check(driver), "usb-storage\n", rig.context)
+        try lab.pollUntil("stick D's disk in the lab host", timeout: 20, blockOf) { !$0.output.lines.isEmpty }
+        let sd = try lab.check(blockOf).lines[0]
+        func mount() throws {
+            let m = try lab.run("modprobe ext4 2>&1; mkdir -p /mnt/d && mount -t ext4 -o ro /dev/$(\(blockOf) | head -1) /mnt/d && grep ' /mnt/d ' /proc/mounts && ls /mnt/d")
+            XCTAssertEqual(m.status, 0, "mount in the lab host: \(m)")
+            XCTAssertTrue(m.output.contains("lost+found"), "\(m)")
+        }
+        try mount()
+        var cleanups: [() -> Void] = [{ _ = try? lab.run("umount -l /mnt/d 2>/dev/null") }]
+        defer { for c in cleanups.reversed() { c() } }
+        let profile = { (name: String, take: Bool) in """
+            version: 1
+            endpoints:
+              target:
+                \(rig.endpoint(0))
+            devices:
+              - name: \(name)
+                to: target
+                match:
+                  port: "\(port)"\(take ? "\n    take-from-host: true" : "")
+            """ }
+        let reason = "/dev/\(sd) mounted on /mnt/d"
+        func held(_ json: String) -> [[String: Any]] {
+            let o = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any]
+            return o?["held_by_host"] as? [[String: Any]] ?? []
+        }
+
+        // plan, before apply runs: held by the host, no device for the assignment.
+        try lab.check("cat >/tmp/guard-plan.yaml <<'PROFILE'\n\(profile("stick-d", false))\nPROFILE")
+        let plan = try lab.run("usbredir plan /tmp/guard-plan.yaml --json")
+        let planned = held(plan.output)
+        XCTAssertEqual(planned.count, 1, "plan: \(plan)")
+        XCTAssertEqual(planned.first?["assignment"] as? String, "stick-d", "plan: \(plan)")
+        XCTAssertEqual(planned.first?["reason"] as? String, reason, "plan: \(plan)")
+        let assignments = ((try? JSONSerialization.jsonObject(with: Data(plan.output.utf8))) as? [String: Any])?["assignments"] as? [[String: Any]]
+        XCTAssertEqual(assignments?.count, 1, "plan: \(plan)")
+        XCTAssertNil(assignments?.first?["device"] as? String, "plan gives the mounted stick to the assignment: \(plan)")
+
+        // apply: status says the same; the stick stays with usb-storage, the target gets nothing.
+        let start = Date()
+        try rig.startApply("guard", profile: profile("stick-d", false))
+        var stopped = false
+        cleanups.append { if !stopped { _ = try? rig.stopApply("guard") } }
+        let status = "usbredir status --socket /run/guard.sock --json"
+        do {
+            try lab.pollUntil("apply's status lists stick D as held by the host", timeout: 30, every: 0.5, status) { r in
+                held(r.output).contains { $0["reason"] as? String == reason }
+            }
+        } catch {
+            XCTFail("\(error)\nstatus: \(String(describing: try? lab.run(status)))\napply log:\n\(rig.applyLog("guard"))")
+            return
+        }
+        let heldSeen = Date().timeIntervalSince(start)
+        XCTAssertTrue(try lab.check(status).contains("waiting-for-device"), rig.applyLog("guard"))
+        // Two of apply's 5 s passes later: still the host's.
+        Thread.sleep(forTimeInterval: 6)
+        XCTAssertEqual(try lab.check(driver), "usb-storage\n", rig.applyLog("guard"))
+        XCTAssertEqual(try target.run(disk).output, "", "the target got the mounted stick")
+        XCTAssertTrue(try lab.check("grep ' /mnt/d ' /proc/mounts").contains("/dev/\(sd)"))
+
+        // umount, SIGHUP: the same apply takes it; the target reads it.
+        try lab.check("umount /mnt/d && kill -HUP $(cat /tmp/guard.pid)")
+        let unmounted = Date()
+        do {
+            try target.pollUntil("the target has stick D after umount", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog("guard"))\n\(rig.context)")
+            return
+        }
+        let taken = Date().timeIntervalSince(unmounted)
+        XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.applyLog("guard"))
+        let statusAfter = try lab.check(status)
+        XCTAssertTrue(held(statusAfter).isEmpty, "status still lists it as held: \(statusAfter)")
+        let tsd = try target.check(disk).lines[0]
+        let read = try target.run("dd if=/dev/\(tsd) bs=1M count=\(LabRig.stickDMiB) iflag=direct 2>/dev/null | sha256sum", timeout: 60)
+        XCTAssertEqual(String(read.output.prefix(64)), try sha256(ofFile: rig.images["LABSTICK-D"]!), "apply log:\n\(rig.applyLog("guard"))")
+        XCTAssertEqual(try rig.stopApply("guard"), 0, rig.applyLog("guard"))
+        stopped = true
+        try lab.pollUntil("usb-storage bound again to \(port)", timeout: 20, driver) { $0.output == "usb-storage\n" }
+        try target.pollUntil("stick D gone from the target", timeout: 30, every: 0.5, disk) { $0.output.lines.isEmpty }
+
+        // take-from-host: true takes a mounted stick.
+        try lab.pollUntil("stick D's disk back in the lab host", timeout: 20, blockOf) { !$0.output.lines.isEmpty }
+        try mount()
+        let takeStart = Date()
+        try rig.startApply("guardtake", profile: profile("stick-d-anyway", true))
+        var stoppedTake = false
+        cleanups.append { if !stoppedTake { _ = try? rig.stopApply("guardtake") } }
+        do {
+            try target.pollUntil("the target has the mounted stick (take-from-host)", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog("guardtake"))\n\(rig.context)")
+            return
+        }
+        let takenAnyway = Date().timeIntervalSince(takeStart)
+        XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.applyLog("guardtake"))
+        XCTAssertEqual(try rig.stopApply("guardtake"), 0, rig.applyLog("guardtake"))
+        stoppedTake = true
+        _ = try? lab.run("umount -l /mnt/d")
+        try lab.pollUntil("usb-storage bound again to \(port)", timeout: 20, driver) { $0.output == "usb-storage\n" }
+        try target.pollUntil("stick D gone from the target", timeout: 30, every: 0.5, disk) { $0.output.lines.isEmpty }
+        print("LABHOST timing: guardrail (stick D mounted, match port \(port)): held_by_host in status \(String(format: "%.1f", heldSeen)) s "
+              + "after apply started; after umount + SIGHUP the disk in the target in \(String(format: "%.1f", taken)) s; "
+              + "read \(LabRig.stickDMiB) MiB + sha256 \(String(format: "%.1f", read.seconds)) s; "
+              + "take-from-host: disk in the target \(String(format: "%.1f", takenAnyway)) s after apply started")
     }
 
     // MARK: UAS: bulk streams through the real usbfs
