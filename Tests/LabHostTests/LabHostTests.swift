@@ -366,6 +366,73 @@ final class LabHostTests: XCTestCase {
               + "take-from-host: disk in the target \(String(format: "%.1f", takenAnyway)) s after apply started")
     }
 
+    // MARK: a USB reset from the target guest
+
+    /// The target resets the redirected Gadget Zero (USBDEVFS_RESET on its
+    /// node, `usbtest-run -R`): the reset reaches the real device (the lab
+    /// host's kernel logs a reset of 3-1 on dummy_hcd), usbtest is bound
+    /// again in the target, and bulk OUT and IN (usbtest cases 1 and 2)
+    /// pass after it as before; apply still exits 0.
+    func testUSBResetFromTheTargetAndTheDeviceWorksAfter() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let resets = "dmesg | grep -c 'usb 3-1: reset' || true"
+        let before = Int(try lab.check(resets).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        let start = Date()
+        try rig.startApply("reset", profile: """
+            version: 1
+            endpoints:
+              target:
+                \(rig.endpoint(1))
+            devices:
+              - name: gadget-zero
+                to: target
+                match:
+                  vendor: 0x0525
+                  product: 0xa4a0
+            """)
+        var stopped = false
+        defer { if !stopped { _ = try? rig.stopApply("reset") } }
+        do {
+            try target.pollUntil("usbtest bound to Gadget Zero in the target", timeout: 60, every: 0.5, USBTestRun.boundScript) { $0.status == 0 }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog("reset"))\n\(rig.context)")
+            return
+        }
+        let attached = Date().timeIntervalSince(start)
+        let cases = "usbtest-run -i \(USBTestRun.iterations) -t \(USBTestRun.caseTimeout) 0525:a4a0 1 2"
+        let first = USBTestRun.parse(try target.run(cases, timeout: USBTestRun.commandTimeout).output)
+        XCTAssertEqual(first[1]?.result, "pass", "before the reset: \(first)")
+        XCTAssertEqual(first[2]?.result, "pass", "before the reset: \(first)")
+
+        let reset = try target.run("usbtest-run -R -t \(USBTestRun.caseTimeout) 0525:a4a0", timeout: 90)
+        XCTAssertEqual(reset.status, 0, "the reset in the target: \(reset)\napply log:\n\(rig.applyLog("reset"))")
+        XCTAssertTrue(reset.output.contains("USBTEST reset result=pass"), "\(reset)")
+        // The reset reached the device in the lab host.
+        let reached = try? lab.pollUntil("the lab host's kernel reset 3-1", timeout: 20, every: 0.5, resets) {
+            (Int($0.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > before
+        }
+        XCTAssertNotNil(reached, "no reset of 3-1 in the lab host's dmesg:\n\((try? lab.run("dmesg | tail -20").output) ?? "")\napply log:\n\(rig.applyLog("reset"))")
+        do {
+            try target.pollUntil("usbtest bound again after the reset", timeout: 30, every: 0.5, USBTestRun.boundScript) { $0.status == 0 }
+        } catch {
+            XCTFail("\(error)\ntarget dmesg:\n\((try? target.run("dmesg | tail -20").output) ?? "")\napply log:\n\(rig.applyLog("reset"))")
+            return
+        }
+        let after = try target.run(cases, timeout: USBTestRun.commandTimeout)
+        let again = USBTestRun.parse(after.output)
+        XCTAssertEqual(again[1]?.result, "pass", "after the reset: \(after)\napply log:\n\(rig.applyLog("reset"))")
+        XCTAssertEqual(again[2]?.result, "pass", "after the reset: \(after)\napply log:\n\(rig.applyLog("reset"))")
+
+        XCTAssertEqual(try rig.stopApply("reset"), 0, rig.applyLog("reset"))
+        stopped = true
+        try target.pollUntil("Gadget Zero gone from the target", timeout: 30, every: 0.5, USBTestRun.boundScript) { $0.status != 0 }
+        print("LABHOST timing: reset (Gadget Zero): usbtest bound in the target \(String(format: "%.1f", attached)) s after apply "
+              + "started; USBDEVFS_RESET \(String(format: "%.1f", reset.seconds)) s (ioctl in the target), lab host's reset seen "
+              + "\(reached.map { String(format: "%.1f", $0) } ?? "never") s later; cases 1+2 after: "
+              + String(format: "%.1f", after.seconds) + " s")
+    }
+
     // MARK: UAS: bulk streams through the real usbfs
 
     /// QEMU's usb-uas in the lab host (bound to uas there) matched by port
