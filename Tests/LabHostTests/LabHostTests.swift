@@ -433,6 +433,82 @@ final class LabHostTests: XCTestCase {
               + String(format: "%.1f", after.seconds) + " s")
     }
 
+    // MARK: a device that comes back on its port with another product id
+
+    /// A board that re-enumerates as its bootloader: through the lab
+    /// host's QMP, a usb-storage (46f4:0001) at hub port 1.7 is taken out
+    /// (device_del) and a usb-mtp (46f4:0004) plugged in at the same port
+    /// (device_add). The assignment's `port: "1-1.7"` rule follows it: the
+    /// target has 46f4:0001 first, then 46f4:0004, from the same apply.
+    /// udevd runs in the lab host (the running apply learns of hotplug from
+    /// its events; see the hotplug case).
+    func testADeviceReEnumeratingWithAnotherProductIdFollowsItsPortRule() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl, qmp = rig.lab.vm
+        let port = "1-1.7"
+        let image = try makeRandomImage(mib: 1, in: rig.dir, name: "stick-r.img")
+        _ = try qmp.qmp(#"{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"stickr","file":{"driver":"file","filename":"\#(image)"}}}"#)
+        let ids = "cat /sys/bus/usb/devices/\(port)/idVendor /sys/bus/usb/devices/\(port)/idProduct 2>/dev/null | tr '\\n' ' '"
+        let targetIDs = "for d in /sys/bus/usb/devices/*; do [ -e $d/idProduct ] && echo $(cat $d/idVendor):$(cat $d/idProduct); done"
+        let status = "usbredir status --socket /run/reenum.sock --json | tr -d ' '"
+        XCTAssertTrue(try lab.check("pidof systemd-udevd >/dev/null || systemd-udevd --daemon >/dev/null 2>&1; pidof systemd-udevd").lines.count == 1)
+        var plugged: String?
+        defer {
+            if let plugged { _ = try? qmp.qmp(#"{"execute":"device_del","arguments":{"id":"\#(plugged)"}}"#) }
+            _ = try? lab.run("kill $(pidof systemd-udevd) 2>/dev/null")
+        }
+        _ = try qmp.qmp(#"{"execute":"device_add","arguments":{"driver":"usb-storage","bus":"usb.0","port":"1.7","drive":"stickr","serial":"LABSTICK-R","id":"app"}}"#)
+        plugged = "app"
+        try lab.pollUntil("the lab host has 46f4:0001 at \(port)", timeout: 30, ids) { $0.output == "46f4 0001 " }
+
+        let start = Date()
+        try rig.startApply("reenum", profile: """
+            version: 1
+            endpoints:
+              target:
+                \(rig.endpoint(0))
+            devices:
+              - name: board
+                to: target
+                match:
+                  port: "\(port)"
+            """)
+        var stopped = false
+        defer { if !stopped { _ = try? rig.stopApply("reenum") } }
+        do {
+            try target.pollUntil("the target has 46f4:0001", timeout: 60, every: 0.5, targetIDs) { $0.output.lines.contains("46f4:0001") }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog("reenum"))\n\(rig.context)")
+            return
+        }
+        let first = Date().timeIntervalSince(start)
+
+        // The "bootloader": the same port, another product id.
+        let t = Date()
+        _ = try qmp.qmp(#"{"execute":"device_del","arguments":{"id":"app"}}"#)
+        plugged = nil
+        try lab.pollUntil("46f4:0001 gone from \(port)", timeout: 30, ids) { $0.output.isEmpty }
+        try target.pollUntil("46f4:0001 gone from the target", timeout: 30, every: 0.5, targetIDs) { !$0.output.lines.contains("46f4:0001") }
+        _ = try qmp.qmp(#"{"execute":"device_add","arguments":{"driver":"usb-mtp","bus":"usb.0","port":"1.7","rootdir":"\#(rig.dir.path)","readonly":true,"id":"boot"}}"#)
+        plugged = "boot"
+        try lab.pollUntil("the lab host has 46f4:0004 at \(port)", timeout: 30, ids) { $0.output == "46f4 0004 " }
+        do {
+            try target.pollUntil("the target has 46f4:0004 (the same port, another product id)", timeout: 60, every: 0.5, targetIDs) {
+                $0.output.lines.contains("46f4:0004")
+            }
+        } catch {
+            XCTFail("\(error)\nstatus: \(String(describing: try? lab.run(status)))\napply log:\n\(rig.applyLog("reenum"))\n\(rig.context)")
+            return
+        }
+        let second = Date().timeIntervalSince(t)
+        XCTAssertTrue(try lab.check(status).contains(#""state":"connected""#), rig.applyLog("reenum"))
+        XCTAssertEqual(try rig.stopApply("reenum"), 0, rig.applyLog("reenum"))
+        stopped = true
+        try target.pollUntil("46f4:0004 gone from the target", timeout: 30, every: 0.5, targetIDs) { !$0.output.lines.contains("46f4:0004") }
+        print("LABHOST timing: re-enumeration (match port \(port)): 46f4:0001 in the target \(String(format: "%.1f", first)) s after "
+              + "apply started; from device_del to 46f4:0004 in the target \(String(format: "%.1f", second)) s")
+    }
+
     // MARK: UAS: bulk streams through the real usbfs
 
     /// QEMU's usb-uas in the lab host (bound to uas there) matched by port
