@@ -12,7 +12,11 @@ final class LabHostTests: XCTestCase {
     static let requirement = Requirement.all(.qemu, .tool("gcc", hint: "build-guest.sh compiles usbtest-run"),
                                              .tool("strip"), .tool("cpio"),
                                              .tool("usbredirect", hint: "the C tool the usbtest table compares with"),
-                                             .tool("udevadm", hint: "udevd in the lab host for the hotplug case"))
+                                             .tool("udevadm", hint: "udevd in the lab host for the hotplug case"),
+                                             Requirement("mke2fs", probe: {
+                                                 FileManager.default.isExecutableFile(atPath: LabRig.mke2fs) ? nil
+                                                     : "mke2fs is not installed; e2fsprogs, for the guardrail case's stick"
+                                             }))
 
     override class func setUp() {
         super.setUp()
@@ -233,6 +237,304 @@ final class LabHostTests: XCTestCase {
         print("LABHOST timing: \(name) (match port \(port)): evdev node in the target \(String(format: "%.1f", attached)) s after apply "
               + "started; \(prime == nil ? "" : "priming moves until the first event: \(primes); ")\(want.count) events, each step's \(seen.map { String(format: "at most %.1f", $0) } ?? "not all") s after it was sent; "
               + "usbhid bound again \(String(format: "%.1f", Date().timeIntervalSince(stopStart))) s after SIGTERM")
+    }
+
+    // MARK: guardrail: a stick the lab host has mounted is left to it
+
+    /// Stick D (1-1.6, ext2) mounted in the lab host: a rule that matches
+    /// it (`port: "1-1.6"`, whatever is plugged there) does not take it:
+    /// `plan --json` and the running apply's `status --json` list it under
+    /// held_by_host with the mount as the reason, the assignment has no
+    /// device, usb-storage stays bound and the target gets no disk. After
+    /// `umount` and a SIGHUP the same apply takes it and the target reads
+    /// it (sha256); with `take-from-host: true` a mounted stick is taken.
+    /// A broad rule (vendor 0x46f4) is checked in plan, as a catch-all
+    /// after three assignments that name the rig's other sticks (which
+    /// match it too): they get theirs, the catch-all none, stick D held.
+    func testGuardrailAMountedStickIsLeftToTheHostUntilUnmountedOrTakenExplicitly() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let port = "1-1.6"
+        let driver = "readlink /sys/bus/usb/devices/\(port):1.0/driver | sed 's|.*/||'"
+        let blockOf = "ls /sys/bus/usb/devices/\(port):1.0/host*/target*/*/block/ 2>/dev/null"
+        let size = LabRig.stickDMiB << 20
+        let disk = "for d in /sys/block/sd*; do [ -e $d ] && [ $(( $(cat $d/size) * 512 )) = \(size) ] && echo ${d##*/}; done"
+        XCTAssertEqual(try lab.check(driver), "usb-storage\n", rig.context)
+        try lab.pollUntil("stick D's disk in the lab host", timeout: 20, blockOf) { !$0.output.lines.isEmpty }
+        let sd = try lab.check(blockOf).lines[0]
+        func mount() throws {
+            let m = try lab.run("modprobe ext4 2>&1; mkdir -p /mnt/d && mount -t ext4 -o ro /dev/$(\(blockOf) | head -1) /mnt/d && grep ' /mnt/d ' /proc/mounts && ls /mnt/d")
+            XCTAssertEqual(m.status, 0, "mount in the lab host: \(m)")
+            XCTAssertTrue(m.output.contains("lost+found"), "\(m)")
+        }
+        try mount()
+        var cleanups: [() -> Void] = [{ _ = try? lab.run("umount -l /mnt/d 2>/dev/null") }]
+        defer { for c in cleanups.reversed() { c() } }
+        let profile = { (name: String, take: Bool) in """
+            version: 1
+            endpoints:
+              target:
+                \(rig.endpoint(0))
+            devices:
+              - name: \(name)
+                to: target
+                match:
+                  port: "\(port)"\(take ? "\n    take-from-host: true" : "")
+            """ }
+        let reason = "/dev/\(sd) mounted on /mnt/d"
+        func held(_ json: String) -> [[String: Any]] {
+            let o = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any]
+            return o?["held_by_host"] as? [[String: Any]] ?? []
+        }
+
+        // plan, before apply runs: held by the host, no device for the assignment.
+        try lab.check("cat >/tmp/guard-plan.yaml <<'PROFILE'\n\(profile("stick-d", false))\nPROFILE")
+        let plan = try lab.run("usbredir plan /tmp/guard-plan.yaml --json")
+        let planned = held(plan.output)
+        XCTAssertEqual(planned.count, 1, "plan: \(plan)")
+        XCTAssertEqual(planned.first?["assignment"] as? String, "stick-d", "plan: \(plan)")
+        XCTAssertEqual(planned.first?["reason"] as? String, reason, "plan: \(plan)")
+        let assignments = ((try? JSONSerialization.jsonObject(with: Data(plan.output.utf8))) as? [String: Any])?["assignments"] as? [[String: Any]]
+        XCTAssertEqual(assignments?.count, 1, "plan: \(plan)")
+        XCTAssertNil(assignments?.first?["device"] as? String, "plan gives the mounted stick to the assignment: \(plan)")
+        // A broad rule, vendor 0x46f4 (sticks A, B, D and the UAS stick match it), as a catch-all after
+        // three named sticks: those three get theirs, the catch-all gets none: stick D is held for it.
+        try lab.check("""
+            cat >/tmp/guard-broad.yaml <<'PROFILE'
+            version: 1
+            endpoints:
+              e1: {usbredir: "10.0.2.2:7001"}
+              e2: {usbredir: "10.0.2.2:7002"}
+              e3: {usbredir: "10.0.2.2:7003"}
+              e4: {usbredir: "10.0.2.2:7004"}
+            devices:
+              - {name: stick-a, to: e1, match: {serial: LABSTICK-A}}
+              - {name: stick-b, to: e2, match: {port: "1-1.1"}}
+              - {name: uas, to: e3, match: {port: "2-3"}}
+              - {name: any-qemu-stick, to: e4, match: {vendor: 0x46f4}}
+            PROFILE
+            """)
+        let broad = try lab.run("usbredir plan /tmp/guard-broad.yaml --json")
+        let broadPlan = (try? JSONSerialization.jsonObject(with: Data(broad.output.utf8))) as? [String: Any]
+        let devices = (broadPlan?["assignments"] as? [[String: Any]] ?? []).map { $0["device"] as? String }
+        XCTAssertEqual(devices.count, 4, "plan: \(broad)")
+        XCTAssertEqual(devices.compactMap { $0 }.count, 3, "plan: \(broad)")
+        XCTAssertFalse(devices.contains { $0?.hasSuffix("@\(port)") == true }, "a broad rule took the mounted stick: \(broad)")
+        let broadHeld = held(broad.output)
+        XCTAssertEqual(broadHeld.map { $0["assignment"] as? String }, ["any-qemu-stick"], "plan: \(broad)")
+        XCTAssertEqual(broadHeld.first?["device"] as? String, "46f4:0001@\(port)", "plan: \(broad)")
+        XCTAssertEqual(broadHeld.first?["reason"] as? String, reason, "plan: \(broad)")
+
+        // apply: status says the same; the stick stays with usb-storage, the target gets nothing.
+        let start = Date()
+        try rig.startApply("guard", profile: profile("stick-d", false))
+        var stopped = false
+        cleanups.append { if !stopped { _ = try? rig.stopApply("guard") } }
+        let status = "usbredir status --socket /run/guard.sock --json"
+        do {
+            try lab.pollUntil("apply's status lists stick D as held by the host", timeout: 30, every: 0.5, status) { r in
+                held(r.output).contains { $0["reason"] as? String == reason }
+            }
+        } catch {
+            XCTFail("\(error)\nstatus: \(String(describing: try? lab.run(status)))\napply log:\n\(rig.applyLog("guard"))")
+            return
+        }
+        let heldSeen = Date().timeIntervalSince(start)
+        XCTAssertTrue(try lab.check(status).contains("waiting-for-device"), rig.applyLog("guard"))
+        // Two of apply's 5 s passes later: still the host's.
+        Thread.sleep(forTimeInterval: 6)
+        XCTAssertEqual(try lab.check(driver), "usb-storage\n", rig.applyLog("guard"))
+        XCTAssertEqual(try target.run(disk).output, "", "the target got the mounted stick")
+        XCTAssertTrue(try lab.check("grep ' /mnt/d ' /proc/mounts").contains("/dev/\(sd)"))
+
+        // umount, SIGHUP: the same apply takes it; the target reads it.
+        try lab.check("umount /mnt/d && kill -HUP $(cat /tmp/guard.pid)")
+        let unmounted = Date()
+        do {
+            try target.pollUntil("the target has stick D after umount", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog("guard"))\n\(rig.context)")
+            return
+        }
+        let taken = Date().timeIntervalSince(unmounted)
+        XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.applyLog("guard"))
+        let statusAfter = try lab.check(status)
+        XCTAssertTrue(held(statusAfter).isEmpty, "status still lists it as held: \(statusAfter)")
+        let tsd = try target.check(disk).lines[0]
+        let read = try target.run("dd if=/dev/\(tsd) bs=1M count=\(LabRig.stickDMiB) iflag=direct 2>/dev/null | sha256sum", timeout: 60)
+        XCTAssertEqual(String(read.output.prefix(64)), try sha256(ofFile: rig.images["LABSTICK-D"]!), "apply log:\n\(rig.applyLog("guard"))")
+        XCTAssertEqual(try rig.stopApply("guard"), 0, rig.applyLog("guard"))
+        stopped = true
+        try lab.pollUntil("usb-storage bound again to \(port)", timeout: 20, driver) { $0.output == "usb-storage\n" }
+        try target.pollUntil("stick D gone from the target", timeout: 30, every: 0.5, disk) { $0.output.lines.isEmpty }
+
+        // take-from-host: true takes a mounted stick.
+        try lab.pollUntil("stick D's disk back in the lab host", timeout: 20, blockOf) { !$0.output.lines.isEmpty }
+        try mount()
+        let takeStart = Date()
+        try rig.startApply("guardtake", profile: profile("stick-d-anyway", true))
+        var stoppedTake = false
+        cleanups.append { if !stoppedTake { _ = try? rig.stopApply("guardtake") } }
+        do {
+            try target.pollUntil("the target has the mounted stick (take-from-host)", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog("guardtake"))\n\(rig.context)")
+            return
+        }
+        let takenAnyway = Date().timeIntervalSince(takeStart)
+        XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.applyLog("guardtake"))
+        XCTAssertEqual(try rig.stopApply("guardtake"), 0, rig.applyLog("guardtake"))
+        stoppedTake = true
+        _ = try? lab.run("umount -l /mnt/d")
+        try lab.pollUntil("usb-storage bound again to \(port)", timeout: 20, driver) { $0.output == "usb-storage\n" }
+        try target.pollUntil("stick D gone from the target", timeout: 30, every: 0.5, disk) { $0.output.lines.isEmpty }
+        print("LABHOST timing: guardrail (stick D mounted, match port \(port)): held_by_host in status \(String(format: "%.1f", heldSeen)) s "
+              + "after apply started; after umount + SIGHUP the disk in the target in \(String(format: "%.1f", taken)) s; "
+              + "read \(LabRig.stickDMiB) MiB + sha256 \(String(format: "%.1f", read.seconds)) s; "
+              + "take-from-host: disk in the target \(String(format: "%.1f", takenAnyway)) s after apply started")
+    }
+
+    // MARK: a USB reset from the target guest
+
+    /// The target resets the redirected Gadget Zero (USBDEVFS_RESET on its
+    /// node, `usbtest-run -R`): the reset reaches the real device (the lab
+    /// host's kernel logs a reset of 3-1 on dummy_hcd), usbtest is bound
+    /// again in the target, and bulk OUT and IN (usbtest cases 1 and 2)
+    /// pass after it as before; apply still exits 0.
+    func testUSBResetFromTheTargetAndTheDeviceWorksAfter() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let resets = "dmesg | grep -c 'usb 3-1: reset' || true"
+        let before = Int(try lab.check(resets).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        let start = Date()
+        try rig.startApply("reset", profile: """
+            version: 1
+            endpoints:
+              target:
+                \(rig.endpoint(1))
+            devices:
+              - name: gadget-zero
+                to: target
+                match:
+                  vendor: 0x0525
+                  product: 0xa4a0
+            """)
+        var stopped = false
+        defer { if !stopped { _ = try? rig.stopApply("reset") } }
+        do {
+            try target.pollUntil("usbtest bound to Gadget Zero in the target", timeout: 60, every: 0.5, USBTestRun.boundScript) { $0.status == 0 }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog("reset"))\n\(rig.context)")
+            return
+        }
+        let attached = Date().timeIntervalSince(start)
+        let cases = "usbtest-run -i \(USBTestRun.iterations) -t \(USBTestRun.caseTimeout) 0525:a4a0 1 2"
+        let first = USBTestRun.parse(try target.run(cases, timeout: USBTestRun.commandTimeout).output)
+        XCTAssertEqual(first[1]?.result, "pass", "before the reset: \(first)")
+        XCTAssertEqual(first[2]?.result, "pass", "before the reset: \(first)")
+
+        let reset = try target.run("usbtest-run -R -t \(USBTestRun.caseTimeout) 0525:a4a0", timeout: 90)
+        XCTAssertEqual(reset.status, 0, "the reset in the target: \(reset)\napply log:\n\(rig.applyLog("reset"))")
+        XCTAssertTrue(reset.output.contains("USBTEST reset result=pass"), "\(reset)")
+        // The reset reached the device in the lab host.
+        let reached = try? lab.pollUntil("the lab host's kernel reset 3-1", timeout: 20, every: 0.5, resets) {
+            (Int($0.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > before
+        }
+        XCTAssertNotNil(reached, "no reset of 3-1 in the lab host's dmesg:\n\((try? lab.run("dmesg | tail -20").output) ?? "")\napply log:\n\(rig.applyLog("reset"))")
+        do {
+            try target.pollUntil("usbtest bound again after the reset", timeout: 30, every: 0.5, USBTestRun.boundScript) { $0.status == 0 }
+        } catch {
+            XCTFail("\(error)\ntarget dmesg:\n\((try? target.run("dmesg | tail -20").output) ?? "")\napply log:\n\(rig.applyLog("reset"))")
+            return
+        }
+        let after = try target.run(cases, timeout: USBTestRun.commandTimeout)
+        let again = USBTestRun.parse(after.output)
+        XCTAssertEqual(again[1]?.result, "pass", "after the reset: \(after)\napply log:\n\(rig.applyLog("reset"))")
+        XCTAssertEqual(again[2]?.result, "pass", "after the reset: \(after)\napply log:\n\(rig.applyLog("reset"))")
+
+        XCTAssertEqual(try rig.stopApply("reset"), 0, rig.applyLog("reset"))
+        stopped = true
+        try target.pollUntil("Gadget Zero gone from the target", timeout: 30, every: 0.5, USBTestRun.boundScript) { $0.status != 0 }
+        print("LABHOST timing: reset (Gadget Zero): usbtest bound in the target \(String(format: "%.1f", attached)) s after apply "
+              + "started; USBDEVFS_RESET \(String(format: "%.1f", reset.seconds)) s (ioctl in the target), lab host's reset seen "
+              + "\(reached.map { String(format: "%.1f", $0) } ?? "never") s later; cases 1+2 after: "
+              + String(format: "%.1f", after.seconds) + " s")
+    }
+
+    // MARK: a device that comes back on its port with another product id
+
+    /// A board that re-enumerates as its bootloader: through the lab
+    /// host's QMP, a usb-storage (46f4:0001) at hub port 1.7 is taken out
+    /// (device_del) and a usb-mtp (46f4:0004) plugged in at the same port
+    /// (device_add). The assignment's `port: "1-1.7"` rule follows it: the
+    /// target has 46f4:0001 first, then 46f4:0004, from the same apply.
+    /// udevd runs in the lab host (the running apply learns of hotplug from
+    /// its events; see the hotplug case).
+    func testADeviceReEnumeratingWithAnotherProductIdFollowsItsPortRule() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl, target = rig.target.ctl, qmp = rig.lab.vm
+        let port = "1-1.7"
+        let image = try makeRandomImage(mib: 1, in: rig.dir, name: "stick-r.img")
+        _ = try qmp.qmp(#"{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"stickr","file":{"driver":"file","filename":"\#(image)"}}}"#)
+        let ids = "cat /sys/bus/usb/devices/\(port)/idVendor /sys/bus/usb/devices/\(port)/idProduct 2>/dev/null | tr '\\n' ' '"
+        let targetIDs = "for d in /sys/bus/usb/devices/*; do [ -e $d/idProduct ] && echo $(cat $d/idVendor):$(cat $d/idProduct); done"
+        let status = "usbredir status --socket /run/reenum.sock --json | tr -d ' '"
+        XCTAssertTrue(try lab.check("pidof systemd-udevd >/dev/null || systemd-udevd --daemon >/dev/null 2>&1; pidof systemd-udevd").lines.count == 1)
+        var plugged: String?
+        defer {
+            if let plugged { _ = try? qmp.qmp(#"{"execute":"device_del","arguments":{"id":"\#(plugged)"}}"#) }
+            _ = try? lab.run("kill $(pidof systemd-udevd) 2>/dev/null")
+        }
+        _ = try qmp.qmp(#"{"execute":"device_add","arguments":{"driver":"usb-storage","bus":"usb.0","port":"1.7","drive":"stickr","serial":"LABSTICK-R","id":"app"}}"#)
+        plugged = "app"
+        try lab.pollUntil("the lab host has 46f4:0001 at \(port)", timeout: 30, ids) { $0.output == "46f4 0001 " }
+
+        let start = Date()
+        try rig.startApply("reenum", profile: """
+            version: 1
+            endpoints:
+              target:
+                \(rig.endpoint(0))
+            devices:
+              - name: board
+                to: target
+                match:
+                  port: "\(port)"
+            """)
+        var stopped = false
+        defer { if !stopped { _ = try? rig.stopApply("reenum") } }
+        do {
+            try target.pollUntil("the target has 46f4:0001", timeout: 60, every: 0.5, targetIDs) { $0.output.lines.contains("46f4:0001") }
+        } catch {
+            XCTFail("\(error)\napply log:\n\(rig.applyLog("reenum"))\n\(rig.context)")
+            return
+        }
+        let first = Date().timeIntervalSince(start)
+
+        // The "bootloader": the same port, another product id.
+        let t = Date()
+        _ = try qmp.qmp(#"{"execute":"device_del","arguments":{"id":"app"}}"#)
+        plugged = nil
+        try lab.pollUntil("46f4:0001 gone from \(port)", timeout: 30, ids) { $0.output.isEmpty }
+        try target.pollUntil("46f4:0001 gone from the target", timeout: 30, every: 0.5, targetIDs) { !$0.output.lines.contains("46f4:0001") }
+        _ = try qmp.qmp(#"{"execute":"device_add","arguments":{"driver":"usb-mtp","bus":"usb.0","port":"1.7","rootdir":"\#(rig.dir.path)","readonly":true,"id":"boot"}}"#)
+        plugged = "boot"
+        try lab.pollUntil("the lab host has 46f4:0004 at \(port)", timeout: 30, ids) { $0.output == "46f4 0004 " }
+        do {
+            try target.pollUntil("the target has 46f4:0004 (the same port, another product id)", timeout: 60, every: 0.5, targetIDs) {
+                $0.output.lines.contains("46f4:0004")
+            }
+        } catch {
+            XCTFail("\(error)\nstatus: \(String(describing: try? lab.run(status)))\napply log:\n\(rig.applyLog("reenum"))\n\(rig.context)")
+            return
+        }
+        let second = Date().timeIntervalSince(t)
+        XCTAssertTrue(try lab.check(status).contains(#""state":"connected""#), rig.applyLog("reenum"))
+        XCTAssertEqual(try rig.stopApply("reenum"), 0, rig.applyLog("reenum"))
+        stopped = true
+        try target.pollUntil("46f4:0004 gone from the target", timeout: 30, every: 0.5, targetIDs) { !$0.output.lines.contains("46f4:0004") }
+        print("LABHOST timing: re-enumeration (match port \(port)): 46f4:0001 in the target \(String(format: "%.1f", first)) s after "
+              + "apply started; from device_del to 46f4:0004 in the target \(String(format: "%.1f", second)) s")
     }
 
     // MARK: UAS: bulk streams through the real usbfs

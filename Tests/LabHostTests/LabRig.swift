@@ -11,11 +11,19 @@ import TestSupport
 ///   keyboard usb-kbd, port 1.2; tablet usb-tablet, port 1.3
 ///   serial   usb-serial (FTDI), port 1.4 -> 1-1.4, its far end `serial`
 ///   UAS      usb-uas + scsi-hd, port 3                -> 2-3 (SuperSpeed, streams)
+///   stick D  usb-storage serial LABSTICK-D, port 1.6  -> 1-1.6, 8 MiB of ext2
+///            (the guardrail case mounts it in the lab host)
 ///   Gadget Zero (dummy_hcd, inside)                   -> 3-1 (high speed)
 /// Target: two listening usb-redir devices on its qemu-xhci.
 final class LabRig: @unchecked Sendable {
     /// The sticks' size; `make bench` reads 64 MiB through the chain.
     static let stickMiB = Int(ProcessInfo.processInfo.environment["LABHOST_STICK_MIB"] ?? "") ?? 4
+    /// Stick D's size: not the others', so the target's disk is told apart by size.
+    static let stickDMiB = stickMiB == 8 ? 12 : 8
+    /// e2fsprogs' mke2fs (in /usr/sbin, often not on a user's PATH).
+    static var mke2fs: String {
+        findExecutable("mke2fs") ?? ["/usr/sbin/mke2fs", "/sbin/mke2fs"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "mke2fs"
+    }
     let lab: LabHost
     let target: LabTarget
     let images: [String: String]          // serial -> image file on this host
@@ -33,7 +41,9 @@ final class LabRig: @unchecked Sendable {
         let a = try makeRandomImage(mib: Self.stickMiB, in: dir, name: "stick-a.img")
         let b = try makeRandomImage(mib: Self.stickMiB, in: dir, name: "stick-b.img")
         let u = try makeRandomImage(mib: Self.stickMiB, in: dir, name: "uas.img")
-        images = ["LABSTICK-A": a, "LABSTICK-B": b, "UAS": u]
+        let d = try makeRandomImage(mib: Self.stickDMiB, in: dir, name: "stick-d.img")
+        try runCommand(LabRig.mke2fs, ["-q", "-F", "-t", "ext2", "-L", "LABSTICKD", d])
+        images = ["LABSTICK-A": a, "LABSTICK-B": b, "UAS": u, "LABSTICK-D": d]
 
         t = Date()
         lab = try LabHost(devices: [
@@ -44,6 +54,7 @@ final class LabRig: @unchecked Sendable {
             .init("usb-tablet,bus=usb.0,port=1.3,id=tablet"),
             .serial(id: "serial", socket: dir.appendingPathComponent("serial.sock").path, port: "1.4"),
             .uasStick(id: "uas", image: u, port: "3"),
+            .stick(id: "stickd", image: d, serial: "LABSTICK-D", port: "1.6"),
         ])
         // Opened now, so QEMU attaches the usb-serial before the lab host enumerates.
         serial = try UnixStream(path: dir.appendingPathComponent("serial.sock").path)

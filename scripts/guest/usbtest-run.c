@@ -6,7 +6,11 @@
  * driver's own request code USBTEST_REQUEST and its parameter block.
  *
  * Usage: usbtest-run [-i ITERATIONS] [-l LENGTH] [-v VARY] [-s SGLEN]
- *                    [-t SECONDS] VID:PID CASE...
+ *                    [-t SECONDS] [-R] VID:PID CASE...
+ * -R first resets the device (USBDEVFS_RESET on its node, as a guest
+ * driver's reset does: the port is reset and the device set up again) and
+ * prints "USBTEST reset result=pass|fail errno=NAME seconds=S"; with -R the
+ * cases may be left out. A failed reset exits 1 without running cases.
  * Output, per case:
  *   USBTEST case=N result=pass|fail|unsupported|timeout errno=NAME seconds=S
  * "unsupported": the driver answered EOPNOTSUPP (the device lacks what the
@@ -106,13 +110,29 @@ static int run_case(const char *node, struct test_request *req)
 	return err;
 }
 
+/* USBDEVFS_RESET on the node: usb_reset_device in the kernel (drivers
+ * without reset hooks, usbtest among them, are unbound and bound again). */
+static int reset_device(const char *node)
+{
+	double start = now();
+	int fd = open(node, O_RDWR);
+	int err = fd < 0 ? errno : ioctl(fd, USBDEVFS_RESET, 0) < 0 ? errno : 0;
+	if (fd >= 0)
+		close(fd);
+	printf("USBTEST reset result=%s errno=%s seconds=%.3f\n", err ? "fail" : "pass",
+	       err ? (strerrorname_np(err) ? strerrorname_np(err) : "?") : "0", now() - start);
+	fflush(stdout);
+	return err;
+}
+
 int main(int argc, char **argv)
 {
 	struct test_request base = { .iterations = 100, .length = 1024, .vary = 512, .sglen = 32 };
 	double limit = 60;
-	int opt;
-	while ((opt = getopt(argc, argv, "i:l:v:s:t:")) != -1) {
+	int opt, reset = 0;
+	while ((opt = getopt(argc, argv, "i:l:v:s:t:R")) != -1) {
 		switch (opt) {
+		case 'R': reset = 1; break;
 		case 'i': base.iterations = strtoul(optarg, NULL, 0); break;
 		case 'l': base.length = strtoul(optarg, NULL, 0); break;
 		case 'v': base.vary = strtoul(optarg, NULL, 0); break;
@@ -122,7 +142,7 @@ int main(int argc, char **argv)
 		}
 	}
 	unsigned vid, pid;
-	if (argc - optind < 2 || sscanf(argv[optind], "%x:%x", &vid, &pid) != 2)
+	if (argc - optind < (reset ? 1 : 2) || sscanf(argv[optind], "%x:%x", &vid, &pid) != 2)
 		goto usage;
 	char node[64];
 	if (!find_device(vid, pid, node, sizeof node)) {
@@ -132,6 +152,8 @@ int main(int argc, char **argv)
 	printf("USBTEST device %04x:%04x node=%s iterations=%u length=%u vary=%u sglen=%u\n",
 	       vid, pid, node, base.iterations, base.length, base.vary, base.sglen);
 	fflush(stdout);
+	if (reset && reset_device(node))
+		return 1;
 
 	int hung = 0;
 	for (int a = optind + 1; a < argc; a++) {
@@ -168,6 +190,6 @@ int main(int argc, char **argv)
 	}
 	return 0;
 usage:
-	fprintf(stderr, "usage: usbtest-run [-i N] [-l LEN] [-v VARY] [-s SGLEN] [-t SECONDS] VID:PID CASE...\n");
+	fprintf(stderr, "usage: usbtest-run [-i N] [-l LEN] [-v VARY] [-s SGLEN] [-t SECONDS] [-R] VID:PID CASE...\n");
 	return 2;
 }
