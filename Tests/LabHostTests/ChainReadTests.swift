@@ -34,17 +34,7 @@ extension LabHostTests {
         let size = LabRig.stickMiB << 20
         switch tool {
         case .usbredir:
-            try rig.startApply("chain", profile: """
-                version: 1
-                endpoints:
-                  target:
-                    \(rig.endpoint(0))
-                devices:
-                  - name: uas
-                    to: target
-                    match:
-                      port: "2-3"
-                """)
+            try rig.redirect("chain", match: ["port: \"2-3\""])
         case .usbredirect:
             try lab.check("usbredirect --device 46f4:0003 --to 10.0.2.2:\(rig.target.redirPorts[0]) "
                           + ">/tmp/usbredirect-chain.log 2>&1 & echo $! >/tmp/usbredirect-chain.pid")
@@ -58,7 +48,7 @@ extension LabHostTests {
             }
         }
         defer { if !stopped { try? stop() } }
-        let disk = "for d in /sys/block/sd*; do [ -e $d ] && [ $(( $(cat $d/size) * 512 )) = \(size) ] && echo ${d##*/}; done"
+        let disk = LabRig.disksOfSize(size)
         try target.pollUntil("the target has the UAS disk (\(tool))", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
         let sd = try target.check(disk).lines[0]
         // Timed in the target: the read alone, not the control port's round trip.

@@ -61,25 +61,12 @@ final class LabHostTests: XCTestCase {
         XCTAssertEqual(try lab.check(driver), "usb-storage\n", rig.context)
 
         let start = Date()
-        try rig.startApply(name, profile: """
-            version: 1
-            log: info
-            endpoints:
-              target:
-                \(rig.endpoint(0))
-            devices:
-              - name: \(name)
-                to: target
-                match:
-                  vendor: 0x46f4
-                  product: 0x0001
-                  \(match)
-            """)
+        try rig.redirect(name, match: ["vendor: 0x46f4", "product: 0x0001", "\(match)"])
         var stopped = false
         defer { if !stopped { _ = try? rig.stopApply(name) } }
         let size = LabRig.stickMiB << 20
         // The target sees a disk of the stick's size.
-        let disk = "for d in /sys/block/sd*; do [ -e $d ] && [ $(( $(cat $d/size) * 512 )) = \(size) ] && echo ${d##*/}; done"
+        let disk = LabRig.disksOfSize(size)
         do {
             try target.pollUntil("the target has a \(size)-byte disk", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
         } catch {
@@ -165,17 +152,7 @@ final class LabHostTests: XCTestCase {
         let driver = "readlink /sys/bus/usb/devices/\(port):1.0/driver | sed 's|.*/||'"
         XCTAssertEqual(try lab.check(driver), "usbhid\n", rig.context)
         let start = Date()
-        try rig.startApply(name, profile: """
-            version: 1
-            endpoints:
-              target:
-                \(rig.endpoint(0))
-            devices:
-              - name: \(name)
-                to: target
-                match:
-                  port: "\(port)"
-            """)
+        try rig.redirect(name, match: ["port: \"\(port)\""])
         var stopped = false
         defer { if !stopped { _ = try? rig.stopApply(name) } }
         let node = """
@@ -258,7 +235,7 @@ final class LabHostTests: XCTestCase {
         let driver = "readlink /sys/bus/usb/devices/\(port):1.0/driver | sed 's|.*/||'"
         let blockOf = "ls /sys/bus/usb/devices/\(port):1.0/host*/target*/*/block/ 2>/dev/null"
         let size = LabRig.stickDMiB << 20
-        let disk = "for d in /sys/block/sd*; do [ -e $d ] && [ $(( $(cat $d/size) * 512 )) = \(size) ] && echo ${d##*/}; done"
+        let disk = LabRig.disksOfSize(size)
         XCTAssertEqual(try lab.check(driver), "usb-storage\n", rig.context)
         try lab.pollUntil("stick D's disk in the lab host", timeout: 20, blockOf) { !$0.output.lines.isEmpty }
         let sd = try lab.check(blockOf).lines[0]
@@ -407,18 +384,7 @@ final class LabHostTests: XCTestCase {
         let resets = "dmesg | grep -c 'usb 3-1: reset' || true"
         let before = Int(try lab.check(resets).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
         let start = Date()
-        try rig.startApply("reset", profile: """
-            version: 1
-            endpoints:
-              target:
-                \(rig.endpoint(1))
-            devices:
-              - name: gadget-zero
-                to: target
-                match:
-                  vendor: 0x0525
-                  product: 0xa4a0
-            """)
+        try rig.redirect("reset", match: ["vendor: 0x0525", "product: 0xa4a0"], index: 1)
         var stopped = false
         defer { if !stopped { _ = try? rig.stopApply("reset") } }
         do {
@@ -490,17 +456,7 @@ final class LabHostTests: XCTestCase {
         try lab.pollUntil("the lab host has 46f4:0001 at \(port)", timeout: 30, ids) { $0.output == "46f4 0001 " }
 
         let start = Date()
-        try rig.startApply("reenum", profile: """
-            version: 1
-            endpoints:
-              target:
-                \(rig.endpoint(0))
-            devices:
-              - name: board
-                to: target
-                match:
-                  port: "\(port)"
-            """)
+        try rig.redirect("reenum", match: ["port: \"\(port)\""])
         var stopped = false
         defer { if !stopped { _ = try? rig.stopApply("reenum") } }
         do {
@@ -551,20 +507,10 @@ final class LabHostTests: XCTestCase {
         let driver = "readlink /sys/bus/usb/devices/2-3:1.0/driver | sed 's|.*/||'"
         XCTAssertEqual(try lab.check(driver), "uas\n", rig.context)
         let start = Date()
-        try rig.startApply("uas", profile: """
-            version: 1
-            endpoints:
-              target:
-                \(rig.endpoint(0))
-            devices:
-              - name: uas
-                to: target
-                match:
-                  port: "2-3"
-            """)
+        try rig.redirect("uas", match: ["port: \"2-3\""])
         var stopped = false
         defer { if !stopped { _ = try? rig.stopApply("uas") } }
-        let disk = "for d in /sys/block/sd*; do [ -e $d ] && [ $(( $(cat $d/size) * 512 )) = \(LabRig.stickMiB << 20) ] && echo ${d##*/}; done"
+        let disk = LabRig.disksOfSize(LabRig.stickMiB << 20)
         do {
             try target.pollUntil("the target has the UAS disk", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
         } catch {
@@ -621,19 +567,9 @@ final class LabHostTests: XCTestCase {
         }
         let status = "usbredir status --socket /run/hotplug.sock --json | tr -d ' '"
         func connected(_ r: ControlPort.Result) -> Bool { r.output.contains(#""state":"connected""#) }
-        let disk = "for d in /sys/block/sd*; do [ -e $d ] && [ $(( $(cat $d/size) * 512 )) = \(LabRig.stickMiB << 20) ] && echo ${d##*/}; done"
+        let disk = LabRig.disksOfSize(LabRig.stickMiB << 20)
 
-        try rig.startApply("hotplug", profile: """
-            version: 1
-            endpoints:
-              target:
-                \(rig.endpoint(0))
-            devices:
-              - name: stick-c
-                to: target
-                match:
-                  serial: "LABSTICK-C"
-            """)
+        try rig.redirect("hotplug", match: ["serial: \"LABSTICK-C\""])
         var stopped = false
         defer {
             if !stopped { _ = try? rig.stopApply("hotplug") }
@@ -689,17 +625,7 @@ final class LabHostTests: XCTestCase {
         let driver = "readlink /sys/bus/usb/devices/1-1.4:1.0/driver | sed 's|.*/||'"
         XCTAssertEqual(try lab.check(driver), "ftdi_sio\n", rig.context)
         let start = Date()
-        try rig.startApply("serial", profile: """
-            version: 1
-            endpoints:
-              target:
-                \(rig.endpoint(0))
-            devices:
-              - name: serial
-                to: target
-                match:
-                  port: "1-1.4"
-            """)
+        try rig.redirect("serial", match: ["port: \"1-1.4\""])
         var stopped = false
         defer { if !stopped { _ = try? rig.stopApply("serial") } }
         let ttys = "ls /dev | grep ttyUSB"

@@ -93,6 +93,21 @@ final class LabRig: @unchecked Sendable {
             """)
     }
 
+    /// `startApply` of a profile with one assignment, `name`, of the device
+    /// `match` selects (its lines, e.g. `port: "2-3"`), to the target's
+    /// usb-redir device `index`.
+    func redirect(_ name: String, match: [String], index: Int = 0) throws {
+        let lines = ["version: 1", "endpoints:", "  target:", "    \(endpoint(index))", "devices:",
+                     "  - name: \(name)", "    to: target", "    match:"] + match.map { "      \($0)" }
+        try startApply(name, profile: lines.joined(separator: "\n"))
+    }
+
+    /// A shell line that prints the target's disks of `bytes` bytes (sdX),
+    /// how the cases tell the redirected stick from the target's others.
+    static func disksOfSize(_ bytes: Int) -> String {
+        "for d in /sys/block/sd*; do [ -e $d ] && [ $(( $(cat $d/size) * 512 )) = \(bytes) ] && echo ${d##*/}; done"
+    }
+
     /// SIGTERM to that apply; waits until it exits and returns its status.
     func stopApply(_ name: String, timeout: Double = 20) throws -> Int {
         try lab.ctl.check("kill -TERM $(cat /tmp/\(name).pid)")
