@@ -11,18 +11,38 @@ import TestSupport
 @Suite(.serialized, .timeLimit(.minutes(5))) struct MetricsTests {
     let usbredir = builtProduct("usbredir")
 
+    /// An apply with /metrics (and the status page) on `port`, serving
+    /// stick-c to vm2, whose guest has read it once and reads on.
+    struct MeteredApply {
+        let lab: ApplyEndToEndTests.Lab
+        let port: Int
+        let vm: QEMUVM
+        let apply: BackgroundProcess
+
+        static func start(_ usbredir: String) async throws -> MeteredApply {
+            let lab = try ApplyEndToEndTests.makeLab()
+            let port = freeLoopbackPort()
+            let profile = ApplyEndToEndTests.profile(lab, sticks: [("stick-c", "c.img", "vm2")])
+            try ApplyEndToEndTests.write("metrics: 127.0.0.1:\(port)\n" + profile, to: lab.profile)
+            let vm = try ApplyEndToEndTests.watchVM(port: lab.vm2Port, channels: 1)
+            let apply = try BackgroundProcess(usbredir, ["apply", "--socket", lab.socket, lab.profile.path],
+                                              logFile: lab.dir.appendingPathComponent("apply.log"))
+            let metered = MeteredApply(lab: lab, port: port, vm: vm, apply: apply)
+            #expect(await vm.serialContains("size=10485760", within: 60), "apply:\n\(apply.log)")
+            #expect(await vm.serialContains("read-pass", within: 30), "guest:\n\(GuestReport(serial: vm.serial))")
+            return metered
+        }
+
+        func stop() {
+            vm.stop()
+            apply.signal(SIGKILL)
+        }
+    }
+
     @Test(.requires(.qemu)) func aScrapeDuringAGuestReadSeesTheByteCountersGrow() async throws {
-        let lab = try ApplyEndToEndTests.makeLab()
-        let port = freeLoopbackPort()
-        let profile = ApplyEndToEndTests.profile(lab, sticks: [("stick-c", "c.img", "vm2")])
-        try ApplyEndToEndTests.write("metrics: 127.0.0.1:\(port)\n" + profile, to: lab.profile)
-        let vm = try ApplyEndToEndTests.watchVM(port: lab.vm2Port, channels: 1)
-        defer { vm.stop() }
-        let apply = try BackgroundProcess(usbredir, ["apply", "--socket", lab.socket, lab.profile.path],
-                                          logFile: lab.dir.appendingPathComponent("apply.log"))
-        defer { apply.signal(SIGKILL) }
-        #expect(await vm.serialContains("size=10485760", within: 60), "apply:\n\(apply.log)")
-        #expect(await vm.serialContains("read-pass", within: 30), "guest:\n\(GuestReport(serial: vm.serial))")
+        let metered = try await MeteredApply.start(usbredir)
+        defer { metered.stop() }
+        let (lab, port, apply) = (metered.lab, metered.port, metered.apply)
 
         let labels = ["assignment=\"stick-c\"", "endpoint=\"vm2\""]
         let page = try #require(Metrics.scrape(port: port), "no answer on /metrics:\n\(apply.log)")

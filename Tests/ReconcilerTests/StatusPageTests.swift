@@ -102,17 +102,9 @@ import TestSupport
 
     @Test(.requires(.all(.qemu, chromium)))
     func chromiumSeesTheBytesGrowLiveAndWithoutScriptsAndTakesAScreenshot() async throws {
-        let lab = try ApplyEndToEndTests.makeLab()
-        let port = freeLoopbackPort()
-        let profile = ApplyEndToEndTests.profile(lab, sticks: [("stick-c", "c.img", "vm2")])
-        try ApplyEndToEndTests.write("metrics: 127.0.0.1:\(port)\n" + profile, to: lab.profile)
-        let vm = try ApplyEndToEndTests.watchVM(port: lab.vm2Port, channels: 1)
-        defer { vm.stop() }
-        let apply = try BackgroundProcess(usbredir, ["apply", "--socket", lab.socket, lab.profile.path],
-                                          logFile: lab.dir.appendingPathComponent("apply.log"))
-        defer { apply.signal(SIGKILL) }
-        #expect(await vm.serialContains("size=10485760", within: 60), "apply:\n\(apply.log)")
-        #expect(await vm.serialContains("read-pass", within: 30), "guest:\n\(GuestReport(serial: vm.serial))")
+        let metered = try await MetricsTests.MeteredApply.start(usbredir)
+        defer { metered.stop() }
+        let port = metered.port
 
         let url = "http://127.0.0.1:\(port)/"
         // One page, read twice without reloading: the script redraws the
