@@ -37,6 +37,7 @@ if [[ "${1:-}" == "--all" ]]; then
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # libvirt endpoint tests (own libvirtd; brings libvirt0, which the tool dlopens)
     usbredirect                              # the C tool, side by side in the lab host (docs/labhost.md)
     udev                                     # udevd in the lab host (hotplug as on a real host)
+    e2fsprogs                                # mke2fs: the lab host's mounted stick (guardrail case)
   )
 fi
 
