@@ -27,10 +27,9 @@ extension Reconciler {
         for (name, runner) in runners {
             if let device = await runner.boundDevice { bound[name] = device }
         }
-        lastHostUse = hostUse.reasons(for: present)
-        let chosen = DeviceChoice.desired(profile, present: present, bound: bound, hostUse: lastHostUse)
-        lastChosen = chosen
-        reportHostHeld(profile, present: present, chosen: chosen)
+        let inUse = hostUse.reasons(for: present)
+        let chosen = DeviceChoice.desired(profile, present: present, bound: bound, hostUse: inUse)
+        noteHostHeld(HostHeldDevice.all(in: profile, present: present, hostUse: inUse, chosen: chosen))
         for (name, device) in bound where chosen[name]?.key != device.key {
             await runners[name]?.unplug()
         }
@@ -43,13 +42,14 @@ extension Reconciler {
         failedOpens = failedOpens.filter { presentKeys.contains($0.key) }
     }
 
-    /// Logs each device left to the host once (while it stays held).
-    private func reportHostHeld(_ profile: Profile, present: [USBDeviceInfo], chosen: [String: USBDeviceInfo]) {
-        let held = HostHeldDevice.all(in: profile, present: present, hostUse: lastHostUse, chosen: chosen)
-        for h in held where !reportedHostHeld.contains(h.device) {
+    /// Keeps what this pass left to the host for status, and logs each
+    /// device once while it stays held.
+    private func noteHostHeld(_ held: [HostHeldDevice]) {
+        let before = Set(heldByHost.map(\.device))
+        for h in held where !before.contains(h.device) {
             logger.notice("\(h.text)", metadata: ["assignment": "\(h.assignment)"])
         }
-        reportedHostHeld = Set(held.map(\.device))
+        heldByHost = held
     }
 
     /// Opens a chosen device for its runner. A device that failed (busy, a

@@ -30,11 +30,9 @@ public actor Reconciler {
     var failedOpens: [String: FailedOpen] = [:]
     /// The devices present at the last pass, for status's conflicts.
     var lastPresent: [USBDeviceInfo] = []
-    /// Which of them the host uses (port path -> why), and what it chose.
-    var lastHostUse: [String: String] = [:]
-    var lastChosen: [String: USBDeviceInfo] = [:]
-    /// Devices logged as left to the host (once each, not every pass).
-    var reportedHostHeld: Set<String> = []
+    /// Matching devices the last pass left to the host, for status (and
+    /// logged once each, not every pass).
+    var heldByHost: [HostHeldDevice] = []
     /// Reads what the host uses; tests point it at a tree of their own.
     let hostUse: HostUse
 
@@ -117,9 +115,7 @@ public actor Reconciler {
     public func report() async -> StatusReport {
         StatusReport(sessions: await status(), profilePath: profile?.sourcePath,
                      conflicts: profile.map { MatchConflict.all(in: $0, present: lastPresent) } ?? [],
-                     heldByHost: profile.map {
-                         HostHeldDevice.all(in: $0, present: lastPresent, hostUse: lastHostUse, chosen: lastChosen)
-                     } ?? [])
+                     heldByHost: heldByHost)
     }
 
     /// Disconnects every device cleanly and closes every connection.
