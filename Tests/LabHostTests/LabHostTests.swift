@@ -55,7 +55,7 @@ final class LabHostTests: XCTestCase {
 
     private func storage(_ rig: LabRig, name: String, serial: String, port: String, match: String) throws {
         let lab = rig.lab.ctl, target = rig.target.ctl
-        let driver = "readlink /sys/bus/usb/devices/\(port):1.0/driver | sed 's|.*/||'"
+        let driver = LabRig.interfaceDriver(port: port)
         // The lab host's own view first: the stick is where the rig put it, with usb-storage bound.
         XCTAssertEqual(try lab.check("cat /sys/bus/usb/devices/\(port)/serial"), "\(serial)\n", rig.context)
         XCTAssertEqual(try lab.check(driver), "usb-storage\n", rig.context)
@@ -149,7 +149,7 @@ final class LabHostTests: XCTestCase {
                          steps: [(expect: [[Int]], send: (QEMUVM) throws -> Void)]) throws {
         let rig = try theRig()
         let lab = rig.lab.ctl, target = rig.target.ctl
-        let driver = "readlink /sys/bus/usb/devices/\(port):1.0/driver | sed 's|.*/||'"
+        let driver = LabRig.interfaceDriver(port: port)
         XCTAssertEqual(try lab.check(driver), "usbhid\n", rig.context)
         let start = Date()
         try rig.redirect(name, match: ["port: \"\(port)\""])
@@ -232,7 +232,7 @@ final class LabHostTests: XCTestCase {
         let rig = try theRig()
         let lab = rig.lab.ctl, target = rig.target.ctl
         let port = "1-1.6"
-        let driver = "readlink /sys/bus/usb/devices/\(port):1.0/driver | sed 's|.*/||'"
+        let driver = LabRig.interfaceDriver(port: port)
         let blockOf = "ls /sys/bus/usb/devices/\(port):1.0/host*/target*/*/block/ 2>/dev/null"
         let size = LabRig.stickDMiB << 20
         let disk = LabRig.disksOfSize(size)
@@ -504,7 +504,7 @@ final class LabHostTests: XCTestCase {
     func testUASStickReadAndWrittenOverBulkStreams() throws {
         let rig = try theRig()
         let lab = rig.lab.ctl, target = rig.target.ctl
-        let driver = "readlink /sys/bus/usb/devices/2-3:1.0/driver | sed 's|.*/||'"
+        let driver = LabRig.interfaceDriver(port: "2-3")
         XCTAssertEqual(try lab.check(driver), "uas\n", rig.context)
         let start = Date()
         try rig.redirect("uas", match: ["port: \"2-3\""])
@@ -622,7 +622,7 @@ final class LabHostTests: XCTestCase {
     func testSerialBytesBothWaysAndFtdiSioIsHandedBack() throws {
         let rig = try theRig()
         let lab = rig.lab.ctl, target = rig.target.ctl
-        let driver = "readlink /sys/bus/usb/devices/1-1.4:1.0/driver | sed 's|.*/||'"
+        let driver = LabRig.interfaceDriver(port: "1-1.4")
         XCTAssertEqual(try lab.check(driver), "ftdi_sio\n", rig.context)
         let start = Date()
         try rig.redirect("serial", match: ["port: \"1-1.4\""])
@@ -716,7 +716,7 @@ final class LabHostTests: XCTestCase {
 
     func testKernelUSBTestCasesThroughTheRedirectionMatchNative() throws {
         let rig = try theRig()
-        let lab = rig.lab.ctl, target = rig.target.ctl
+        let lab = rig.lab.ctl
         let run = USBTestRun.self
         // Natively in the lab host: usbtest binds to Gadget Zero on dummy_hcd.
         try lab.check("modprobe usbtest")

@@ -108,6 +108,12 @@ final class LabRig: @unchecked Sendable {
         "for d in /sys/block/sd*; do [ -e $d ] && [ $(( $(cat $d/size) * 512 )) = \(bytes) ] && echo ${d##*/}; done"
     }
 
+    /// A shell line that prints the driver bound to interface 0 of the lab
+    /// host's device at `port` (`usb-storage`, `usbfs` while apply holds it).
+    static func interfaceDriver(port: String) -> String {
+        "readlink /sys/bus/usb/devices/\(port):1.0/driver | sed 's|.*/||'"
+    }
+
     /// SIGTERM to that apply; waits until it exits and returns its status.
     func stopApply(_ name: String, timeout: Double = 20) throws -> Int {
         try lab.ctl.check("kill -TERM $(cat /tmp/\(name).pid)")
