@@ -56,6 +56,7 @@ let package = Package(
             "CLibUSB", "Common",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),   // the stick's file-I/O thread pool
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Session", dependencies: [

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 
 public enum USBSpeed: String, Sendable, CaseIterable {
@@ -59,16 +60,40 @@ public struct USBSetupPacket: Sendable, Equatable {
     public var recipient: UInt8 { requestType & 0x1f }          // 0 device, 1 interface, 2 endpoint
 }
 
+/// One transfer the VM asks of a device.
+public enum USBTransferRequest: Sendable {
+    case control(USBSetupPacket, data: ByteBuffer?)
+    /// Bulk or interrupt: IN endpoints return up to `length` bytes, OUT
+    /// endpoints take `data`. `streamID` 0 unless the endpoint has streams.
+    case data(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32)
+    /// One isochronous packet.
+    case isochronous(endpoint: UInt8, length: Int, data: ByteBuffer?)
+
+    public var endpoint: UInt8 {
+        switch self {
+        case .control: 0
+        case .data(let endpoint, _, _, _), .isochronous(let endpoint, _, _): endpoint
+        }
+    }
+}
+
+/// Runs exactly once per submitted transfer.
+public typealias USBTransferCompletion = @Sendable (USBTransferResult) -> Void
+
 /// A device the session can redirect: physical (libusb) or virtual.
-/// Transfers on one endpoint are issued in order by the caller; transfers on
-/// different endpoints may run at the same time. A transfer whose task is
-/// cancelled ends with `.cancelled` as soon as the device allows.
+///
+/// Transfers go through one call, `submit`, and come back through its
+/// completion. The rule of what is answered when: a device that has the
+/// answer without waiting for anything (from memory: no I/O, no timer, no
+/// other party) calls the completion inside `submit`, so the session
+/// replies in the same turn of its event loop; anything else completes
+/// later, on a thread of the device's choosing, and must never block the
+/// caller meanwhile.
 public protocol USBDevice: AnyObject, Sendable {
     var descriptor: USBDeviceDescriptor { get }
     var speed: USBSpeed { get }
     /// The active configuration (interfaces with their current alt settings).
     var activeConfiguration: USBConfigurationDescriptor? { get async }
-    /// The configuration descriptor bytes the device reports (for logging).
     /// Opens the device for redirection (claims interfaces, detaches drivers).
     func open() async throws
     /// Releases what `open` took.
@@ -80,30 +105,93 @@ public protocol USBDevice: AnyObject, Sendable {
     func reset() async -> USBTransferStatus
     func clearHalt(endpoint: UInt8) async -> USBTransferStatus
 
-    func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult
-    /// Bulk or interrupt transfer: IN endpoints return up to `length` bytes,
-    /// OUT endpoints take `data`.
-    func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult
-    /// One isochronous packet (devices without iso endpoints answer `.invalid`).
-    func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult
-    /// Whether a transfer on `endpoint` may be answered at once (see
-    /// `transferAtOnce`); false unless a device says so, never for a
-    /// physical device. Asked first, so the others pay nothing.
-    func mayAnswerAtOnce(endpoint: UInt8) -> Bool
-    /// The result of a bulk or interrupt transfer when the device has it
-    /// without waiting for anything (from memory: no I/O, no timer, no other
-    /// party), else nil with nothing changed; the session then runs
-    /// `transfer` on the endpoint's worker. Answering in the session's own
-    /// turn saves two thread hops per transfer.
-    func transferAtOnce(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult?
-    /// The same for control transfers.
-    func controlAtOnce(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult?
+    /// Whether the device keeps each endpoint's transfers in order itself,
+    /// so the session hands it several of one endpoint at once, as the VM
+    /// sent them (libusb: the kernel queues URBs per endpoint and the host
+    /// controller chains them with no gap on the bus, as usbredirhost
+    /// does). Otherwise the session gives it one transfer per endpoint at a
+    /// time; transfers of different endpoints may always overlap.
+    var queuesTransfers: Bool { get }
+
+    /// Starts `request`; `completion` runs exactly once (see the rule above;
+    /// also inside this call when the request cannot start). Returns what
+    /// cancels it while in flight: cancelling ends it with `.cancelled` as
+    /// soon as the device allows (it may still complete otherwise if it was
+    /// finishing).
+    func submit(_ request: USBTransferRequest,
+                completion: @escaping USBTransferCompletion) -> (any USBCancellableTransfer)?
 }
 
 extension USBDevice {
-    public func mayAnswerAtOnce(endpoint: UInt8) -> Bool { false }
-    public func transferAtOnce(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult? { nil }
-    public func controlAtOnce(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult? { nil }
+    public var queuesTransfers: Bool { false }
+
+    /// `submit`, awaited: for callers that wait for one transfer (tools,
+    /// tests, isochronous OUT). Cancelling the task cancels the transfer.
+    public func perform(_ request: USBTransferRequest) async -> USBTransferResult {
+        let inFlight = TransferInFlight()
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<USBTransferResult, Never>) in
+                inFlight.started(submit(request) { c.resume(returning: $0) })
+            }
+        } onCancel: {
+            inFlight.cancel()
+        }
+    }
+
+    public func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult {
+        await perform(.control(setup, data: data))
+    }
+
+    public func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32 = 0) async -> USBTransferResult {
+        await perform(.data(endpoint: endpoint, length: length, data: data, streamID: streamID))
+    }
+
+    public func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult {
+        await perform(.isochronous(endpoint: endpoint, length: length, data: data))
+    }
+}
+
+/// A device whose transfers are async functions (a model that waits on
+/// timers or other tasks): each submitted transfer runs as a task of its
+/// own, and cancelling it cancels the task.
+public protocol USBAsyncTransferDevice: USBDevice {
+    func run(_ request: USBTransferRequest) async -> USBTransferResult
+}
+
+extension USBAsyncTransferDevice {
+    public func submit(_ request: USBTransferRequest,
+                       completion: @escaping USBTransferCompletion) -> (any USBCancellableTransfer)? {
+        TaskTransfer(Task { completion(await run(request)) })
+    }
+}
+
+/// A transfer that is a task.
+struct TaskTransfer: USBCancellableTransfer {
+    let task: Task<Void, Never>
+    init(_ task: Task<Void, Never>) { self.task = task }
+    func cancel() { task.cancel() }
+}
+
+/// The transfer `perform` waits for: a cancel that comes before `submit`
+/// returned its handle is applied when it does.
+private final class TransferInFlight: Sendable {
+    private let state = NIOLockedValueBox<(transfer: (any USBCancellableTransfer)?, cancelled: Bool)>((nil, false))
+
+    func started(_ transfer: (any USBCancellableTransfer)?) {
+        let cancelNow = state.withLockedValue { s -> Bool in
+            s.transfer = transfer
+            return s.cancelled
+        }
+        if cancelNow { transfer?.cancel() }
+    }
+
+    func cancel() {
+        let transfer = state.withLockedValue { s -> (any USBCancellableTransfer)? in
+            s.cancelled = true
+            return s.transfer
+        }
+        transfer?.cancel()
+    }
 }
 
 /// What the session needs to know about a device's identity.
@@ -212,23 +300,6 @@ extension USBDevice {
         }
         return .invalid
     }
-}
-
-/// A device that keeps each endpoint's transfers in order itself, so the
-/// session hands it several transfers of one endpoint at once, as the VM
-/// sent them, instead of one after the other (libusb: the kernel queues
-/// URBs per endpoint and the host controller chains them with no gap on
-/// the bus, as usbredirhost does).
-public protocol USBQueueingDevice: USBDevice {
-    /// Starts a bulk or interrupt transfer and returns without waiting.
-    /// `completion` runs exactly once, on any thread (inside this call when
-    /// the transfer cannot start); transfers of one endpoint complete in the
-    /// order they were started. Returns what cancels it while in flight.
-    func startTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32,
-                       completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)?
-    /// The same for one isochronous packet.
-    func startIsoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?,
-                          completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)?
 }
 
 /// A transfer in flight: cancelling ends it with `.cancelled` as soon as the

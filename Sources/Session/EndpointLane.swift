@@ -1,30 +1,15 @@
 import NIOCore
 
-/// The transfers of one endpoint, kept inside the engine: they run in order,
-/// one at a time, on one long-lived worker task per endpoint, so a pending
-/// bulk IN never delays another endpoint or control. The worker calls the
-/// device directly and comes back to the engine once per transfer (to reply
-/// and take the next job); when the lane is empty it parks on a continuation
-/// instead of ending, so a ping-pong load creates no task per transfer.
+/// The transfers of one endpoint of a device that takes one at a time:
+/// they run in order, the next one starting when the last completes, so a
+/// pending bulk IN never delays another endpoint or control.
 struct EndpointLane {
     /// Jobs waiting for the one running now.
     var waiting = CircularBuffer<TransferJob>()
-    /// The serial of the job the worker is running, for cancel_data_packet.
+    /// The serial of the job on the device now.
     var running: UInt64?
-    var worker: Task<Void, Never>?
-    /// The idle worker, waiting for the next job (nil: stop).
-    var parked: CheckedContinuation<TransferJob?, Never>?
-    /// The worker's task was cancelled to cancel its running transfer: it
-    /// must not run another (every later await would see the cancellation).
-    var workerCancelled = false
 
-    /// Ends the worker: its running transfer is cancelled, a parked one resumes with nil.
-    mutating func stop() {
-        worker?.cancel()
-        parked?.resume(returning: nil)
-        parked = nil
-        waiting.removeAll()
-    }
+    var isIdle: Bool { running == nil && waiting.isEmpty }
 }
 
 /// Counts transfers and bytes in flight; the reader waits while a bound is

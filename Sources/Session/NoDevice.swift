@@ -14,9 +14,9 @@ final class NoDevice: USBDevice {
     func altSetting(interface: UInt8) async -> UInt8? { nil }
     func reset() async -> USBTransferStatus { .noDevice }
     func clearHalt(endpoint: UInt8) async -> USBTransferStatus { .noDevice }
-    func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult { .failed(.noDevice) }
-    func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
-        .failed(.noDevice)
+    func submit(_ request: USBTransferRequest,
+                completion: @escaping USBTransferCompletion) -> (any USBCancellableTransfer)? {
+        completion(.failed(.noDevice))
+        return nil
     }
-    func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult { .failed(.noDevice) }
 }

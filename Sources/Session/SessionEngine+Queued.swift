@@ -1,36 +1,51 @@
 import Devices
+import NIOConcurrencyHelpers
 import NIOCore
 
-/// Transfers handed to a queueing device (libusb) as they come: bulk and
-/// interrupt transfers of one endpoint are all in flight at once, in the
-/// order the VM sent them (the device keeps that order), rather than one
-/// after the other on the endpoint's lane. Completions come back through
-/// the mailbox, one hop per batch.
+/// Transfers on the device. Each is submitted as the VM sent it (a device
+/// that queues takes all of an endpoint's at once; the others get them one
+/// at a time from the endpoint's lane). A device that answers from memory
+/// completes inside `submit`, and the reply is made in the engine's own
+/// turn; later completions come back through the mailbox, one hop per batch.
 extension SessionEngine {
-    /// Starts `job` on the device now; false when it is not one to queue
-    /// (control, or a device that does not queue), for the lane to run.
-    func startQueued(_ job: TransferJob) -> Bool {
-        guard let device = job.device as? any USBQueueingDevice, let t = job.dataTransfer else { return false }
+    /// Submits `job`; its completion is handled now when the device had it
+    /// at once, else when the mailbox brings it.
+    func startOnDevice(_ job: TransferJob) {
+        guard let request = job.request else { return complete(job, .failed(.invalid), inBurst: true) }
         startDrainer()
-        let mailbox = completions
-        let transfer = device.startTransfer(endpoint: t.endpoint, length: t.length, data: t.data,
-                                            streamID: t.streamID) { mailbox.post(job, $0) }
-        if let transfer { queued[job.serial] = transfer }
-        return true
+        let handoff = CompletionHandoff(job: job, mailbox: completions)
+        let transfer = job.device.submit(request) { handoff.finish($0) }
+        if let result = handoff.takeIfFinished() {
+            deviceFinished(job, result, inBurst: true)
+        } else if let transfer {
+            running[job.serial] = transfer
+        }
     }
 
-    /// Cancels a queued transfer; false when `serial` is not one.
-    func cancelQueued(_ serial: UInt64) -> Bool {
-        guard let transfer = queued[serial] else { return false }
+    /// A transfer the device finished: replied to, and its lane's next job started.
+    func deviceFinished(_ job: TransferJob, _ result: USBTransferResult, inBurst: Bool) {
+        running[job.serial] = nil
+        complete(job, result, inBurst: inBurst)
+        guard !job.queuesOnDevice, job.generation == generation, var lane = lanes[job.endpoint],
+              lane.running == job.serial else { return }
+        let next = nextRunnable(&lane)
+        lane.running = next?.serial
+        lanes[job.endpoint] = lane
+        if let next { startOnDevice(next) }
+    }
+
+    /// Cancels a transfer on the device; false when `serial` is not on it.
+    func cancelRunning(_ serial: UInt64) -> Bool {
+        guard let transfer = running[serial] else { return false }
         transfer.cancel()
         return true
     }
 
-    /// Cancels every queued transfer; their completions, which carry the old
-    /// generation, only give their permits back.
-    func stopQueued() {
-        for transfer in queued.values { transfer.cancel() }
-        queued = [:]
+    /// Cancels every transfer on the device; their completions, which carry
+    /// the old generation, only give their permits back.
+    func stopRunning() {
+        for transfer in running.values { transfer.cancel() }
+        running = [:]
     }
 
     /// The one long-lived task that brings completions onto the engine.
@@ -48,11 +63,48 @@ extension SessionEngine {
     /// Replies to a batch of finished transfers, handed over together.
     private func deliver(_ batch: [CompletionMailbox.Finished]) {
         bursts += 1
-        for (job, result) in batch {
-            queued[job.serial] = nil
-            complete(job, result, inBurst: true)
-        }
+        for (job, result) in batch { deviceFinished(job, result, inBurst: true) }
         bursts -= 1
         flushHeld()
+    }
+}
+
+/// Where a device's completion goes: kept for the engine when it comes
+/// while `submit` is still running (the device answered at once: no hop),
+/// posted to the mailbox when it comes later.
+private final class CompletionHandoff: Sendable {
+    private enum State {
+        case submitting
+        case finishedAtOnce(USBTransferResult)
+        case waiting
+    }
+
+    private let job: TransferJob
+    private let mailbox: CompletionMailbox
+    private let state = NIOLockedValueBox(State.submitting)
+
+    init(job: TransferJob, mailbox: CompletionMailbox) {
+        self.job = job
+        self.mailbox = mailbox
+    }
+
+    func finish(_ result: USBTransferResult) {
+        let post = state.withLockedValue { s -> Bool in
+            guard case .waiting = s else {
+                s = .finishedAtOnce(result)
+                return false
+            }
+            return true
+        }
+        if post { mailbox.post(job, result) }
+    }
+
+    /// The result when it came during `submit`; else later completions go to the mailbox.
+    func takeIfFinished() -> USBTransferResult? {
+        state.withLockedValue { s in
+            if case .finishedAtOnce(let r) = s { return r }
+            s = .waiting
+            return nil
+        }
     }
 }

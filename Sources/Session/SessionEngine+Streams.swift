@@ -72,28 +72,13 @@ extension SessionEngine {
     }
 
     /// Starts a receiving loop on the read's endpoint; false without a device.
-    /// A device that queues gets several reads at once (see
-    /// SessionEngine+QueuedStreams); any other one, a read at a time.
     private func startStream(_ read: StreamRead,
                              _ packet: @escaping @Sendable (USBTransferResult) -> USBRedirMessage) -> Bool {
         guard let device else { return false }
         stopStream(read.endpoint)
         let generation = self.generation
-        if let queueing = device as? any USBQueueingDevice {
-            streams[read.endpoint] = Task.detached { [weak self] in
-                await self?.queuedStream(read, on: queueing, generation: generation, packet)
-            }
-            return true
-        }
         streams[read.endpoint] = Task.detached { [weak self] in
-            while !Task.isCancelled, let self {
-                guard let permit = await self.acquirePermit(bytes: read.permitBytes) else { return }
-                guard !Task.isCancelled else { return await self.releasePermit(permit) }
-                let message = packet(await read.perform(on: device))
-                let failed = await self.deliverStreamPacket(message, generation: generation, releasing: permit)
-                // A failing endpoint is retried gently rather than spun on.
-                if failed { try? await Task.sleep(nanoseconds: 10_000_000) }
-            }
+            await self?.receivingStream(read, on: device, generation: generation, packet)
         }
         return true
     }

@@ -22,18 +22,12 @@ extension SessionEngine {
         guard job.generation == generation else { return budget.release(permit) }
         job.permit = permit
         admit(job)
-        // On an endpoint with nothing queued (its order is kept), a transfer
-        // the device answers from memory is done in the engine's own turn:
-        // no worker hop.
-        if laneIsIdle(job.endpoint), let result = await job.performAtOnce() {
-            complete(job, result, inBurst: true)
-            return
+        if job.queuesOnDevice || laneIsIdle(job.endpoint) {
+            if !job.queuesOnDevice { lanes[job.endpoint, default: EndpointLane()].running = job.serial }
+            startOnDevice(job)
+        } else {
+            lanes[job.endpoint, default: EndpointLane()].waiting.append(job)
         }
-        guard job.generation == generation, inFlight[job.serial] != nil else {
-            // The device went while it was asked.
-            return budget.release(permit)
-        }
-        if !startQueued(job) { queueOnLane(job) }
     }
 
     /// The job is in flight from now on, and its reply has its place in its
@@ -46,8 +40,7 @@ extension SessionEngine {
     }
 
     private func laneIsIdle(_ endpoint: UInt8) -> Bool {
-        guard let lane = lanes[endpoint] else { return true }
-        return lane.running == nil && lane.waiting.isEmpty
+        lanes[endpoint]?.isIdle ?? true
     }
 
     /// Waits for room in the session's one budget (transfers in flight,
@@ -65,64 +58,9 @@ extension SessionEngine {
         return peerGone ? nil : budget.take(bytes)
     }
 
-    /// Hands the job to its lane: to the parked worker, to a new worker, or
-    /// behind the running job.
-    private func queueOnLane(_ job: TransferJob) {
-        let endpoint = job.endpoint
-        var lane = lanes[endpoint] ?? EndpointLane()
-        if let parked = lane.parked {
-            lane.parked = nil
-            lane.running = job.serial
-            lanes[endpoint] = lane
-            parked.resume(returning: job)
-        } else if lane.worker == nil {
-            lane.running = job.serial
-            lane.worker = startWorker(job)
-            lanes[endpoint] = lane
-        } else {
-            lane.waiting.append(job)
-            lanes[endpoint] = lane
-        }
-    }
-
-    /// The lane's worker: calls the device (off the engine, so the engine
-    /// keeps serving other endpoints), then one hop back per transfer.
-    /// Detached: it must not start on the engine's executor.
-    private func startWorker(_ first: TransferJob) -> Task<Void, Never> {
-        Task.detached { [weak self] in
-            var next: TransferJob? = first
-            while let job = next {
-                let result = await job.perform()
-                guard let self else { return }
-                next = await self.finish(job, result)
-            }
-        }
-    }
-
-    /// Replies to a finished job and returns the lane's next one; parks the
-    /// worker while the lane is empty. nil ends the worker.
-    private func finish(_ job: TransferJob, _ result: USBTransferResult) async -> TransferJob? {
-        complete(job, result)
-        guard job.generation == generation, var lane = lanes[job.endpoint] else { return nil }
-        let next = nextRunnable(&lane)
-        lane.running = next?.serial
-        if lane.workerCancelled {
-            // This task was cancelled with its transfer: it must not run
-            // another (every later await would see the cancellation); a
-            // fresh one takes the next.
-            lane.workerCancelled = false
-            lane.worker = next.map(startWorker)
-            lanes[job.endpoint] = lane
-            return nil
-        }
-        lanes[job.endpoint] = lane
-        if let next { return next }
-        return await withCheckedContinuation { lanes[job.endpoint]?.parked = $0 }
-    }
-
     /// The lane's next job to run. Those cancelled while they waited are
     /// answered on the way, without the device.
-    private func nextRunnable(_ lane: inout EndpointLane) -> TransferJob? {
+    func nextRunnable(_ lane: inout EndpointLane) -> TransferJob? {
         while let job = lane.waiting.popFirst() {
             guard inFlight[job.serial]?.cancelled ?? false else { return job }
             complete(job, .failed(.cancelled))
@@ -170,20 +108,14 @@ extension SessionEngine {
     }
 
     /// cancel_data_packet: a transfer waiting on its lane is answered as
-    /// cancelled when its turn comes; a running one has its worker's task
-    /// cancelled (the device call sees it) and the lane gets a fresh worker;
-    /// one a queueing device holds is cancelled there. The VM may have
-    /// reused the id after an earlier cancel: the oldest transfer with that
-    /// id not cancelled yet is the one meant.
+    /// cancelled when its turn comes; one on the device is cancelled there.
+    /// The VM may have reused the id after an earlier cancel: the oldest
+    /// transfer with that id not cancelled yet is the one meant.
     func cancel(_ id: UInt64) {
         guard let serial = inFlight.lazy.filter({ $0.value.packetID == id && !$0.value.cancelled }).map(\.key).min()
         else { return }
         inFlight[serial]?.cancelled = true
-        if cancelQueued(serial) { return }
-        for (endpoint, lane) in lanes where lane.running == serial && !lane.workerCancelled {
-            lanes[endpoint]?.workerCancelled = true
-            lane.worker?.cancel()
-        }
+        _ = cancelRunning(serial)
     }
 }
 

@@ -8,7 +8,7 @@ import USBRedirProtocol
 /// The engine behind a `RedirectionSession` (the public handle an assignment
 /// keeps for its whole life): the state of the session, serialised by the
 /// actor: the negotiated protocol, the plugged device, transfers in flight,
-/// streams. Device work runs outside it, on per-endpoint queues.
+/// streams. Device work runs outside it: submitted, completed back to it.
 actor SessionEngine {
     static let capabilities = USBRedirCapabilities.all
 
@@ -32,8 +32,8 @@ actor SessionEngine {
     var compressible = true
     var peerFilter: [USBRedirFilterRule]?
     var lanes: [UInt8: EndpointLane] = [:]
-    /// Transfers a queueing device holds, by serial (for cancel).
-    var queued: [UInt64: any USBCancellableTransfer] = [:]
+    /// Transfers on the device that it can cancel, by serial.
+    var running: [UInt64: any USBCancellableTransfer] = [:]
     let completions = CompletionMailbox()
     var drainer: Task<Void, Never>?
     var budget: InFlightBudget
@@ -123,9 +123,8 @@ actor SessionEngine {
         generation += 1
         inFlight = [:]
         replyOrder = [:]
-        for endpoint in lanes.keys { lanes[endpoint]?.stop() }
         lanes = [:]
-        stopQueued()
+        stopRunning()
         for (_, s) in streams { s.cancel() }
         streams = [:]
         budget.reset()

@@ -33,38 +33,27 @@ struct TransferJob: Sendable {
     /// (EndpointReplyOrder). Not on bulk streams: each stream is a queue of
     /// its own (UAS answers its commands in any order), and QEMU keeps no
     /// order across them.
-    var repliesInEndpointOrder: Bool { (dataTransfer?.streamID ?? 0) == 0 }
+    var repliesInEndpointOrder: Bool {
+        if case .bulk(let p) = kind { return p.streamID == 0 }
+        return true
+    }
 
-    /// What a bulk or interrupt job asks of the device; nil for control.
-    var dataTransfer: (endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32)? {
+    /// What the device is asked; nil for a control packet whose setup is
+    /// invalid (answered without the device).
+    var request: USBTransferRequest? {
         switch kind {
-        case .control: nil
-        case .bulk(let p): (p.endpoint, Int(p.length), p.data, p.streamID)
-        case .interrupt(let p): (p.endpoint, Int(p.length), p.data, 0)
+        case .control(let p): Self.setup(of: p).map { .control($0, data: p.data) }
+        case .bulk(let p): .data(endpoint: p.endpoint, length: Int(p.length), data: p.data, streamID: p.streamID)
+        case .interrupt(let p): .data(endpoint: p.endpoint, length: Int(p.length), data: p.data, streamID: 0)
         }
     }
 
-    func perform() async -> USBTransferResult {
-        if let t = dataTransfer {
-            return await device.transfer(endpoint: t.endpoint, length: t.length, data: t.data, streamID: t.streamID)
-        }
-        guard case .control(let p) = kind, let setup = Self.setup(of: p) else { return .failed(.invalid) }
-        return await device.control(setup, data: p.data)
-    }
-
-    /// The result when the device has it at once (see USBDevice.transferAtOnce), else nil.
-    func performAtOnce() async -> USBTransferResult? {
-        guard device.mayAnswerAtOnce(endpoint: endpoint) else { return nil }
-        switch kind {
-        case .control(let p):
-            guard let setup = Self.setup(of: p) else { return .failed(.invalid) }
-            return await device.controlAtOnce(setup, data: p.data)
-        case .bulk(let p):
-            guard p.streamID == 0 else { return nil }
-            return await device.transferAtOnce(endpoint: p.endpoint, length: Int(p.length), data: p.data)
-        case .interrupt(let p):
-            return await device.transferAtOnce(endpoint: p.endpoint, length: Int(p.length), data: p.data)
-        }
+    /// Whether the device takes it alongside earlier transfers of its
+    /// endpoint (a device that queues; never control, which is one pipe
+    /// shared by every request) rather than after them.
+    var queuesOnDevice: Bool {
+        if case .control = kind { return false }
+        return device.queuesTransfers
     }
 
     /// The setup stage of a control packet; nil when it is invalid.

@@ -262,7 +262,30 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
 
     // MARK: Transfers
 
-    public func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult {
+    /// Submits to the kernel now: a VM with four reads in flight on an
+    /// endpoint has four URBs queued there, as with usbredirhost.
+    public var queuesTransfers: Bool { true }
+
+    public func submit(_ request: USBTransferRequest,
+                       completion: @escaping USBTransferCompletion) -> (any USBCancellableTransfer)? {
+        switch request {
+        case .control(let setup, let data):
+            if let blocking = blockingRequest(setup) {
+                // Through usbfs's own calls, which block: off the caller's thread.
+                return TaskTransfer(Task { completion(.failed(await blocking())) })
+            }
+            return start(.init(kind: .control(setup), endpoint: 0, length: Int(setup.length), data: data,
+                               timeoutMilliseconds: timeouts.control), completion)
+        case .data(let endpoint, let length, let data, let streamID):
+            return start(self.request(endpoint: endpoint, length: length, data: data, streamID: streamID), completion)
+        case .isochronous(let endpoint, let length, let data):
+            return start(isoRequest(endpoint: endpoint, length: length, data: data), completion)
+        }
+    }
+
+    /// The standard requests the kernel wants made through its own calls
+    /// rather than as control transfers; nil for any other.
+    private func blockingRequest(_ setup: USBSetupPacket) -> (@Sendable () async -> USBTransferStatus)? {
         switch (setup.requestType, setup.request) {
         case (0x02, 1) where setup.value == 0 && setup.index & 0x0f != 0:
             // CLEAR_FEATURE(ENDPOINT_HALT): through the kernel, which also
@@ -270,24 +293,16 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
             // Not for endpoint 0: the kernel refuses to clear-halt it, while
             // the request itself is valid and goes to the device as it is
             // (the kernel's usbtest case 10 sends it).
-            return .failed(await clearHalt(endpoint: UInt8(setup.index & 0xff)))
+            { await self.clearHalt(endpoint: UInt8(setup.index & 0xff)) }
         case (0x00, 9):     // SET_CONFIGURATION: usbfs wants its own ioctl
-            return .failed(await setConfiguration(UInt8(setup.value & 0xff)))
+            { await self.setConfiguration(UInt8(setup.value & 0xff)) }
         case (0x01, 11):    // SET_INTERFACE
-            return .failed(await setAltSetting(interface: UInt8(setup.index & 0xff), alt: UInt8(setup.value & 0xff)))
+            { await self.setAltSetting(interface: UInt8(setup.index & 0xff), alt: UInt8(setup.value & 0xff)) }
         case (0x00, 5):     // SET_ADDRESS: the host controller owns addressing
-            return .outDone(0)
+            { .success }
         default:
-            return await submit(.init(kind: .control(setup), endpoint: 0, length: Int(setup.length), data: data,
-                                      timeoutMilliseconds: timeouts.control))
+            nil
         }
-    }
-
-    public func transfer(endpoint address: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
-        guard let request = request(endpoint: address, length: length, data: data, streamID: streamID) else {
-            return .failed(.invalid)
-        }
-        return await submit(request)
     }
 
     /// The libusb transfer for a bulk or interrupt request from the VM; nil when it is invalid.
@@ -307,11 +322,6 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
                      timeoutMilliseconds: timeouts.bulk)
     }
 
-    public func isoTransfer(endpoint address: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult {
-        guard let request = isoRequest(endpoint: address, length: length, data: data) else { return .failed(.invalid) }
-        return await submit(request)
-    }
-
     /// One iso packet's transfer, at most a packet long; nil when it is invalid.
     private func isoRequest(endpoint address: UInt8, length: Int, data: ByteBuffer?) -> LibUSBTransferRequest? {
         guard let ep = endpoint(address), ep.type == .isochronous else { return nil }
@@ -324,13 +334,6 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
         guard count >= 0 else { return nil }
         return .init(kind: .isochronous, endpoint: address, length: count, data: data,
                      timeoutMilliseconds: timeouts.isochronous)
-    }
-
-    private func submit(_ request: LibUSBTransferRequest) async -> USBTransferResult {
-        guard let handle = takeHandle() else { return .failed(.noDevice) }
-        defer { giveBackHandle() }
-        if Task.isCancelled { return .failed(.cancelled) }
-        return await LibUSBPendingTransfer.perform(request, on: handle, owner: transfers)
     }
 
     /// The open handle, counted as in use until `giveBackHandle` (close waits for none); nil when closed or closing.
@@ -347,19 +350,7 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
     }
 }
 
-extension LibUSBDevice: USBQueueingDevice {
-    /// Submits to the kernel now: a VM with four reads in flight on an
-    /// endpoint has four URBs queued there, as with usbredirhost.
-    public func startTransfer(endpoint address: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32,
-                              completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)? {
-        start(request(endpoint: address, length: length, data: data, streamID: streamID), completion)
-    }
-
-    public func startIsoTransfer(endpoint address: UInt8, length: Int, data: ByteBuffer?,
-                                 completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)? {
-        start(isoRequest(endpoint: address, length: length, data: data), completion)
-    }
-
+extension LibUSBDevice {
     private func start(_ request: LibUSBTransferRequest?,
                        _ completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)? {
         guard let request else {

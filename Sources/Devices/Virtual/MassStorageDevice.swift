@@ -6,7 +6,7 @@ import NIOCore
 /// on xhci sends it 1 MiB commands instead of 120 KiB ones. A SuperSpeed
 /// stick works on xhci only: QEMU attaches it to an ehci port at high speed
 /// but leaves bMaxPacketSize0 at 9, which a high-speed guest refuses.
-public actor MassStorageDevice: VirtualUSBDevice {
+public actor MassStorageDevice: USBAsyncTransferDevice {
     public static let vendorID: UInt16 = 0x0525
     public static let productID: UInt16 = 0xa4a5
     public static let bulkIn: UInt8 = 0x81, bulkOut: UInt8 = 0x02
@@ -87,25 +87,19 @@ public actor MassStorageDevice: VirtualUSBDevice {
         return core.setAltSetting(interface: interface, alt: alt)
     }
 
-    /// Control requests, CBWs, CSWs and data already read are answered from
-    /// memory; image writes, and reads still under way, wait.
-    public nonisolated func mayAnswerAtOnce(endpoint: UInt8) -> Bool { true }
+    public var activeConfiguration: USBConfigurationDescriptor? { core.activeConfiguration }
+    public func altSetting(interface: UInt8) async -> UInt8? { core.altSettings[interface] ?? 0 }
+    public func clearHalt(endpoint: UInt8) async -> USBTransferStatus {
+        core.halted.remove(endpoint)
+        return .success
+    }
 
-    public func transferAtOnce(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult? {
-        switch (endpoint, bot) {
-        case (Self.bulkOut, .dataOut) where !core.halted.contains(endpoint):
-            return nil   // image writes
-        case (Self.bulkOut, .idle) where Self.mayFlushImage(data):
-            return nil   // SYNCHRONIZE CACHE, START STOP UNIT (eject): fdatasync
-        case (Self.uasCommandPipe, _) where Self.mayFlushImage(uasCommand: data):
-            return nil
-        case (Self.bulkIn, .dataIn(let phase)) where !core.halted.contains(endpoint) && phase.image != nil:
-            guard let range = phase.image, readAheadHolds(offset: range.offset, count: min(length, range.count)) else {
-                return nil
-            }
-            return await imageIn(phase, length: length)
-        default:
-            return await transfer(endpoint: endpoint, length: length, data: data, streamID: 0)
+    public func run(_ request: USBTransferRequest) async -> USBTransferResult {
+        switch request {
+        case .control(let setup, let data): await control(setup, data: data)
+        case .data(let endpoint, let length, let data, let streamID):
+            await transfer(endpoint: endpoint, length: length, data: data, streamID: streamID)
+        case .isochronous: .failed(.invalid)
         }
     }
 

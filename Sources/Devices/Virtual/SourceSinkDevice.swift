@@ -1,25 +1,32 @@
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// A test and benchmark device in the manner of Linux's gadget zero
 /// (design.md): bulk IN returns byte i = i % 63 counted from the start of
 /// each transfer, bulk OUT swallows anything, interrupt IN sends 64-byte
-/// packets of one repeated byte every interval.
-public actor SourceSinkDevice: VirtualUSBDevice {
+/// packets of one repeated byte every interval. Control and bulk are
+/// answered from memory, in the caller's turn; interrupt IN waits for its
+/// interval.
+public final class SourceSinkDevice: VirtualUSBDevice {
     public static let vendorID: UInt16 = 0x0525
     public static let productID: UInt16 = 0xa4a0
     public static let bulkIn: UInt8 = 0x81, bulkOut: UInt8 = 0x02, interruptIn: UInt8 = 0x83
     /// Largest single transfer served; bounds what one request can make us allocate.
     public static let maxTransferLength = 4 * 1024 * 1024
 
-    public nonisolated let descriptor: USBDeviceDescriptor
-    public nonisolated let speed: USBSpeed = .high
-    public var core: VirtualDeviceCore
-    private var interruptCounter: UInt8 = 0
-    /// Bytes and transfers seen on bulk OUT, for tests and benchmarks.
-    public private(set) var bytesSunk = 0
-    /// The bulk IN pattern, built once and grown to the longest request seen:
-    /// every IN transfer is a slice of it (shared storage, no bytes made).
-    private var patternBuffer = ByteBuffer()
+    public let descriptor: USBDeviceDescriptor
+    public let speed: USBSpeed = .high
+
+    private struct State {
+        var core: VirtualDeviceCore
+        var interruptCounter: UInt8 = 0
+        var bytesSunk = 0
+        /// The bulk IN pattern, built once and grown to the longest request
+        /// seen: every IN transfer is a slice of it (shared storage, no bytes made).
+        var patternBuffer = ByteBuffer()
+    }
+
+    private let state: NIOLockedValueBox<State>
 
     public init(serial: String) {
         var d = USBDeviceDescriptor(vendorID: Self.vendorID, productID: Self.productID)
@@ -36,54 +43,81 @@ public actor SourceSinkDevice: VirtualUSBDevice {
                 // High speed: 2^(4-1) microframes = 1 ms.
                 .init(address: Self.interruptIn, type: .interrupt, maxPacketSize: 64, interval: 4),
             ])
-        core = VirtualDeviceCore(descriptor: d, configuration: .init(value: 1, interfaces: [interface]))
+        state = NIOLockedValueBox(State(core: VirtualDeviceCore(descriptor: d, configuration: .init(value: 1, interfaces: [interface]))))
     }
+
+    public func withCore<T>(_ body: (inout VirtualDeviceCore) -> T) -> T {
+        state.withLockedValue { body(&$0.core) }
+    }
+
+    /// Bytes seen on bulk OUT, for tests and benchmarks.
+    public var bytesSunk: Int { state.withLockedValue { $0.bytesSunk } }
 
     public func close() async {}
-
-    /// Control and bulk are answered from memory; interrupt IN waits for its interval.
-    public nonisolated func mayAnswerAtOnce(endpoint: UInt8) -> Bool {
-        endpoint == 0 || endpoint == Self.bulkIn || endpoint == Self.bulkOut
+    public func reset() async -> USBTransferStatus {
+        withCore { $0.reset() }
+        return .success
     }
 
-    public func transferAtOnce(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult? {
-        endpoint == Self.interruptIn ? nil : await transfer(endpoint: endpoint, length: length, data: data, streamID: 0)
-    }
-    public func reset() async -> USBTransferStatus { core.reset(); return .success }
-
-    public func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult {
-        core.standardControl(setup) ?? .failed(.stall)
-    }
-
-    public func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
-        guard core.endpoint(endpoint) != nil, !core.halted.contains(endpoint) else {
-            return .failed(core.halted.contains(endpoint) ? .stall : .invalid)
+    public func submit(_ request: USBTransferRequest,
+                       completion: @escaping USBTransferCompletion) -> (any USBCancellableTransfer)? {
+        switch request {
+        case .control(let setup, _):
+            completion(withCore { $0.standardControl(setup) } ?? .failed(.stall))
+        case .data(let endpoint, let length, let data, _):
+            if endpoint == Self.interruptIn, case .success = check(endpoint).status {
+                return nextInterruptPacket(length: length, completion)
+            }
+            completion(bulk(endpoint: endpoint, length: length, data: data))
+        case .isochronous:
+            completion(.failed(.invalid))
         }
+        return nil
+    }
+
+    /// `.success` when the endpoint may transfer now, else why not.
+    private func check(_ endpoint: UInt8) -> USBTransferResult {
+        withCore { core in
+            guard core.endpoint(endpoint) != nil else { return .failed(.invalid) }
+            return core.halted.contains(endpoint) ? .failed(.stall) : .noData(.success)
+        }
+    }
+
+    private func bulk(endpoint: UInt8, length: Int, data: ByteBuffer?) -> USBTransferResult {
+        let allowed = check(endpoint)
+        guard allowed.status == .success else { return allowed }
         switch endpoint {
         case Self.bulkIn:
             guard length <= Self.maxTransferLength else { return .failed(.invalid) }
-            return .inData(patternSlice(length: length))
+            return .inData(state.withLockedValue { Self.patternSlice(&$0.patternBuffer, length: length) })
         case Self.bulkOut:
             let n = data?.readableBytes ?? 0
-            bytesSunk += n
+            state.withLockedValue { $0.bytesSunk += n }
             return .outDone(n)
-        case Self.interruptIn:
-            // One packet per interval, like the hardware would pace it.
-            do { try await Task.sleep(nanoseconds: 1_000_000) } catch { return .failed(.cancelled) }
-            interruptCounter &+= 1
-            return .inData(ByteBuffer(repeating: interruptCounter, count: min(64, length)))
         default:
             return .failed(.invalid)
         }
     }
 
-    private func patternSlice(length: Int) -> ByteBuffer {
-        if patternBuffer.readableBytes < length {
+    /// One packet per interval, like the hardware would pace it.
+    private func nextInterruptPacket(length: Int, _ completion: @escaping USBTransferCompletion) -> any USBCancellableTransfer {
+        TaskTransfer(Task { [state] in
+            do { try await Task.sleep(nanoseconds: 1_000_000) } catch { return completion(.failed(.cancelled)) }
+            let counter = state.withLockedValue { s in
+                s.interruptCounter &+= 1
+                return s.interruptCounter
+            }
+            completion(.inData(ByteBuffer(repeating: counter, count: min(64, length))))
+        })
+    }
+
+    private static func patternSlice(_ pattern: inout ByteBuffer, length: Int) -> ByteBuffer {
+        if pattern.readableBytes < length {
             // Grow in large steps so a ramp of sizes does not rebuild it often;
             // bounded by maxTransferLength (checked by the caller).
-            patternBuffer = Self.pattern(length: min(Self.maxTransferLength, max(length, 2 * patternBuffer.readableBytes, 64 * 1024)))
+            pattern = Self.pattern(length: min(Self.maxTransferLength, max(length, 2 * pattern.readableBytes, 64 * 1024)))
         }
-        return patternBuffer.getSlice(at: patternBuffer.readerIndex, length: length)!
+        return pattern.getSlice(at: pattern.readerIndex, length: length)!
     }
 
     /// byte i = i % 63 (the C reference host and the bench's load generator

@@ -24,21 +24,15 @@ struct StreamRead: Sendable {
     /// `depth`, within 1...maxDepth.
     var queueDepth: Int { min(max(depth, 1), Self.maxDepth) }
 
-    func perform(on device: any USBDevice) async -> USBTransferResult {
-        switch kind {
-        case .interrupt: await device.transfer(endpoint: endpoint, length: length, data: nil, streamID: 0)
-        case .isochronous: await device.isoTransfer(endpoint: endpoint, length: length, data: nil)
-        case .bulk(let streamID): await device.transfer(endpoint: endpoint, length: length, data: nil, streamID: streamID)
-        }
-    }
+    /// Reads the device has at once: the read's depth for a device that
+    /// queues, else one.
+    func depth(on device: any USBDevice) -> Int { device.queuesTransfers ? queueDepth : 1 }
 
-    func start(on device: any USBQueueingDevice,
-               _ completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)? {
+    var request: USBTransferRequest {
         switch kind {
-        case .interrupt: device.startTransfer(endpoint: endpoint, length: length, data: nil, streamID: 0, completion: completion)
-        case .isochronous: device.startIsoTransfer(endpoint: endpoint, length: length, data: nil, completion: completion)
-        case .bulk(let streamID):
-            device.startTransfer(endpoint: endpoint, length: length, data: nil, streamID: streamID, completion: completion)
+        case .interrupt: .data(endpoint: endpoint, length: length, data: nil, streamID: 0)
+        case .isochronous: .isochronous(endpoint: endpoint, length: length, data: nil)
+        case .bulk(let streamID): .data(endpoint: endpoint, length: length, data: nil, streamID: streamID)
         }
     }
 }
@@ -54,20 +48,21 @@ private final class StartedReads: Sendable {
 }
 
 extension SessionEngine {
-    /// A receiving stream on a device that queues: up to the read's depth in
-    /// flight, so the next one is already queued when a packet arrives and
-    /// the device never waits for us between packets (usbredirhost keeps the
-    /// transfers the VM asks for too), each with its permit; packets go out in the order the
-    /// reads complete (the device keeps the endpoint's order). Ends when its
-    /// task is cancelled: what is still in the device is cancelled.
-    func queuedStream(_ read: StreamRead, on device: any USBQueueingDevice, generation: Int,
+    /// A receiving stream: on a device that queues, up to the read's depth
+    /// in flight, so the next one is already queued when a packet arrives
+    /// and the device never waits for us between packets (usbredirhost keeps
+    /// the transfers the VM asks for too); else one read at a time. Each
+    /// holds its permit; packets go out in the order the reads complete (the
+    /// device keeps the endpoint's order). Ends when its task is cancelled:
+    /// what is still in the device is cancelled.
+    func receivingStream(_ read: StreamRead, on device: any USBDevice, generation: Int,
                       _ packet: @escaping @Sendable (USBTransferResult) -> USBRedirMessage) async {
         let (results, sink) = AsyncStream<USBTransferResult>.makeStream()
         let started = StartedReads()
         await withTaskCancellationHandler {
             var permits = CircularBuffer<InFlightBudget.Permit>()
-            let start = { started.append(read.start(on: device) { sink.yield($0) }) }
-            await fillQueuedStream(&permits, read, start)
+            let start = { started.append(device.submit(read.request) { sink.yield($0) }) }
+            await fillStream(&permits, read, depth: read.depth(on: device), start)
             for await result in results {
                 started.dropOldest()
                 guard let permit = permits.popFirst() else { break }
@@ -76,7 +71,7 @@ extension SessionEngine {
                     try? await Task.sleep(nanoseconds: 10_000_000)
                 }
                 if Task.isCancelled { break }
-                await fillQueuedStream(&permits, read, start)
+                await fillStream(&permits, read, depth: read.depth(on: device), start)
             }
             // Reads cancelled in the device: their packets will not be sent.
             for permit in permits { budget.release(permit) }
@@ -89,9 +84,9 @@ extension SessionEngine {
     /// Starts reads until the stream has its depth. The first permit may
     /// wait, as a lone read's would; the others are taken only when there is
     /// room, so the stream never waits for permits its own reads hold.
-    private func fillQueuedStream(_ permits: inout CircularBuffer<InFlightBudget.Permit>, _ read: StreamRead,
-                                  _ start: () -> Void) async {
-        while permits.count < read.queueDepth, !Task.isCancelled {
+    private func fillStream(_ permits: inout CircularBuffer<InFlightBudget.Permit>, _ read: StreamRead, depth: Int,
+                            _ start: () -> Void) async {
+        while permits.count < depth, !Task.isCancelled {
             let permit = permits.isEmpty ? await acquirePermit(bytes: read.permitBytes)
                 : tryAcquirePermit(bytes: read.permitBytes)
             guard let permit else { return }
