@@ -173,7 +173,7 @@ final class LibUSBTransferTests: XCTestCase {
             let stick = try await openStick()
             let results = NIOLockedValueBox<[String: USBTransferResult]>([:])
             func start(_ name: String, _ endpoint: UInt8, _ length: Int, _ data: ByteBuffer? = nil) -> (any USBCancellableTransfer)? {
-                stick.startTransfer(endpoint: endpoint, length: length, data: data, streamID: 0) { r in
+                stick.submit(.data(endpoint: endpoint, length: length, data: data, streamID: 0)) { r in
                     results.withLockedValue { $0[name] = r }
                 }
             }

@@ -8,7 +8,7 @@ import USBRedirProtocol
 /// Records every control request it is given, with its data stage, and
 /// answers IN requests with `length` bytes of 0x5a and OUT requests with the
 /// count of the data given.
-actor RecordingControlDevice: USBDevice {
+actor RecordingControlDevice: ActorTestDevice {
     struct Call: Sendable {
         var setup: USBSetupPacket
         var data: [UInt8]?
@@ -33,12 +33,12 @@ actor RecordingControlDevice: USBDevice {
     func altSetting(interface: UInt8) async -> UInt8? { 0 }
     func reset() async -> USBTransferStatus { .success }
     func clearHalt(endpoint: UInt8) async -> USBTransferStatus { .success }
-    func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult { .failed(.invalid) }
-    func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
+    func answerIso(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult { .failed(.invalid) }
+    func answerTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
         .failed(.invalid)
     }
 
-    func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult {
+    func answerControl(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult {
         calls.append(Call(setup: setup, data: data.map { byteArray($0) }))
         if setup.isIn { return .inData(ByteBuffer(bytes: [UInt8](repeating: 0x5a, count: Int(setup.length)))) }
         return .outDone(data?.readableBytes ?? 0)

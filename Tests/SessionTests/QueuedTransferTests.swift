@@ -8,10 +8,8 @@ import USBRedirProtocol
 
 /// A device that queues transfers per endpoint, as the kernel does for
 /// libusb: what is started stays in the device until the test completes it,
-/// in order. It counts how many of one endpoint were in it at once. Its
-/// `transfer` goes through the same queue, so an engine that does not queue
-/// still works with it (one at a time).
-final class QueueingModel: USBQueueingDevice, Sendable {
+/// in order. It counts how many of one endpoint were in it at once.
+final class QueueingModel: USBDevice, Sendable {
     static let bulkIn: UInt8 = 0x81, bulkOut: UInt8 = 0x02, isoIn: UInt8 = 0x83
 
     final class Started: USBCancellableTransfer, Sendable {
@@ -52,8 +50,21 @@ final class QueueingModel: USBQueueingDevice, Sendable {
     func mostAtOnce(_ endpoint: UInt8) -> Int { state.withLockedValue { $0.mostAtOnce[endpoint] ?? 0 } }
     func inFlight(_ endpoint: UInt8) -> Int { state.withLockedValue { $0.inFlight.filter { $0.endpoint == endpoint }.count } }
 
-    func startTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32,
-                       completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)? {
+    var queuesTransfers: Bool { true }
+
+    func submit(_ request: USBTransferRequest,
+                completion: @escaping USBTransferCompletion) -> (any USBCancellableTransfer)? {
+        switch request {
+        case .control:
+            completion(.failed(.stall))
+            return nil
+        case .data(let endpoint, let length, let data, _), .isochronous(let endpoint, let length, let data):
+            return start(endpoint: endpoint, length: length, data: data, completion: completion)
+        }
+    }
+
+    private func start(endpoint: UInt8, length: Int, data: ByteBuffer?,
+                       completion: @escaping USBTransferCompletion) -> (any USBCancellableTransfer)? {
         guard configuration.interfaces[0].endpoints.contains(where: { $0.address == endpoint }) else {
             completion(.failed(.invalid))
             return nil
@@ -65,11 +76,6 @@ final class QueueingModel: USBQueueingDevice, Sendable {
             s.mostAtOnce[endpoint] = max(s.mostAtOnce[endpoint] ?? 0, s.inFlight.filter { $0.endpoint == endpoint }.count)
             return t
         }
-    }
-
-    func startIsoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?,
-                          completion: @escaping @Sendable (USBTransferResult) -> Void) -> (any USBCancellableTransfer)? {
-        startTransfer(endpoint: endpoint, length: length, data: data, streamID: 0, completion: completion)
     }
 
     /// Completes the oldest transfer of `endpoint`: IN with `length` bytes
@@ -90,17 +96,6 @@ final class QueueingModel: USBQueueingDevice, Sendable {
         if found { t.completion(result) }
     }
 
-    func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
-        let box = NIOLockedValueBox<(any USBCancellableTransfer)?>(nil)
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { c in
-                box.withLockedValue { $0 = startTransfer(endpoint: endpoint, length: length, data: data, streamID: streamID) { c.resume(returning: $0) } }
-            }
-        } onCancel: {
-            box.withLockedValue { $0 }?.cancel()
-        }
-    }
-
     var activeConfiguration: USBConfigurationDescriptor? { configuration }
     func open() async throws {}
     func close() async {
@@ -111,8 +106,6 @@ final class QueueingModel: USBQueueingDevice, Sendable {
     func altSetting(interface: UInt8) async -> UInt8? { 0 }
     func reset() async -> USBTransferStatus { .success }
     func clearHalt(endpoint: UInt8) async -> USBTransferStatus { .success }
-    func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult { .failed(.stall) }
-    func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult { .failed(.invalid) }
 }
 
 /// A queueing device (libusb) gets every transfer of an endpoint the VM has

@@ -104,7 +104,7 @@ struct SessionBudgetTests {
 
 /// Bulk IN 0x81-0x84 that answer at once, with as many bytes as asked; it
 /// counts what it produced.
-actor EagerDevice: USBDevice {
+actor EagerDevice: ActorTestDevice {
     static let bulkIn: [UInt8] = [0x81, 0x82, 0x83, 0x84]
 
     nonisolated let descriptor: USBDeviceDescriptor
@@ -132,10 +132,10 @@ actor EagerDevice: USBDevice {
     func altSetting(interface: UInt8) async -> UInt8? { state.alt[interface] ?? 0 }
     func reset() async -> USBTransferStatus { .success }
     func clearHalt(endpoint: UInt8) async -> USBTransferStatus { .success }
-    func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult { state.control(setup) }
-    func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult { .failed(.invalid) }
+    func answerControl(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult { state.control(setup) }
+    func answerIso(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult { .failed(.invalid) }
 
-    func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
+    func answerTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
         guard Self.bulkIn.contains(endpoint) else { return .failed(.invalid) }
         bytesProduced += length
         return .inData(ByteBuffer(repeating: 0x5a, count: length))

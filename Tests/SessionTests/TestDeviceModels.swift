@@ -6,6 +6,25 @@ import NIOCore
 // real devices that have them (isochronous streams, bulk streams) and a slow
 // endpoint to test concurrency, cancellation and the in-flight bound.
 
+/// A test model whose transfers are its actor's async methods: each
+/// submitted transfer runs one of them on a task of its own.
+protocol ActorTestDevice: USBAsyncTransferDevice, Actor {
+    func answerControl(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult
+    func answerTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult
+    func answerIso(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult
+}
+
+extension ActorTestDevice {
+    func run(_ request: USBTransferRequest) async -> USBTransferResult {
+        switch request {
+        case .control(let setup, let data): await answerControl(setup, data: data)
+        case .data(let endpoint, let length, let data, let streamID):
+            await answerTransfer(endpoint: endpoint, length: length, data: data, streamID: streamID)
+        case .isochronous(let endpoint, let length, let data): await answerIso(endpoint: endpoint, length: length, data: data)
+        }
+    }
+}
+
 /// Configuration and alt-setting state shared by the test models.
 struct TestDeviceState: Sendable {
     let descriptor: USBDeviceDescriptor
@@ -54,7 +73,7 @@ struct TestDeviceState: Sendable {
 /// alt 1. Iso IN produces one packet per 1 ms frame, numbered from 1 (a
 /// 32-bit little-endian counter, then 60 bytes of its low byte); iso OUT
 /// records what it gets.
-actor IsoDevice: USBDevice {
+actor IsoDevice: ActorTestDevice {
     static let isoIn: UInt8 = 0x81, isoOut: UInt8 = 0x02
     nonisolated let descriptor: USBDeviceDescriptor
     nonisolated let speed: USBSpeed = .high
@@ -88,12 +107,12 @@ actor IsoDevice: USBDevice {
     func altSetting(interface: UInt8) async -> UInt8? { state.alt[interface] ?? 0 }
     func reset() async -> USBTransferStatus { state.alt = [:]; return .success }
     func clearHalt(endpoint: UInt8) async -> USBTransferStatus { .success }
-    func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult { state.control(setup) }
-    func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
+    func answerControl(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult { state.control(setup) }
+    func answerTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
         .failed(.invalid)
     }
 
-    func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult {
+    func answerIso(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult {
         guard let ep = state.endpoint(endpoint), ep.type == .isochronous else { return .failed(.invalid) }
         if endpoint == Self.isoIn {
             inCallsInProgress += 1
@@ -113,7 +132,7 @@ actor IsoDevice: USBDevice {
 
 /// A USB 3 device with bulk streams on 0x81 and 0x02 (16 each); it records
 /// alloc/free calls.
-actor StreamsDevice: USBDevice, USBBulkStreamsCapable {
+actor StreamsDevice: ActorTestDevice, USBBulkStreamsCapable {
     nonisolated let descriptor: USBDeviceDescriptor
     nonisolated let speed: USBSpeed = .super
     private var state: TestDeviceState
@@ -144,12 +163,12 @@ actor StreamsDevice: USBDevice, USBBulkStreamsCapable {
     func altSetting(interface: UInt8) async -> UInt8? { state.alt[interface] ?? 0 }
     func reset() async -> USBTransferStatus { .success }
     func clearHalt(endpoint: UInt8) async -> USBTransferStatus { .success }
-    func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult { state.control(setup) }
-    func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
+    func answerControl(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult { state.control(setup) }
+    func answerTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
         endpoint & 0x80 != 0 ? .inData(ByteBuffer(repeating: UInt8(truncatingIfNeeded: streamID), count: length))
             : .outDone(data?.readableBytes ?? 0)
     }
-    func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult { .failed(.invalid) }
+    func answerIso(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult { .failed(.invalid) }
 
     func allocateStreams(endpoints: [UInt8], count: UInt32) async -> USBTransferStatus {
         allocations.append((endpoints.sorted(), count))
@@ -166,7 +185,7 @@ actor StreamsDevice: USBDevice, USBBulkStreamsCapable {
 /// until the test releases it or its task is cancelled (then it ends with
 /// `.cancelled`, as USBDevice asks). 0x85 (bulk IN) and 0x06 (bulk OUT) answer
 /// at once. It counts the transfers pending in it at once.
-actor SlowDevice: USBDevice {
+actor SlowDevice: ActorTestDevice {
     static let slowEndpoints: [UInt8] = [0x81, 0x82, 0x83, 0x84]
     static let fastIn: UInt8 = 0x85, fastOut: UInt8 = 0x06
 
@@ -210,10 +229,10 @@ actor SlowDevice: USBDevice {
     func altSetting(interface: UInt8) async -> UInt8? { state.alt[interface] ?? 0 }
     func reset() async -> USBTransferStatus { .success }
     func clearHalt(endpoint: UInt8) async -> USBTransferStatus { .success }
-    func control(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult { state.control(setup) }
-    func isoTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult { .failed(.invalid) }
+    func answerControl(_ setup: USBSetupPacket, data: ByteBuffer?) async -> USBTransferResult { state.control(setup) }
+    func answerIso(endpoint: UInt8, length: Int, data: ByteBuffer?) async -> USBTransferResult { .failed(.invalid) }
 
-    func transfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
+    func answerTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
         guard state.endpoint(endpoint) != nil else { return .failed(.invalid) }
         if endpoint == Self.fastIn { return .inData(SourceSinkDevice.pattern(length: length)) }
         if endpoint == Self.fastOut { return .outDone(data?.readableBytes ?? 0) }

@@ -64,19 +64,6 @@ final class LibUSBPendingTransfer: USBCancellableTransfer, @unchecked Sendable {
     /// Where the data stage starts in `buffer` (after the 8-byte setup of a control transfer).
     private let dataOffset: Int
 
-    /// Submits `request` on `handle` and waits for its completion.
-    static func perform(_ request: LibUSBTransferRequest, on handle: OpaquePointer,
-                        owner: LibUSBTransferSet) async -> USBTransferResult {
-        guard let pending = LibUSBPendingTransfer(request, handle: handle, owner: owner) else {
-            return .failed(.ioError)
-        }
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in pending.start { continuation.resume(returning: $0) } }
-        } onCancel: {
-            pending.cancel()
-        }
-    }
-
     /// Submits `request` on `handle` and returns at once; `completion` runs
     /// once, on the event thread (or here, when the submit fails).
     static func start(_ request: LibUSBTransferRequest, on handle: OpaquePointer, owner: LibUSBTransferSet,
