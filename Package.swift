@@ -62,6 +62,7 @@ let package = Package(
         .target(name: "Session", dependencies: [
             "USBRedirProtocol", "Transport", "Devices", "Common",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),   // the session's event loop
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -30,17 +30,17 @@ struct EndpointDialer: Sendable {
             guard let wanted = await link.channel(for: assignmentName, available: spice.usbredirChannelIDs) else {
                 throw TransportError.noFreeChannel(available: spice.usbredirChannelIDs)
             }
-            return try await spice.withUSBRedirChannel(wanted) { connection, id in
+            return try await spice.withUSBRedirChannel(wanted, eventLoop: session.eventLoop) { connection, id in
                 await onConnected(id, "\(spice.configuration.server)")
                 return await session.run(connection)
             }
         case .usbredir(let address):
-            return try await RawUSBRedir.withConnection(to: address) { connection in
+            return try await RawUSBRedir.withConnection(to: address, eventLoop: session.eventLoop) { connection in
                 await onConnected(nil, "\(address)")
                 return await session.run(connection)
             }
         case .listen(let address):
-            let listener = try await RawUSBRedirListener.bind(address)
+            let listener = try await RawUSBRedirListener.bind(address, eventLoop: session.eventLoop)
             await onListening(listener)
             defer { listener.close() }
             try await listener.serve(allowing: endpoint.allowedPeers, refused: { peer in

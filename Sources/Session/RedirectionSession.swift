@@ -13,6 +13,12 @@ public final class RedirectionSession: Sendable {
     private let engine: SessionEngine
     private let limits: SessionLimits
     private let logger: Logger
+    private let loop = SessionLoop()
+
+    /// The event loop the session runs on: its connections are best made
+    /// on it (the transport's `eventLoop:` parameters), so that reading,
+    /// the engine and writing share one thread.
+    public var eventLoop: any EventLoop { loop.eventLoop }
 
     public init(name: String, logger: Logger, limits: SessionLimits = SessionLimits()) {
         self.name = name
@@ -20,7 +26,7 @@ public final class RedirectionSession: Sendable {
         var logger = logger
         logger[metadataKey: "session"] = "\(name)"
         self.logger = logger
-        self.engine = SessionEngine(logger: logger, limits: limits)
+        self.engine = SessionEngine(logger: logger, limits: limits, loop: loop)
     }
 
     public var phase: SessionPhase { get async { await engine.phase } }
@@ -42,6 +48,12 @@ public final class RedirectionSession: Sendable {
     /// Serves one connection until it ends. Malformed bytes from the VM end
     /// this session only, with the reason logged.
     public func run(_ connection: USBRedirConnection) async -> SessionEnd {
+        // The reader (and everything it awaits that is not the engine's)
+        // runs on the session's loop too.
+        await withTaskExecutorPreference(loop) { await serveConnection(connection) }
+    }
+
+    private func serveConnection(_ connection: USBRedirConnection) async -> SessionEnd {
         let number = await engine.begin(writer: connection.writer)
         connection.writer.whenClosed { [engine] in
             Task { await engine.connectionClosed(number) }

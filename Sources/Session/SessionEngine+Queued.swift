@@ -52,7 +52,7 @@ extension SessionEngine {
     /// Weak: the mailbox is closed when the engine goes.
     private func startDrainer() {
         guard drainer == nil else { return }
-        drainer = Task.detached { [weak self, mailbox = completions] in
+        drainer = Task(executorPreference: loop) { [weak self, mailbox = completions] in
             while let batch = await mailbox.next() {
                 guard let self else { return }
                 await self.deliver(batch)

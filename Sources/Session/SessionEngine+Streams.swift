@@ -77,7 +77,7 @@ extension SessionEngine {
         guard let device else { return false }
         stopStream(read.endpoint)
         let generation = self.generation
-        streams[read.endpoint] = Task.detached { [weak self] in
+        streams[read.endpoint] = Task(executorPreference: loop) { [weak self] in
             await self?.receivingStream(read, on: device, generation: generation, packet)
         }
         return true

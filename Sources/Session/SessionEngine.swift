@@ -9,6 +9,7 @@ import USBRedirProtocol
 /// keeps for its whole life): the state of the session, serialised by the
 /// actor: the negotiated protocol, the plugged device, transfers in flight,
 /// streams. Device work runs outside it: submitted, completed back to it.
+/// The actor's turns run on the session's event loop (`SessionLoop`).
 actor SessionEngine {
     static let capabilities = USBRedirCapabilities.all
 
@@ -58,7 +59,11 @@ actor SessionEngine {
     /// not have read its end yet: waits for permits end, reading stops.
     var peerGone = false
 
-    init(logger: Logger, limits: SessionLimits) {
+    nonisolated let loop: SessionLoop
+    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+
+    init(logger: Logger, limits: SessionLimits, loop: SessionLoop) {
+        self.loop = loop
         self.logger = logger
         self.limits = limits
         budget = InFlightBudget(maxTransfers: limits.maxTransfersInFlight, maxBytes: limits.maxBytesInFlight)

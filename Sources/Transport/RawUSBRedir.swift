@@ -5,11 +5,12 @@ import NIOPosix
 /// Raw usbredir over TCP (QEMU `-chardev socket` + `-device usb-redir`):
 /// the same bytes as over SPICE, without any framing.
 public enum RawUSBRedir {
-    /// Connects to a QEMU chardev socket server and runs `body` while connected.
+    /// Connects to a QEMU chardev socket server and runs `body` while
+    /// connected. `eventLoop`: the loop the connection lives on (the session's).
     public static func withConnection<R: Sendable>(
-        to address: HostPort, _ body: (USBRedirConnection) async throws -> R
+        to address: HostPort, eventLoop: (any EventLoop)? = nil, _ body: (USBRedirConnection) async throws -> R
     ) async throws -> R {
-        let channel = try await TCPConnector.connect(to: address)
+        let channel = try await TCPConnector.connect(to: address, eventLoop: eventLoop)
         return try await run(channel, peer: "usbredir \(address)", body)
     }
 
@@ -36,9 +37,11 @@ public final class RawUSBRedirListener: Sendable {
         self.localAddress = localAddress
     }
 
-    public static func bind(_ address: HostPort) async throws -> RawUSBRedirListener {
+    /// `eventLoop`: the loop accepted connections live on (the session's).
+    public static func bind(_ address: HostPort, eventLoop: (any EventLoop)? = nil) async throws -> RawUSBRedirListener {
         do {
-            let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            let loop = eventLoop ?? MultiThreadedEventLoopGroup.singleton.next()
+            let server = try await ServerBootstrap(group: loop)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .bind(host: address.host, port: address.port) { child in

@@ -113,14 +113,15 @@ public final class SpiceSession: Sendable {
     }
 
     /// Links usbredir channel `id` and runs `body` with it for as long as the
-    /// body runs; the channel closes after.
+    /// body runs; the channel closes after. `eventLoop`: the loop the
+    /// channel lives on (the session's).
     public func withUSBRedirChannel<R: Sendable>(
-        _ id: UInt8,
+        _ id: UInt8, eventLoop: (any EventLoop)? = nil,
         _ body: (_ connection: USBRedirConnection, _ channelID: UInt8) async throws -> R
     ) async throws -> R {
         _ = try reserveChannel(id)
         defer { releaseChannel(id) }
-        let channel = try await TCPConnector.connect(to: configuration.server, tls: configuration.tls)
+        let channel = try await TCPConnector.connect(to: configuration.server, tls: configuration.tls, eventLoop: eventLoop)
         return try await channel.executeThenClose { inbound, outbound in
             let reader = ConnectionReader(inbound)
             let link = SpiceLink(connectionID: sessionID, channelType: .usbredir, channelID: id,

@@ -23,13 +23,15 @@ typealias ByteChannel = NIOAsyncChannel<ByteBuffer, ByteBuffer>
 enum TCPConnector {
     static let connectTimeout = TimeAmount.seconds(5)
 
-    static func connect(to address: HostPort, tls: TLSSettings? = nil) async throws -> ByteChannel {
+    /// `eventLoop`: the loop the connection lives on (nil: any of NIO's).
+    static func connect(to address: HostPort, tls: TLSSettings? = nil,
+                        eventLoop: (any EventLoop)? = nil) async throws -> ByteChannel {
         let sslContext = try tls.map(makeContext)
         let subject = try tls?.hostSubject.map { text in
             guard let s = HostSubject(text) else { throw TransportError.configuration("host-subject '\(text)' is not KEY=VALUE,...") }
             return s
         }
-        let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let bootstrap = ClientBootstrap(group: eventLoop ?? MultiThreadedEventLoopGroup.singleton.next())
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
         do {
