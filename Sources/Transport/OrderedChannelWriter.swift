@@ -23,13 +23,18 @@ final class OrderedChannelWriter: Sendable {
     /// failed or closed (false).
     func write(_ parts: [ByteBuffer], written: @escaping @Sendable (Bool) -> Void) {
         let channel = self.channel
-        channel.eventLoop.execute {
-            let promise = channel.eventLoop.makePromise(of: Void.self)
-            for part in parts.dropLast() { channel.write(part, promise: nil) }
-            channel.writeAndFlush(parts.last ?? ByteBuffer(), promise: promise)
-            promise.futureResult.whenComplete { result in
-                if case .success = result { written(true) } else { written(false) }
-            }
+        // A writer on the channel's own loop (the session's) writes now:
+        // the loop runs nothing else meanwhile, so the order holds.
+        if channel.eventLoop.inEventLoop { return Self.write(parts, to: channel, written) }
+        channel.eventLoop.execute { Self.write(parts, to: channel, written) }
+    }
+
+    private static func write(_ parts: [ByteBuffer], to channel: Channel, _ written: @escaping @Sendable (Bool) -> Void) {
+        let promise = channel.eventLoop.makePromise(of: Void.self)
+        for part in parts.dropLast() { channel.write(part, promise: nil) }
+        channel.writeAndFlush(parts.last ?? ByteBuffer(), promise: promise)
+        promise.futureResult.whenComplete { result in
+            if case .success = result { written(true) } else { written(false) }
         }
     }
 

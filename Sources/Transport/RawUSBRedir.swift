@@ -47,6 +47,7 @@ public final class RawUSBRedirListener: Sendable {
                 .bind(host: address.host, port: address.port) { child in
                     child.eventLoop.makeCompletedFuture {
                         try TCPLiveness.apply(to: child)
+                        try TCPConnector.sizeReads(of: child)
                         return try ByteChannel(wrappingChannelSynchronously: child)
                     }
                 }

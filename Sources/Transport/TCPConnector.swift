@@ -23,6 +23,16 @@ typealias ByteChannel = NIOAsyncChannel<ByteBuffer, ByteBuffer>
 enum TCPConnector {
     static let connectTimeout = TimeAmount.seconds(5)
 
+    /// Reads grow to 1 MiB: a VM's bulk OUT data (64 KiB and more per
+    /// packet, several in flight) then comes in one read rather than in
+    /// 64 KiB pieces, each a turn of the session (NIO's default maximum).
+    static let reads = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 16 * 1024, maximum: 1024 * 1024)
+
+    /// Sets the read sizing on a channel from its initializer.
+    static func sizeReads(of channel: Channel) throws {
+        try channel.syncOptions?.setOption(.recvAllocator, value: reads)
+    }
+
     /// `eventLoop`: the loop the connection lives on (nil: any of NIO's).
     static func connect(to address: HostPort, tls: TLSSettings? = nil,
                         eventLoop: (any EventLoop)? = nil) async throws -> ByteChannel {
@@ -38,6 +48,7 @@ enum TCPConnector {
             let channel = try await bootstrap.connect(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try TCPLiveness.apply(to: channel)
+                    try sizeReads(of: channel)
                     if let sslContext {
                         let hostname = isIPAddress(address.host) ? nil : address.host
                         let handler = try subject.map {
