@@ -4,11 +4,34 @@ import NIOCore
 import USBRedirProtocol
 
 extension SessionEngine {
-    /// Handles one packet from the VM. Returns an end when the session must stop.
-    func handle(_ packet: USBRedirPacket, negotiation current: USBRedirNegotiation) async -> SessionEnd? {
+    /// Counts and traces a packet from the VM, once, whichever path handles it.
+    func note(_ packet: USBRedirPacket) {
         counters.packetsReceived += 1
+        trace.record("from VM", packet.message, id: packet.id, logger: logger)
+    }
+
+    /// Handles a packet in this turn when it needs no waiting (a transfer
+    /// with room in the budget, a cancel, the VM's filter or ack): false
+    /// when it does, with nothing done.
+    func handleInTurn(_ packet: USBRedirPacket) -> Bool {
         let id = packet.id
-        trace.record("from VM", packet.message, id: id, logger: logger)
+        switch packet.message {
+        case .controlPacket(let p): return submitInTurn(id: id, kind: .control(p), reserving: Int(p.length))
+        case .bulkPacket(let p): return submitInTurn(id: id, kind: .bulk(p), reserving: Int(p.length))
+        case .interruptPacket(let p): return submitInTurn(id: id, kind: .interrupt(p), reserving: Int(p.length))
+        case .cancelDataPacket: cancel(id)
+        case .filterFilter(let f): setPeerFilter(f.rules)
+        case .deviceDisconnectAck: acknowledgeDisconnect()
+        default: return false
+        }
+        return true
+    }
+
+    /// Handles one packet from the VM (`note`d already), waiting where it
+    /// must. Returns an end when the session must stop.
+    func handle(_ packet: USBRedirPacket, negotiation current: USBRedirNegotiation) async -> SessionEnd? {
+        if handleInTurn(packet) { return rejected ? .rejectedByFilter : nil }
+        let id = packet.id
         switch packet.message {
         case .hello(let hello):
             negotiation = current
@@ -30,15 +53,9 @@ extension SessionEngine {
             let alt = await device?.altSetting(interface: m.interface)
             await send(.altSettingStatus(.init(status: alt == nil ? USBRedirStatus.invalid.rawValue : 0,
                                                interface: m.interface, alt: alt ?? 0)), id: id)
-        case .cancelDataPacket:
-            cancel(id)
-        case .filterFilter(let f):
-            setPeerFilter(f.rules)
         case .filterReject:
             rejectByVM()
             return .rejectedByFilter
-        case .deviceDisconnectAck:
-            acknowledgeDisconnect()
         case .controlPacket(let p):
             await submit(id: id, kind: .control(p), reserving: Int(p.length))
         case .bulkPacket(let p):
@@ -47,6 +64,8 @@ extension SessionEngine {
             await submit(id: id, kind: .interrupt(p), reserving: Int(p.length))
         case .isoPacket(let p):
             await isoOut(p)
+        case .cancelDataPacket, .filterFilter, .deviceDisconnectAck:
+            break   // handled in turn
         case .startInterruptReceiving, .stopInterruptReceiving, .startIsoStream, .stopIsoStream,
              .startBulkReceiving, .stopBulkReceiving, .allocBulkStreams, .freeBulkStreams:
             await handleStreamControl(packet.message, id: id)

@@ -20,7 +20,7 @@ extension SessionEngine {
         while outbox.queuedBytes > Self.queuedBytesBeforeWaiting, !outbox.broken {
             collectWritesArmed()
             guard outbox.queuedBytes > Self.queuedBytesBeforeWaiting, !outbox.broken else { break }
-            await outsideBurst { await withCheckedContinuation { outbox.roomWaiters.append($0) } }
+            await waitOutsideBurst { outbox.roomWaiters.append($0) }
         }
     }
 
@@ -71,6 +71,21 @@ extension SessionEngine {
         flushHeld()
         defer { lifts -= 1 }
         return await wait()
+    }
+
+    /// Waits outside the burst for the transport's progress: `register`
+    /// records the waiter, then, in the same turn, what the transport
+    /// reported meanwhile is taken in (which may wake it at once) and the
+    /// next report is armed to. A report that came between the caller's
+    /// last look and the registration is never lost: the wait may start
+    /// a hop after that look.
+    func waitOutsideBurst<T>(_ register: (CheckedContinuation<T, Never>) -> Void) async -> T {
+        await outsideBurst {
+            await withCheckedContinuation { continuation in
+                register(continuation)
+                collectWritesArmed()
+            }
+        }
     }
 
     /// Hands over what the burst holds back.
@@ -134,7 +149,7 @@ extension SessionEngine {
         collectWritesArmed()
         guard outbox.finished < outbox.appended, !outbox.broken else { return !outbox.broken }
         let mark = outbox.appended
-        return await outsideBurst { await withCheckedContinuation { outbox.flushWaiters.append((mark, $0)) } }
+        return await waitOutsideBurst { outbox.flushWaiters.append((mark, $0)) }
     }
 
     /// `send`, bounded: when the write has not completed after the deadline

@@ -3,25 +3,47 @@ import NIOCore
 import USBRedirProtocol
 
 extension SessionEngine {
-    /// Queues a data packet on its endpoint's lane. Waits (so reading from
-    /// the VM pauses) while the in-flight bounds are reached.
+    /// Starts a data packet's transfer in this turn when the budget has room
+    /// (OUT data is already held; IN requests reserve what they asked for);
+    /// false, with nothing done, when it must wait for room or has no device.
+    func submitInTurn(id: UInt64, kind: TransferJob.Kind, reserving: Int) -> Bool {
+        guard let device else { return false }
+        if reserving > limits.maxTransferLength {
+            start(newJob(id: id, kind: kind, device: device), permit: nil)
+            return true
+        }
+        collectWrites()
+        guard !peerGone, budget.admits(max(reserving, 1)) else { return false }
+        start(newJob(id: id, kind: kind, device: device), permit: budget.take(max(reserving, 1)))
+        return true
+    }
+
+    /// Starts a data packet's transfer, waiting (so reading from the VM
+    /// pauses) while the in-flight bounds are reached.
     func submit(id: UInt64, kind: TransferJob.Kind, reserving: Int) async {
-        lastSerial += 1
+        if submitInTurn(id: id, kind: kind, reserving: reserving) { return }
         guard let device else {
-            await send(TransferJob(id: id, serial: lastSerial, generation: generation, device: NoDevice.shared, kind: kind)
-                .reply(.failed(.noDevice)), id: id)
+            await send(newJob(id: id, kind: kind, device: NoDevice.shared).reply(.failed(.noDevice)), id: id)
             return
         }
-        var job = TransferJob(id: id, serial: lastSerial, generation: generation, device: device, kind: kind)
-        if reserving > limits.maxTransferLength {
-            admit(job)
-            return complete(job, .failed(.invalid))
-        }
-        // OUT data is already held; IN requests reserve what they asked for.
+        let generation = self.generation
         guard let permit = await acquirePermit(bytes: max(reserving, 1)) else { return }
-        guard job.generation == generation else { return budget.release(permit) }
+        guard generation == self.generation else { return budget.release(permit) }
+        start(newJob(id: id, kind: kind, device: device), permit: permit)
+    }
+
+    private func newJob(id: UInt64, kind: TransferJob.Kind, device: any USBDevice) -> TransferJob {
+        lastSerial += 1
+        return TransferJob(id: id, serial: lastSerial, generation: generation, device: device, kind: kind)
+    }
+
+    /// Puts the job in flight: on the device, or behind its lane's running
+    /// one. Without a permit it is too long: answered invalid at once.
+    private func start(_ job: TransferJob, permit: InFlightBudget.Permit?) {
+        var job = job
         job.permit = permit
         admit(job)
+        guard permit != nil else { return complete(job, .failed(.invalid)) }
         if job.queuesOnDevice || laneIsIdle(job.endpoint) {
             if !job.queuesOnDevice { lanes[job.endpoint, default: EndpointLane()].running = job.serial }
             startOnDevice(job)
@@ -53,7 +75,11 @@ extension SessionEngine {
             // Replies that are written give their permits back when collected.
             collectWritesArmed()
             if budget.admits(bytes) { break }
-            await outsideBurst { await withCheckedContinuation { budget.waiters.append($0) } }
+            await waitOutsideBurst { continuation in
+                budget.waiters.append(continuation)
+                // Room made since the last look (a release, or the close) wakes it now.
+                if peerGone || budget.admits(bytes) { budget.wakeWaiters() }
+            }
         }
         return peerGone ? nil : budget.take(bytes)
     }

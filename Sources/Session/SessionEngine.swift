@@ -106,6 +106,7 @@ actor SessionEngine {
         trace.refresh(logger)
         return try await holdingFlush {
             while let packet = try parser.nextPacket() {
+                note(packet)
                 if let end = await handle(packet, negotiation: parser.negotiation) { return end }
                 if peerGone { return .transportClosed(.closedByPeer) }
             }
