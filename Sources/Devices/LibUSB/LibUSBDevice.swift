@@ -72,7 +72,6 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
         // Our own reference: libusb_close drops the handle's, which for a
         // wrapped device is the only other one.
         libusb_ref_device(device)
-        if let wrapped { state.withLock { $0.wrapped = wrapped } }
         self.device = device
         self.info = info
         self.context = context
@@ -86,6 +85,7 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
         speed = info.speed ?? .full
         configurations = LibUSBDescriptors.configurations(of: device, context: context.context,
                                                           count: d.bNumConfigurations)
+        if let wrapped { state.withLock { $0.wrapped = wrapped } }
     }
 
     deinit {
