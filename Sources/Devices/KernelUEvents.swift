@@ -51,7 +51,6 @@ public struct KernelUEvent: Sendable, Equatable {
     }
 }
 
-#if os(Linux)
 /// The kernel's uevents, read on a thread of its own from a
 /// NETLINK_KOBJECT_UEVENT socket bound to group 1 (the kernel's events,
 /// not udevd's re-broadcast in group 2).
@@ -176,4 +175,3 @@ final class KernelUEventListener: @unchecked Sendable {
         }
     }
 }
-#endif

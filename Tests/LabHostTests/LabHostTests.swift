@@ -570,7 +570,10 @@ final class LabHostTests: XCTestCase {
         /// read; unplug, gone from the target, apply waiting again.
         func round(_ name: String, udevd: Bool) throws -> String {
             let status = "usbredir status --socket /run/\(name).sock --json | tr -d ' '"
-            try rig.redirect(name, match: ["serial: \"LABSTICK-C\""])
+            // At debug level apply's log shows the kernel's uevents it acted on.
+            try rig.startApply(name, profile: ["version: 1", "log: debug", "endpoints:", "  target:", "    \(rig.endpoint(0))",
+                                               "devices:", "  - name: \(name)", "    to: target", "    match:",
+                                               "      serial: \"LABSTICK-C\""].joined(separator: "\n"))
             running = name
             try lab.pollUntil("apply waits for the stick", timeout: 30, every: 0.5, status) { $0.output.contains("waiting-for-device") }
             let start = Date()
@@ -603,6 +606,11 @@ final class LabHostTests: XCTestCase {
             let gone = Date().timeIntervalSince(t)
             let noted = try lab.run("grep -qF '\(kernelNote)' /tmp/\(name).log").status == 0
             XCTAssertEqual(noted, !udevd, "apply's choice of hotplug source (\(how)):\n\(rig.applyLog(name))")
+            // Without udevd the stick came by its uevents, not by the next 5 s tick.
+            for action in ["add", "remove"] {
+                let heard = try lab.run("grep -F 'kernel uevents' /tmp/\(name).log | grep -qF '\(action) 1-1.5'").status == 0
+                XCTAssertEqual(heard, !udevd, "the kernel's \(action) uevent in apply's log (\(how)):\n\(rig.applyLog(name))")
+            }
             XCTAssertEqual(try rig.stopApply(name), 0, rig.applyLog(name))
             running = nil
             return "\(how): in the lab host \(String(format: "%.1f", plugged)) s after device_add, disk in the target "

@@ -59,9 +59,9 @@ public final class LibUSBMonitor: USBDeviceMonitor, @unchecked Sendable {
     private let timeouts: LibUSBDevice.Timeouts
     private let logger: Logger
     private var callback: libusb_hotplug_callback_handle = 0
-    #if os(Linux)
-    private var uevents: KernelUEventListener?
-    #endif
+    /// `HotplugSource.kernel`: started by the first `events()`, so that
+    /// one-shot commands (list, plan) neither listen nor log it.
+    private let kernelListening = LibUSBLocked<(started: Bool, listener: KernelUEventListener?)>((false, nil))
 
     /// `source` nil: `HotplugSource.detect()`.
     public init(context: LibUSBContext? = nil, timeouts: LibUSBDevice.Timeouts = .init(),
@@ -71,10 +71,7 @@ public final class LibUSBMonitor: USBDeviceMonitor, @unchecked Sendable {
         self.logger = logger
         self.source = source ?? HotplugSource.detect()
         hub = LibUSBHotplugHub(sysfs: Self.sysfsDevices)
-        switch self.source {
-        case .udevd: registerHotplugCallback()
-        case .kernel: listenToKernel()
-        }
+        if self.source == .udevd { registerHotplugCallback() }
     }
 
     private func registerHotplugCallback() {
@@ -102,23 +99,22 @@ public final class LibUSBMonitor: USBDeviceMonitor, @unchecked Sendable {
     /// devices are still seen: every `presentDevices` lists afresh, and
     /// the reconciler lists every few seconds.
     private func listenToKernel() {
-        logger.info("udevd is not running (no \(HotplugSource.udevControl)): hotplug from the kernel's uevents")
-        let hub = hub
-        hub.startTracking(Self.listAfresh(hub, logger))
-        #if os(Linux)
-        let logger = logger
-        uevents = KernelUEventListener(logger: logger) { events, lost in
-            guard lost || events.contains(where: { $0.action == "add" || $0.action == "remove" }) else { return }
-            hub.track(Self.listAfresh(hub, logger))
+        let (hub, logger) = (hub, logger)
+        kernelListening.withLock { state in
+            guard !state.started else { return }
+            state.started = true
+            logger.info("udevd is not running (no \(HotplugSource.udevControl)): hotplug from the kernel's uevents")
+            hub.startTracking(Self.listAfresh(hub, logger))
+            state.listener = KernelUEventListener(logger: logger) { events, lost in
+                guard lost || events.contains(where: { $0.action == "add" || $0.action == "remove" }) else { return }
+                hub.track(Self.listAfresh(hub, logger))
+            }
         }
-        #endif
     }
 
     deinit {
         if callback != 0 { libusb_hotplug_deregister_callback(context.context, callback) }
-        #if os(Linux)
-        uevents?.stop()
-        #endif
+        kernelListening.withLock { $0.listener }?.stop()
         hub.finishAll()
     }
 
@@ -135,7 +131,9 @@ public final class LibUSBMonitor: USBDeviceMonitor, @unchecked Sendable {
     }
 
     public func events() -> AsyncStream<USBDeviceEvent> {
-        hub.subscribe()
+        let stream = hub.subscribe()
+        if source == .kernel { listenToKernel() }
+        return stream
     }
 
     /// Opens by identity: the device now at `info`'s bus and port path, if
