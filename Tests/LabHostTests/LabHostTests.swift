@@ -544,71 +544,89 @@ final class LabHostTests: XCTestCase {
     // MARK: hotplug through the lab host's QMP, without and with udevd
 
     /// A stick plugged into the lab host (QMP device_add behind the hub)
-    /// after apply started is redirected, and unplugged (device_del) it
-    /// leaves the target and apply waits again, with udevd running in the
-    /// lab host as on a real host. Without udevd the kernel has the stick
-    /// but apply never learns of it: libusb's udev backend updates its
-    /// device list only from udevd's events. That is printed, not held
-    /// (known, issue #19 item 4: a host without udevd, a container say).
+    /// after apply started is redirected (the target reads it), and
+    /// unplugged (device_del) it leaves the target and apply waits again:
+    /// first without udevd (a container, a minimal image), then with udevd
+    /// running as on a real host, each with an apply started for it.
+    /// Without udevd libusb's udev backend hears of no hotplug and keeps
+    /// its device list as it was at start; apply then takes the kernel's
+    /// uevents and lists afresh (HotplugSource.kernel, issue #19 item 4),
+    /// which its log says; with udevd it uses libusb's hotplug and says nothing of it.
     func testHotplugThroughQMPWithUdevdAndWithout() throws {
         let rig = try theRig()
         let lab = rig.lab.ctl, target = rig.target.ctl, qmp = rig.lab.vm
         let image = try makeRandomImage(mib: LabRig.stickMiB, in: rig.dir, name: "stick-c.img")
+        let imageSum = try sha256(ofFile: image)
         _ = try qmp.qmp(#"{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"stickc","file":{"driver":"file","filename":"\#(image)"}}}"#)
-        func plug(_ id: String) throws {
-            _ = try qmp.qmp(#"{"execute":"device_add","arguments":{"driver":"usb-storage","bus":"usb.0","port":"1.5","drive":"stickc","serial":"LABSTICK-C","id":"\#(id)"}}"#)
+        let disk = LabRig.disksOfSize(LabRig.stickMiB << 20)
+        let kernelNote = "hotplug from the kernel"    // apply's log line when udevd is not running
+        var running: String?
+        defer {
+            if let running { _ = try? rig.stopApply(running) }
+            _ = try? lab.run("kill $(pidof systemd-udevd) 2>/dev/null")
+        }
+
+        /// One apply, started with the stick absent: plug, redirected and
+        /// read; unplug, gone from the target, apply waiting again.
+        func round(_ name: String, udevd: Bool) throws -> String {
+            let status = "usbredir status --socket /run/\(name).sock --json | tr -d ' '"
+            // At debug level apply's log shows the kernel's uevents it acted on.
+            try rig.startApply(name, profile: ["version: 1", "log: debug", "endpoints:", "  target:", "    \(rig.endpoint(0))",
+                                               "devices:", "  - name: \(name)", "    to: target", "    match:",
+                                               "      serial: \"LABSTICK-C\""].joined(separator: "\n"))
+            running = name
+            try lab.pollUntil("apply waits for the stick", timeout: 30, every: 0.5, status) { $0.output.contains("waiting-for-device") }
+            let start = Date()
+            _ = try qmp.qmp(#"{"execute":"device_add","arguments":{"driver":"usb-storage","bus":"usb.0","port":"1.5","drive":"stickc","serial":"LABSTICK-C","id":"\#(name)"}}"#)
             try lab.pollUntil("the lab host's kernel has the stick at 1-1.5", timeout: 30, "cat /sys/bus/usb/devices/1-1.5/serial") {
                 $0.output == "LABSTICK-C\n"
             }
-        }
-        func unplug(_ id: String) throws {
-            _ = try qmp.qmp(#"{"execute":"device_del","arguments":{"id":"\#(id)"}}"#)
+            let plugged = Date().timeIntervalSince(start)
+            let how = udevd ? "udevd" : "no udevd"
+            do {
+                try lab.pollUntil("apply binds the hotplugged stick (\(how))", timeout: 30, every: 0.5, status) {
+                    $0.output.contains(#""state":"connected""#)
+                }
+                try target.pollUntil("the target has the hotplugged disk (\(how))", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
+            } catch {
+                _ = try? qmp.qmp(#"{"execute":"device_del","arguments":{"id":"\#(name)"}}"#)
+                throw LabHostFailure("\(error)\napply log:\n\(rig.applyLog(name))\n\(rig.context)")
+            }
+            let redirected = Date().timeIntervalSince(start)
+            let sd = try target.check(disk).lines[0]
+            let sum = try target.check("dd if=/dev/\(sd) bs=1M count=\(LabRig.stickMiB) iflag=direct 2>/dev/null | sha256sum")
+            XCTAssertEqual(String(sum.prefix(64)), imageSum, "the hotplugged stick read in the target (\(how))")
+            let t = Date()
+            _ = try qmp.qmp(#"{"execute":"device_del","arguments":{"id":"\#(name)"}}"#)
             try lab.pollUntil("the stick gone from the lab host", timeout: 30, "[ -e /sys/bus/usb/devices/1-1.5 ]") { $0.status != 0 }
+            try target.pollUntil("the disk gone from the target (\(how))", timeout: 30, every: 0.5, disk) { $0.output.lines.isEmpty }
+            try lab.pollUntil("apply waits for the stick again (\(how))", timeout: 30, every: 0.5, status) {
+                $0.output.contains("waiting-for-device")
+            }
+            let gone = Date().timeIntervalSince(t)
+            let noted = try lab.run("grep -qF '\(kernelNote)' /tmp/\(name).log").status == 0
+            XCTAssertEqual(noted, !udevd, "apply's choice of hotplug source (\(how)):\n\(rig.applyLog(name))")
+            // Without udevd the stick came by its uevents, not by the next 5 s tick.
+            for action in ["add", "remove"] {
+                let heard = try lab.run("grep -F 'kernel uevents' /tmp/\(name).log | grep -qF '\(action) 1-1.5'").status == 0
+                XCTAssertEqual(heard, !udevd, "the kernel's \(action) uevent in apply's log (\(how)):\n\(rig.applyLog(name))")
+            }
+            XCTAssertEqual(try rig.stopApply(name), 0, rig.applyLog(name))
+            running = nil
+            return "\(how): in the lab host \(String(format: "%.1f", plugged)) s after device_add, disk in the target "
+                + "\(String(format: "%.1f", redirected)) s; after device_del gone from the target and apply waiting in "
+                + "\(String(format: "%.1f", gone)) s"
         }
-        let status = "usbredir status --socket /run/hotplug.sock --json | tr -d ' '"
-        func connected(_ r: ControlPort.Result) -> Bool { r.output.contains(#""state":"connected""#) }
-        let disk = LabRig.disksOfSize(LabRig.stickMiB << 20)
 
-        try rig.redirect("hotplug", match: ["serial: \"LABSTICK-C\""])
-        var stopped = false
-        defer {
-            if !stopped { _ = try? rig.stopApply("hotplug") }
-            _ = try? lab.run("kill $(pidof systemd-udevd) 2>/dev/null")
-        }
-        try lab.pollUntil("apply waits for the stick", timeout: 30, every: 0.5, status) { $0.output.contains("waiting-for-device") }
-
-        // Without udevd: the kernel has it, a new `usbredir list` sees it, the running apply does not (printed).
-        try plug("stickc1")
-        XCTAssertTrue(try lab.check("usbredir list").contains("LABSTICK-C"))
-        let withoutUdevd = try? lab.pollUntil("apply binds the stick without udevd", timeout: 10, every: 0.5, status, until: connected)
-        try unplug("stickc1")
-
-        // With udevd: plugged again, it is redirected; unplugged, it leaves the target.
+        // No udevd (one an earlier case started is gone, and its control socket with it).
+        _ = try lab.run("kill $(pidof systemd-udevd) 2>/dev/null")
+        try lab.pollUntil("no udevd", timeout: 10, "pidof systemd-udevd") { $0.status != 0 }
+        _ = try lab.run("rm -f /run/udev/control")
+        let without = try round("hotplug", udevd: false)
         XCTAssertTrue(try lab.check("systemd-udevd --daemon >/dev/null 2>&1; pidof systemd-udevd").lines.count == 1)
-        let start = Date()
-        try plug("stickc2")
-        let plugged = Date().timeIntervalSince(start)
-        do {
-            try lab.pollUntil("apply binds the hotplugged stick (udevd)", timeout: 30, every: 0.5, status, until: connected)
-            try target.pollUntil("the target has the hotplugged disk", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
-        } catch {
-            XCTFail("\(error)\napply log:\n\(rig.applyLog("hotplug"))\n\(rig.context)")
-            return
-        }
-        let redirected = Date().timeIntervalSince(start)
-        let sd = try target.check(disk).lines[0]
-        let sum = try target.check("dd if=/dev/\(sd) bs=1M count=\(LabRig.stickMiB) iflag=direct 2>/dev/null | sha256sum")
-        XCTAssertEqual(String(sum.prefix(64)), try sha256(ofFile: image))
-        let t = Date()
-        try unplug("stickc2")
-        try target.pollUntil("the disk gone from the target", timeout: 30, every: 0.5, disk) { $0.output.lines.isEmpty }
-        try lab.pollUntil("apply waits for the stick again", timeout: 30, every: 0.5, status) { $0.output.contains("waiting-for-device") }
-        let gone = Date().timeIntervalSince(t)
-        XCTAssertEqual(try rig.stopApply("hotplug"), 0, rig.applyLog("hotplug"))
-        stopped = true
-        print("LABHOST hotplug: without udevd the running apply \(withoutUdevd == nil ? "did not see the stick within 10 s (known: libusb's udev backend needs udevd's events)" : "bound the stick")"
-              + "; with udevd: in the lab host \(String(format: "%.1f", plugged)) s after device_add, disk in the target "
-              + "\(String(format: "%.1f", redirected)) s; after device_del gone from the target and apply waiting in \(String(format: "%.1f", gone)) s")
+        try lab.pollUntil("udevd's control socket", timeout: 10, "[ -S /run/udev/control ]") { $0.status == 0 }
+        let with = try round("hotplug-udevd", udevd: true)
+        print("LABHOST hotplug: \(without); \(with)")
     }
 
     // MARK: serial bytes both ways (FTDI: buffered bulk receiving)
@@ -752,4 +770,10 @@ final class LabHostTests: XCTestCase {
         let passing = run.redirectedCases.filter { native[$0]?.result == "pass" && run.knownFailing[$0] == nil }
         XCTAssertGreaterThanOrEqual(passing.count, 15, "native: \(nativeRun)")
     }
+}
+
+/// A lab-host case's failure with what explains it (apply's log, the rig).
+struct LabHostFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

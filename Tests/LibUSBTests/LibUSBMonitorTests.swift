@@ -108,6 +108,51 @@ final class LibUSBMonitorTests: XCTestCase {
         }
     }
 
+    /// Without udevd (`HotplugSource.kernel`, issue 19 item 4) the
+    /// process's libusb context never learns of a device plugged later: the
+    /// monitor lists afresh and opens through the usbfs node. umockdev plays
+    /// udevd, so the monitor is told to do without. What is checked here is
+    /// the fresh look: umockdev's events are libudev's, which the kernel
+    /// listener refuses, and its usbfs node answers neither
+    /// USBDEVFS_CONNECTINFO nor a descriptor read, which
+    /// libusb_wrap_sys_device needs. The lab host (a real kernel) checks
+    /// the events and the open (hotplug case).
+    func testWithoutUdevdAPlugAfterStartIsListedAndAnUnplugIsNot() async throws {
+        try await Umockdev.run(self, absent: ["keyboard"]) {
+            let monitor = try LibUSBMonitor(source: .kernel)
+            XCTAssertEqual(monitor.source, .kernel)
+            let before = try await monitor.presentDevices()
+            XCTAssertEqual(before.map(\.port), ["1-1", "1-1.1"])
+
+            try TestbedControl.send("plug keyboard")
+            let after = try await monitor.presentDevices()
+            XCTAssertEqual(after.map(\.port), ["1-1", "1-1.1", "1-1.2"], "a device plugged after the monitor started")
+            let keyboard = try XCTUnwrap(after.first { $0.port == "1-1.2" })
+            XCTAssertEqual(keyboard.serial, "KBD0001")
+
+            try TestbedControl.send("unplug keyboard")
+            let gone = try await monitor.presentDevices()
+            XCTAssertEqual(gone.map(\.port), ["1-1", "1-1.1"], "an unplugged device is not listed")
+            var other = try XCTUnwrap(gone.first { $0.port == "1-1.1" })
+            other.productID = 0x1234
+            do {
+                _ = try await monitor.open(other)
+                XCTFail("opened a device whose identity does not match")
+            } catch let error as DeviceError {
+                guard case .notFound = error else { return XCTFail("expected notFound, got \(error)") }
+            }
+        }
+    }
+
+    /// The same fresh look in the test process itself, whatever runs here.
+    func testWithoutUdevdTheListIsWhatSysfsShowsOnThisMachine() async throws {
+        guard !Umockdev.isChild else { return }
+        let monitor = try LibUSBMonitor(source: .kernel)
+        let devices = try await monitor.presentDevices()
+        XCTAssertEqual(devices.map(\.port).sorted(), sysfsUSBDevicePorts())
+        _ = monitor.events()
+    }
+
     /// The list is what the kernel shows in sysfs, whatever the machine: on
     /// this one (no /dev/bus/usb) that is nothing, and libusb still works.
     /// Runs in the test process itself, without umockdev.

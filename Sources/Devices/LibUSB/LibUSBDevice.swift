@@ -52,9 +52,25 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
         /// Transfers between taking the handle and giving it back; close waits for 0.
         var active = 0
         var closing = false
+        /// A handle made before `open` (see `Wrapped`), used by the first open.
+        var wrapped: Wrapped?
+        /// The usbfs node behind the wrapped handle, closed with it (libusb leaves it open).
+        var wrappedFD: Int32?
     }
 
-    init(device: OpaquePointer, info: USBDeviceInfo, context: LibUSBContext, timeouts: Timeouts, logger: Logger) {
+    /// A device libusb does not list (no udevd, `HotplugSource.kernel`):
+    /// its usbfs node opened by the monitor and given to libusb with
+    /// libusb_wrap_sys_device. libusb drives it like one it opened, but
+    /// leaves the node open on libusb_close: closing it is ours.
+    struct Wrapped {
+        var handle: OpaquePointer
+        var fd: Int32
+    }
+
+    init(device: OpaquePointer, info: USBDeviceInfo, context: LibUSBContext, timeouts: Timeouts, logger: Logger,
+         wrapped: Wrapped? = nil) {
+        // Our own reference: libusb_close drops the handle's, which for a
+        // wrapped device is the only other one.
         libusb_ref_device(device)
         self.device = device
         self.info = info
@@ -69,11 +85,16 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
         speed = info.speed ?? .full
         configurations = LibUSBDescriptors.configurations(of: device, context: context.context,
                                                           count: d.bNumConfigurations)
+        if let wrapped { state.withLock { $0.wrapped = wrapped } }
     }
 
     deinit {
         // Normally `close` ran; this is the fallback for a dropped device.
         if state.withLock({ $0.handle }) != nil { closeBlocking() }
+        if let never = state.withLock({ s in defer { s.wrapped = nil }; return s.wrapped }) {    // made, never opened
+            libusb_close(never.handle)
+            closeDescriptor(never.fd)
+        }
         libusb_unref_device(device)
     }
 
@@ -87,8 +108,15 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
         operation.withLock { _ in
             if state.withLock({ $0.handle }) != nil { return .success(()) }
             var handle: OpaquePointer?
-            let rc = libusb_open(device, &handle)
-            guard rc == 0, let handle else { return .failure(LibUSBStatus.openError(rc, info)) }
+            if let wrapped = state.withLock({ s in defer { s.wrapped = nil }; return s.wrapped }) {
+                handle = wrapped.handle
+                state.withLock { $0.wrappedFD = wrapped.fd }
+            } else {
+                // Also a wrapped device once closed: libusb opens its node again by bus and address.
+                let rc = libusb_open(device, &handle)
+                guard rc == 0, handle != nil else { return .failure(LibUSBStatus.openError(rc, info)) }
+            }
+            guard let handle else { return .failure(.io("open \(info.port): no handle")) }
             var value: Int32 = 0
             _ = libusb_get_configuration(handle, &value)
             state.withLock {
@@ -98,8 +126,8 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
             }
             if let error = claimInterfaces(handle) {
                 releaseInterfaces(handle, reattach: true)
-                libusb_close(handle)
                 state.withLock { $0.handle = nil }
+                closeHandle(handle)
                 return .failure(error)
             }
             logger.debug("opened", metadata: ["configuration": "\(value)"])
@@ -172,8 +200,13 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
             guard let handle = state.withLock({ $0.handle }) else { return }
             releaseInterfaces(handle, reattach: true)
             state.withLock { $0.handle = nil }
-            libusb_close(handle)
+            closeHandle(handle)
         }
+    }
+
+    private func closeHandle(_ handle: OpaquePointer) {
+        libusb_close(handle)
+        if let fd = state.withLock({ s in defer { s.wrappedFD = nil }; return s.wrappedFD }) { closeDescriptor(fd) }
     }
 
     // MARK: Configuration

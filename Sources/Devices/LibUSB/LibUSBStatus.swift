@@ -1,4 +1,9 @@
 import CLibUSB
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// libusb's transfer statuses and error codes in USB terms. The session
 /// maps `USBTransferStatus` to usbredir statuses; this is the one place
@@ -51,6 +56,17 @@ enum LibUSBStatus {
     static func openError(_ code: Int32, _ info: USBDeviceInfo) -> DeviceError {
         guard code == LIBUSB_ERROR_ACCESS.rawValue else { return deviceError(code, "open \(info.port)") }
         return .access(DeviceError.permissionDenied(info))
+    }
+
+    /// A usbfs node that open(2) refused (`HotplugSource.kernel` opens
+    /// nodes itself), as libusb_open would have reported it.
+    static func nodeOpenError(_ code: Int32, _ info: USBDeviceInfo) -> DeviceError {
+        switch code {
+        case EACCES, EPERM: .access(DeviceError.permissionDenied(info))
+        case ENOENT, ENODEV, ENXIO: .notFound("open \(info.nodePath) (\(info.port)): no such device")
+        case EBUSY: .busy("open \(info.nodePath) (\(info.port)): busy")
+        default: .io("open \(info.nodePath) (\(info.port)): errno \(code)")
+        }
     }
 
     static func name(_ code: Int32) -> String {

@@ -72,3 +72,8 @@ func readAttributeFile(_ path: String, limit: Int = 4096) -> String? {
     while text.last == "\n" || text.last == "\0" { text.removeLast() }
     return text.isEmpty ? nil : text
 }
+
+/// close(2), for types with a `close` of their own.
+func closeDescriptor(_ fd: Int32) {
+    _ = close(fd)
+}
