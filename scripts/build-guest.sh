@@ -5,6 +5,7 @@
 #                     under TCG costs seconds (boot to poweroff measured here:
 #                     2.3 s vs 4.7 s; field notes: ~3 s vs ~7.5 s to a shell)
 #   OUTDIR/initrd.gz  busybox + the USB storage modules + scripts/guest/init
+#                     (and pcm-play, a static ALSA player: guest/pcm-play.c)
 #   OUTDIR/usbtest-run  our static runner of the kernel's usbtest cases (also
 #                     in the initramfs; build-labhost.sh reuses it)
 #   OUTDIR/cache/     the kernel .deb (build-labhost.sh takes its modules)
@@ -30,7 +31,7 @@ log() { echo "build-guest: $*" >&2; }
 
 # --- 1. Cache check ---------------------------------------------------------
 # Inputs: this script, lib/initramfs.sh and everything in scripts/guest/
-# (init, module list, pattern generator, usbtest-run.c, ctl), plus the kernel
+# (init, module list, pattern generator, usbtest-run.c, pcm-play.c, ctl), plus the kernel
 # package named in the stamp.
 inputs_hash() {
   (cd "$here" && sha256sum build-guest.sh lib/initramfs.sh guest/*) | sha256sum | cut -c1-16
@@ -163,6 +164,8 @@ echo "$kver" >"$ird/etc/usbtest/kernel"
 # build-labhost.sh takes it from OUTDIR too.
 gcc -static -O2 -Wall -Wextra -o "$work/usbtest-run" "$here/guest/usbtest-run.c"
 install -m 755 "$work/usbtest-run" "$ird/bin/usbtest-run"
+# A PCM player for the lab host's audio case (raw ALSA ioctls, static too).
+gcc -static -O2 -Wall -Wextra -o "$ird/bin/pcm-play" "$here/guest/pcm-play.c"
 
 initramfs_pack "$ird" "$work/initrd.gz"
 

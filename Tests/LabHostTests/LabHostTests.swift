@@ -226,7 +226,7 @@ final class LabHostTests: XCTestCase {
     /// `umount` and a SIGHUP the same apply takes it and the target reads
     /// it (sha256); with `take-from-host: true` a mounted stick is taken.
     /// A broad rule (vendor 0x46f4) is checked in plan, as a catch-all
-    /// after three assignments that name the rig's other sticks (which
+    /// after four assignments that name the rig's other 46f4 devices (which
     /// match it too): they get theirs, the catch-all none, stick D held.
     func testGuardrailAMountedStickIsLeftToTheHostUntilUnmountedOrTakenExplicitly() throws {
         let rig = try theRig()
@@ -274,8 +274,8 @@ final class LabHostTests: XCTestCase {
         let assignments = ((try? JSONSerialization.jsonObject(with: Data(plan.output.utf8))) as? [String: Any])?["assignments"] as? [[String: Any]]
         XCTAssertEqual(assignments?.count, 1, "plan: \(plan)")
         XCTAssertNil(assignments?.first?["device"] as? String, "plan gives the mounted stick to the assignment: \(plan)")
-        // A broad rule, vendor 0x46f4 (sticks A, B, D and the UAS stick match it), as a catch-all after
-        // three named sticks: those three get theirs, the catch-all gets none: stick D is held for it.
+        // A broad rule, vendor 0x46f4 (sticks A, B, D, the UAS stick and the usb-audio match it), as a catch-all
+        // after four named devices: those four get theirs, the catch-all gets none: stick D is held for it.
         try lab.check("""
             cat >/tmp/guard-broad.yaml <<'PROFILE'
             version: 1
@@ -284,18 +284,20 @@ final class LabHostTests: XCTestCase {
               e2: {usbredir: "10.0.2.2:7002"}
               e3: {usbredir: "10.0.2.2:7003"}
               e4: {usbredir: "10.0.2.2:7004"}
+              e5: {usbredir: "10.0.2.2:7005"}
             devices:
               - {name: stick-a, to: e1, match: {serial: LABSTICK-A}}
               - {name: stick-b, to: e2, match: {port: "1-1.1"}}
               - {name: uas, to: e3, match: {port: "2-3"}}
+              - {name: audio, to: e5, match: {port: "1-4"}}
               - {name: any-qemu-stick, to: e4, match: {vendor: 0x46f4}}
             PROFILE
             """)
         let broad = try lab.run("usbredir plan /tmp/guard-broad.yaml --json")
         let broadPlan = (try? JSONSerialization.jsonObject(with: Data(broad.output.utf8))) as? [String: Any]
         let devices = (broadPlan?["assignments"] as? [[String: Any]] ?? []).map { $0["device"] as? String }
-        XCTAssertEqual(devices.count, 4, "plan: \(broad)")
-        XCTAssertEqual(devices.compactMap { $0 }.count, 3, "plan: \(broad)")
+        XCTAssertEqual(devices.count, 5, "plan: \(broad)")
+        XCTAssertEqual(devices.compactMap { $0 }.count, 4, "plan: \(broad)")
         XCTAssertFalse(devices.contains { $0?.hasSuffix("@\(port)") == true }, "a broad rule took the mounted stick: \(broad)")
         let broadHeld = held(broad.output)
         XCTAssertEqual(broadHeld.map { $0["assignment"] as? String }, ["any-qemu-stick"], "plan: \(broad)")

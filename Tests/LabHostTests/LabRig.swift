@@ -13,6 +13,8 @@ import TestSupport
 ///   UAS      usb-uas + scsi-hd, port 3                -> 2-3 (SuperSpeed, streams)
 ///   stick D  usb-storage serial LABSTICK-D, port 1.6  -> 1-1.6, 8 MiB of ext2
 ///            (the guardrail case mounts it in the lab host)
+///   audio    usb-audio (46f4:0002), port 4            -> 1-4 (full speed, iso OUT),
+///            playing into `audioWav` on this machine
 ///   Gadget Zero (dummy_hcd, inside)                   -> 3-1 (high speed)
 /// Target: two listening usb-redir devices on its qemu-xhci.
 final class LabRig: @unchecked Sendable {
@@ -29,6 +31,8 @@ final class LabRig: @unchecked Sendable {
     let images: [String: String]          // serial -> image file on this host
     /// The far end of the lab host's usb-serial (FTDI, port 1.4 -> 1-1.4).
     let serial: UnixStream
+    /// The wav file the lab host's usb-audio plays into (48 kHz S16LE stereo).
+    let audioWav: String
     let dir: URL
     var timings: [(String, Double)] = []
 
@@ -44,6 +48,7 @@ final class LabRig: @unchecked Sendable {
         let d = try makeRandomImage(mib: Self.stickDMiB, in: dir, name: "stick-d.img")
         try runCommand(LabRig.mke2fs, ["-q", "-F", "-t", "ext2", "-L", "LABSTICKD", d])
         images = ["LABSTICK-A": a, "LABSTICK-B": b, "UAS": u, "LABSTICK-D": d]
+        audioWav = dir.appendingPathComponent("audio.wav").path
 
         t = Date()
         lab = try LabHost(devices: [
@@ -55,6 +60,7 @@ final class LabRig: @unchecked Sendable {
             .serial(id: "serial", socket: dir.appendingPathComponent("serial.sock").path, port: "1.4"),
             .uasStick(id: "uas", image: u, port: "3"),
             .stick(id: "stickd", image: d, serial: "LABSTICK-D", port: "1.6"),
+            .audio(id: "audio", wav: audioWav, port: "4"),
         ])
         // Opened now, so QEMU attaches the usb-serial before the lab host enumerates.
         serial = try UnixStream(path: dir.appendingPathComponent("serial.sock").path)

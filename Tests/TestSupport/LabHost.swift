@@ -16,10 +16,23 @@ public final class LabHost: @unchecked Sendable {
         public var qemu: String
         public var drive: String?
         public var chardev: String?
+        /// The -audiodev it plays into, if any.
+        public var audiodev: String?
         /// -device options that go after this one (devices on its bus).
         public var children: [String] = []
-        public init(_ qemu: String, drive: String? = nil, chardev: String? = nil, children: [String] = []) {
-            self.qemu = qemu; self.drive = drive; self.chardev = chardev; self.children = children
+        public init(_ qemu: String, drive: String? = nil, chardev: String? = nil, audiodev: String? = nil, children: [String] = []) {
+            self.qemu = qemu; self.drive = drive; self.chardev = chardev; self.audiodev = audiodev; self.children = children
+        }
+
+        /// QEMU's usb-audio (full speed, isochronous OUT, 48 kHz S16LE
+        /// stereo) playing into a wav file on this machine. The backend
+        /// runs at 48 kHz too (`out.frequency`: QEMU's default, 44.1 kHz,
+        /// would resample), so the file holds the samples as the device
+        /// got them, once its volume is at 255 of 255 (it starts at 240).
+        /// QEMU writes the file through stdio and its header on close.
+        public static func audio(id: String, wav: String, port: String) -> Device {
+            Device("usb-audio,bus=usb.0,port=\(port),audiodev=\(id),id=\(id)dev",
+                   audiodev: "wav,id=\(id),path=\(wav),out.frequency=48000,out.channels=2,out.format=s16")
         }
 
         /// QEMU's usb-uas (USB Attached SCSI, SuperSpeed, bulk streams) with
@@ -74,6 +87,7 @@ public final class LabHost: @unchecked Sendable {
         for d in devices {
             if let drive = d.drive { extra += ["-drive", drive] }
             if let chardev = d.chardev { extra += ["-chardev", chardev] }
+            if let audiodev = d.audiodev { extra += ["-audiodev", audiodev] }
             extra += ["-device", d.qemu]
             for c in d.children { extra += ["-device", c] }
         }
