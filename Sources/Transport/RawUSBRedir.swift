@@ -13,7 +13,7 @@ public enum RawUSBRedir {
         let connection = try await TCPConnector.connect(to: address, eventLoop: eventLoop) { channel in
             try makeConnection(channel, peer: "usbredir \(address)")
         }
-        return try await run(connection, body)
+        return try await connection.runThenClose(body)
     }
 
     /// Adds the raw pipeline (on the channel's loop, before it is active).
@@ -22,17 +22,6 @@ public enum RawUSBRedir {
         try channel.pipeline.syncOperations.addHandlers([RawUSBRedirHandler(), gate])
         return USBRedirConnection(channel: channel, closeReason: gate.closeReason, peerDescription: peer,
                                   peerCloseReason: .closedByPeer)
-    }
-
-    /// Runs `body`, then closes the channel and waits until it has closed.
-    static func run<R: Sendable>(
-        _ connection: USBRedirConnection, _ body: (USBRedirConnection) async throws -> R
-    ) async throws -> R {
-        let result: Result<R, Error>
-        do { result = .success(try await body(connection)) } catch { result = .failure(error) }
-        connection.channel.close(promise: nil)
-        try? await connection.channel.closeFuture.get()
-        return try result.get()
     }
 }
 
@@ -102,7 +91,7 @@ public final class RawUSBRedirListener: Sendable {
                     refused(peer)
                     continue
                 }
-                try await RawUSBRedir.run(connection, body)
+                try await connection.runThenClose(body)
             }
         }
     }

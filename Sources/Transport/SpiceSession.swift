@@ -171,7 +171,7 @@ public final class SpiceSession: Sendable {
             channel: channel,
             closeReason: channelCloseReason.recover { _ in .closedByPeer },
             peerDescription: peer, peerCloseReason: peerCloseReason)
-        return try await RawUSBRedir.run(connection) { try await body($0, id) }
+        return try await connection.runThenClose { try await body($0, id) }
     }
 
     /// A usbredir channel closed: if the main channel closes with it (QEMU

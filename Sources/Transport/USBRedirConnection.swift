@@ -120,4 +120,14 @@ public struct USBRedirConnection: Sendable {
         try operations.addHandler(handler, position: .after(gate))
         gate.open()
     }
+
+    /// Runs `body` (the connection's lifetime), then closes the channel and
+    /// waits until it has closed.
+    func runThenClose<R: Sendable>(_ body: (USBRedirConnection) async throws -> R) async throws -> R {
+        let result: Result<R, Error>
+        do { result = .success(try await body(self)) } catch { result = .failure(error) }
+        channel.close(promise: nil)
+        try? await channel.closeFuture.get()
+        return try result.get()
+    }
 }
