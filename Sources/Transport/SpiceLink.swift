@@ -187,8 +187,8 @@ final class SpiceLinkHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .result(let result):
                 guard let code = buffer.readSlice(length: 4) else { return }
                 try SpiceLink.checkLinkResult(code)
-                state = .done
                 try install(context, result)
+                state = .done
                 let rest = buffer
                 buffer = ByteBuffer()
                 if rest.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(rest)) }

@@ -51,7 +51,9 @@ public struct OutgoingPacket: Sendable {
 ///     }.get()
 ///
 /// The handler is added at the end of the pipeline, then gets what was held
-/// (reads, errors, `channelInactive`) in order, then reads go on. When
+/// (reads, errors, `channelInactive`) in order, then reads go on. The
+/// channel is active by then (`channelActive` has passed: look at
+/// `context.channel.isActive` in `handlerAdded`). When
 /// `addHandler` throws, the connection has already ended: `closeReason`
 /// says why. The body that received the connection should then wait for
 /// `channel.closeFuture` (the channel closes when the body returns).

@@ -367,6 +367,24 @@ import Testing
         #expect(try Self.inbound(channel) == [42, 43])
     }
 
+    /// The handlers after the link cannot be added: the link fails (it
+    /// must not be left pending) and the channel closes.
+    @Test func aLinkWhoseHandlersCannotBeAddedFails() throws {
+        let pubkey = try FakeSpiceServerTests.publicKeyDER()
+        let channel = EmbeddedChannel()
+        let linked = channel.eventLoop.makePromise(of: SpiceLink.Result.self)
+        let link = SpiceLink(connectionID: 1, channelType: .usbredir, channelID: 0, channelCaps: [1], password: "")
+        try channel.pipeline.syncOperations.addHandler(SpiceLinkHandler(link: link, linked: linked) { _, _ in
+            throw TransportError.configuration("no room")
+        })
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 5900)).wait()
+        let body = Self.le32(0) + pubkey + Self.le32(1) + Self.le32(0) + Self.le32(4 + 162 + 12) + Self.le32(0b1011)
+        let reply = Self.le32(Spice.magic) + Self.le32(2) + Self.le32(2) + Self.le32(UInt32(body.count)) + body
+        try channel.writeInbound(ByteBuffer(bytes: reply + Self.le32(0)))
+        #expect(throws: TransportError.configuration("no room")) { try linked.futureResult.wait() }
+        #expect(!channel.isActive)
+    }
+
     @Test func aLinkErrorFailsTheLinkAndClosesTheChannel() throws {
         let channel = EmbeddedChannel()
         let linked = channel.eventLoop.makePromise(of: SpiceLink.Result.self)
