@@ -143,7 +143,12 @@ public final class SpiceSession: Sendable {
             }
             // A link that fails never installs the gate.
             linked.futureResult.whenFailure { closeReason.fail($0) }
-            try channel.pipeline.syncOperations.addHandler(handler)
+            do {
+                try channel.pipeline.syncOperations.addHandler(handler)
+            } catch {
+                linked.fail(error)
+                throw error
+            }
             return (channel, linked.futureResult, closeReason.futureResult)
         }
         // The link (not the channel's life) has a deadline; a cancelled
