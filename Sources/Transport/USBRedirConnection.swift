@@ -51,12 +51,12 @@ public struct OutgoingPacket: Sendable {
 ///     }.get()
 ///
 /// The handler is added at the end of the pipeline, then gets what was held
-/// (reads, errors, `channelInactive`) in order, then reads go on. The
-/// channel is active by then (`channelActive` has passed: look at
-/// `context.channel.isActive` in `handlerAdded`). When
-/// `addHandler` throws, the connection has already ended: `closeReason`
-/// says why. The body that received the connection should then wait for
-/// `channel.closeFuture` (the channel closes when the body returns).
+/// (reads, errors, `channelInactive`) in order, then reads go on.
+/// `channelActive` has passed by then: look at `context.channel.isActive`
+/// in `handlerAdded`. When `addHandler` throws, the connection has already
+/// ended: `closeReason` says why. The body that received the connection
+/// keeps it open while the handler works (await `channel.closeFuture`,
+/// say): the channel closes when the body returns.
 ///
 /// ## Why it closed
 ///
