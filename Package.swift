@@ -109,6 +109,7 @@ let package = Package(
             "Common",
             "Transport", "USBRedirProtocol", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),   // the pipeline handlers' tests
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "SessionTests", dependencies: [

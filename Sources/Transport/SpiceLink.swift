@@ -55,25 +55,34 @@ struct SpiceLink {
         }
         // Every count, size and offset below is the server's, read before
         // any authentication: SpiceWire checks them without arithmetic that
-        // could overflow.
+        // could overflow. (SpiceLinkHandler does the same steps on a pipeline.)
         let size = try SpiceWire.linkReplySize(header: try await reader.readExactly(16))
-        let reply = try SpiceWire.linkReply(try await reader.readExactly(size))
+        let (result, auth) = try authentication(for: try SpiceWire.linkReply(try await reader.readExactly(size)))
+        try await outbound.write(auth)
+        try Self.checkLinkResult(try await reader.readExactly(4))
+        return result
+    }
+
+    /// What the link reply says, and our answer to it: auth mechanism and
+    /// encrypted ticket. Throws the server's link error.
+    func authentication(for reply: SpiceWire.LinkReply) throws -> (Result, ByteBuffer) {
         if reply.error != 0 { throw Self.linkError(reply.error) }
-        let pubkey = reply.publicKey
         let common = reply.commonCaps.first ?? 0
         let result = Result(miniHeader: common & (1 << UInt32(Spice.CommonCap.miniHeader.rawValue)) != 0,
                             serverChannelCaps: reply.channelCaps)
-
         var auth = ByteBuffer()
         if common & (1 << UInt32(Spice.CommonCap.authSelection.rawValue)) != 0 {
             auth.writeInteger(UInt32(Spice.CommonCap.authSpice.rawValue), endianness: .little)
         }
-        auth.writeBytes(try Self.encryptTicket(password, publicKeyDER: pubkey))
-        try await outbound.write(auth)
-        var linkResult = try await reader.readExactly(4)
-        let code: UInt32 = linkResult.readInteger(endianness: .little)!
-        if code != 0 { throw Self.linkError(code) }
-        return result
+        auth.writeBytes(try Self.encryptTicket(password, publicKeyDER: reply.publicKey))
+        return (result, auth)
+    }
+
+    /// The 4-byte link result.
+    static func checkLinkResult(_ bytes: ByteBuffer) throws {
+        var b = bytes
+        let code: UInt32 = b.readInteger(endianness: .little)!
+        if code != 0 { throw linkError(code) }
     }
 
     /// RSA-OAEP (SHA-1) of the password and its NUL, with the server's key.
@@ -101,5 +110,117 @@ struct SpiceLink {
         case .versionMismatch: return .notSpice("version mismatch")
         default: return .linkRefused(code: code, "link error")
         }
+    }
+}
+
+/// The SPICE link of a usbredir channel on the channel's pipeline (the main
+/// channel links with `SpiceLink.run`): sends the link message once active,
+/// reads the reply (sizes checked by SpiceWire), answers with the ticket,
+/// reads the result. On success `install` adds the handlers that follow
+/// (after this one), bytes that came after the result go on to them, and
+/// this handler removes itself; then `linked` succeeds. On failure `linked`
+/// fails (a TransportError; a close before the end is `.closedByPeer`) and
+/// the channel closes.
+final class SpiceLinkHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case replyHeader
+        case reply(size: Int)
+        case result(SpiceLink.Result)
+        case done
+    }
+
+    private let link: SpiceLink
+    private let linked: EventLoopPromise<SpiceLink.Result>
+    private let install: (ChannelHandlerContext, SpiceLink.Result) throws -> Void
+    private var state = State.replyHeader
+    private var buffer = ByteBuffer()
+    private var sent = false
+
+    init(link: SpiceLink, linked: EventLoopPromise<SpiceLink.Result>,
+         install: @escaping (ChannelHandlerContext, SpiceLink.Result) throws -> Void) {
+        self.link = link
+        self.linked = linked
+        self.install = install
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { sendLink(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        sendLink(context)
+        context.fireChannelActive()
+    }
+
+    private func sendLink(_ context: ChannelHandlerContext) {
+        guard !sent else { return }
+        sent = true
+        context.writeAndFlush(wrapOutboundOut(link.linkMessage()), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .done = state { return }
+        var chunk = unwrapInboundIn(data)
+        buffer.writeBuffer(&chunk)
+        do {
+            try advance(context)
+        } catch {
+            fail(context, error.asTransportError)
+        }
+    }
+
+    private func advance(_ context: ChannelHandlerContext) throws {
+        while true {
+            switch state {
+            case .replyHeader:
+                guard let header = buffer.readSlice(length: 16) else { return }
+                state = .reply(size: try SpiceWire.linkReplySize(header: header))
+            case .reply(let size):
+                guard let body = buffer.readSlice(length: size) else { return }
+                let (result, auth) = try link.authentication(for: try SpiceWire.linkReply(body))
+                context.writeAndFlush(wrapOutboundOut(auth), promise: nil)
+                state = .result(result)
+            case .result(let result):
+                guard let code = buffer.readSlice(length: 4) else { return }
+                try SpiceLink.checkLinkResult(code)
+                try install(context, result)
+                state = .done
+                let rest = buffer
+                buffer = ByteBuffer()
+                if rest.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(rest)) }
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+                linked.succeed(result)
+                return
+            case .done:
+                return
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        fail(context, error.asTransportError)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fail(context, .closedByPeer)
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        if case .done = state { return }
+        state = .done
+        linked.fail(TransportError.closedByPeer)
+    }
+
+    private func fail(_ context: ChannelHandlerContext, _ error: TransportError) {
+        if case .done = state { return }
+        state = .done
+        buffer = ByteBuffer()
+        linked.fail(error)
+        context.close(promise: nil)
     }
 }

@@ -113,45 +113,70 @@ public final class SpiceSession: Sendable {
     }
 
     /// Links usbredir channel `id` and runs `body` with it for as long as the
-    /// body runs; the channel closes after. `eventLoop`: the loop the
-    /// channel lives on (the session's).
+    /// body runs; the channel closes after. The connection lives on
+    /// `eventLoop` (nil: one of the singleton group's).
     public func withUSBRedirChannel<R: Sendable>(
-        _ id: UInt8, eventLoop: (any EventLoop)? = nil,
+        _ id: UInt8, eventLoop: EventLoop? = nil,
         _ body: (_ connection: USBRedirConnection, _ channelID: UInt8) async throws -> R
     ) async throws -> R {
         _ = try reserveChannel(id)
         defer { releaseChannel(id) }
-        let channel = try await TCPConnector.connect(to: configuration.server, tls: configuration.tls, eventLoop: eventLoop)
-        return try await channel.executeThenClose { inbound, outbound in
-            let reader = ConnectionReader(inbound)
-            let link = SpiceLink(connectionID: sessionID, channelType: .usbredir, channelID: id,
-                                 channelCaps: [1 << UInt32(Spice.spicevmcCapLZ4)], password: configuration.password)
-            let linked: SpiceLink.Result
-            // The link (not the channel's life) has a deadline.
-            let deadline = channel.channel.eventLoop.scheduleTask(in: Spice.handshakeTimeout) {
-                channel.channel.close(promise: nil)
+        let link = SpiceLink(connectionID: sessionID, channelType: .usbredir, channelID: id,
+                             channelCaps: [1 << UInt32(Spice.spicevmcCapLZ4)], password: configuration.password)
+        let peer = "spice \(configuration.server) channel \(id)"
+        let peerCloseReason = PeerCloseReason { [self] in await reasonAfterChannelClosed() }
+        let (stats, logger) = (self.stats, self.logger)
+        let (channel, linked, channelCloseReason) = try await TCPConnector.connect(
+            to: configuration.server, tls: configuration.tls, eventLoop: eventLoop
+        ) { channel in
+            let linked = channel.eventLoop.makePromise(of: SpiceLink.Result.self)
+            let closeReason = channel.eventLoop.makePromise(of: TransportError.self)
+            let handler = SpiceLinkHandler(link: link, linked: linked) { context, result in
+                // The usbredir phase: the SPICE handler, then the gate the session's handler follows.
+                let gate = USBRedirSessionGate(eventLoop: context.eventLoop, peerCloseReason: peerCloseReason)
+                closeReason.completeWith(gate.closeReason)
+                try context.pipeline.syncOperations.addHandlers([
+                    SpiceVMCHandler(miniHeader: result.miniHeader, lz4: result.serverHasChannelCap(Spice.spicevmcCapLZ4),
+                                    statistics: stats, logger: logger),
+                    gate,
+                ], position: .after(context.handler))
             }
+            // A link that fails never installs the gate.
+            linked.futureResult.whenFailure { closeReason.fail($0) }
             do {
-                linked = try await link.run(reader: reader, outbound: outbound)
-                deadline.cancel()
-            } catch TransportError.closedByPeer {
-                deadline.cancel()
+                try channel.pipeline.syncOperations.addHandler(handler)
+            } catch {
+                linked.fail(error)
+                throw error
+            }
+            return (channel, linked.futureResult, closeReason.futureResult)
+        }
+        // The link (not the channel's life) has a deadline; a cancelled
+        // caller closes the connection.
+        let deadline = channel.eventLoop.scheduleTask(in: Spice.handshakeTimeout) {
+            channel.close(promise: nil)
+        }
+        do {
+            _ = try await withTaskCancellationHandler {
+                try await linked.get()
+            } onCancel: {
+                channel.close(promise: nil)
+            }
+            deadline.cancel()
+        } catch {
+            deadline.cancel()
+            channel.close(promise: nil)
+            if case TransportError.closedByPeer = error {
                 throw isClosed ? await closeReason()
                     : TransportError.linkRefused(code: 0, "server closed the link of usbredir channel \(id)")
-            } catch {
-                deadline.cancel()
-                throw error.asTransportError
             }
-            let writer = SpiceMessageWriter(outbound: outbound, miniHeader: linked.miniHeader)
-            let channelReader = SpiceChannelReader(reader: reader, writer: writer, logger: logger)
-            let connection = USBRedirConnection(
-                reader: SpiceVMCReader(channel: channelReader, statistics: stats, onClose: { [self] in await reasonAfterChannelClosed() }),
-                writer: SpiceVMCWriter(writer: writer, statistics: stats, lz4: linked.serverHasChannelCap(Spice.spicevmcCapLZ4),
-                                       closeChannel: { [channel = channel.channel] in channel.close(promise: nil) },
-                                       ordered: OrderedChannelWriter(channel: channel.channel)),
-                peerDescription: "spice \(configuration.server) channel \(id)")
-            return try await body(connection, id)
+            throw error.asTransportError
         }
+        let connection = USBRedirConnection(
+            channel: channel,
+            closeReason: channelCloseReason.recover { _ in .closedByPeer },
+            peerDescription: peer, peerCloseReason: peerCloseReason)
+        return try await connection.runThenClose { try await body($0, id) }
     }
 
     /// A usbredir channel closed: if the main channel closes with it (QEMU

@@ -33,9 +33,17 @@ enum TCPConnector {
         try channel.syncOptions?.setOption(.recvAllocator, value: reads)
     }
 
-    /// `eventLoop`: the loop the connection lives on (nil: any of NIO's).
-    static func connect(to address: HostPort, tls: TLSSettings? = nil,
-                        eventLoop: (any EventLoop)? = nil) async throws -> ByteChannel {
+    static func connect(to address: HostPort, tls: TLSSettings? = nil) async throws -> ByteChannel {
+        try await connect(to: address, tls: tls, eventLoop: nil) { try ByteChannel(wrappingChannelSynchronously: $0) }
+    }
+
+    /// Connects on `eventLoop` (nil: any of the singleton group's) and runs
+    /// `initialize` on the new channel's loop before it becomes active, after
+    /// TCP keepalive and TLS are set up: it adds the handlers that follow.
+    static func connect<Output: Sendable>(
+        to address: HostPort, tls: TLSSettings? = nil, eventLoop: EventLoop?,
+        _ initialize: @escaping @Sendable (Channel) throws -> Output
+    ) async throws -> Output {
         let sslContext = try tls.map(makeContext)
         let subject = try tls?.hostSubject.map { text in
             guard let s = HostSubject(text) else { throw TransportError.configuration("host-subject '\(text)' is not KEY=VALUE,...") }
@@ -45,7 +53,7 @@ enum TCPConnector {
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
         do {
-            let channel = try await bootstrap.connect(host: address.host, port: address.port) { channel in
+            return try await bootstrap.connect(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try TCPLiveness.apply(to: channel)
                     try sizeReads(of: channel)
@@ -58,10 +66,9 @@ enum TCPConnector {
                         } ?? NIOSSLClientHandler(context: sslContext, serverHostname: hostname)
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
-                    return try ByteChannel(wrappingChannelSynchronously: channel)
+                    return try initialize(channel)
                 }
             }
-            return channel
         } catch {
             throw TransportError.unreachable("\(address): \(error)")
         }

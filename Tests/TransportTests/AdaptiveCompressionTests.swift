@@ -7,7 +7,7 @@ import Testing
 /// paid a compression pass on every large reply).
 @Suite("AdaptiveCompressionTests")
 struct AdaptiveCompressionTests {
-    /// Drives the policy as SpiceVMCWriter does; returns how many were tried.
+    /// Drives the policy as SpiceVMCHandler does; returns how many were tried.
     static func run(_ policy: inout AdaptiveCompression, _ messages: [ByteBuffer]) -> Int {
         var tried = 0
         for m in messages where policy.shouldTry() {
