@@ -1,4 +1,4 @@
-import Devices
+@testable import Devices
 import Foundation
 import NIOCore
 import Testing
@@ -72,37 +72,38 @@ struct MassStorageReadPathTests {
         let inEP = MassStorageDevice.bulkIn, outEP = MassStorageDevice.bulkOut
         let read = StickDriver.cbw(tag: 7, dataLength: 4096, isIn: true, [0x28, 0] + be(0, 4) + [0] + be(8, 2) + [0])
         // The CBW is parsed in memory.
-        #expect(await device.transferAtOnce(endpoint: outEP, length: 31, data: read)?.status == .success)
-        // No read ahead yet for the first chunk: not at once, and the data
-        // phase is still where it was.
-        #expect(await device.transferAtOnce(endpoint: inEP, length: 1024, data: nil) == nil)
-        #expect(await Self.bulkIn(device, 1024) == Array(repeating: 0xaa, count: 1024))
+        let cbw = Submitted.bulk(device, outEP, length: 31, data: read)
+        #expect(cbw.atOnce)
+        #expect(await cbw.probe.value.status == .success)
+        // No read ahead yet for the first chunk: not at once; it completes
+        // when the read lands, with the data phase's first bytes.
+        let first = Submitted.bulk(device, inEP, length: 1024)
+        #expect(!first.atOnce)
+        #expect(await first.bytes == Array(repeating: 0xaa, count: 1024))
         // The next chunk is read ahead; once it has landed it is served at once.
-        let slot = AtOnceSlot()
-        try await eventually("the read ahead lands") { await slot.ask(device, endpoint: inEP, length: 1024) }
-        let chunk = await slot.result
-        #expect(chunk?.data.map { Array($0.readableBytesView) } == Array(repeating: 0xaa, count: 1024))
+        try await eventually("the read ahead lands") { device.readAheadLanded }
+        let chunk = Submitted.bulk(device, inEP, length: 1024)
+        #expect(chunk.atOnce)
+        #expect(await chunk.bytes == Array(repeating: 0xaa, count: 1024))
         #expect(await Self.bulkIn(device, 2048) == Array(repeating: 0xaa, count: 2048))
         // The CSW is in memory: "USBS", tag 7, residue 0, status 0.
-        let csw = await device.transferAtOnce(endpoint: inEP, length: 13, data: nil)
-        #expect(csw?.data.map { Array($0.readableBytesView) } == [0x55, 0x53, 0x42, 0x53, 7, 0, 0, 0, 0, 0, 0, 0, 0])
-        // SYNCHRONIZE CACHE fsyncs the image: not at once (its CBW waits for the worker).
+        let csw = Submitted.bulk(device, inEP, length: 13)
+        #expect(csw.atOnce)
+        #expect(await csw.bytes == [0x55, 0x53, 0x42, 0x53, 7, 0, 0, 0, 0, 0, 0, 0, 0])
+        // SYNCHRONIZE CACHE fsyncs the image: not at once (its CBW completes after the flush).
         let sync = StickDriver.cbw(tag: 9, dataLength: 0, isIn: false, [0x35] + Array(repeating: 0, count: 9))
-        #expect(await device.transferAtOnce(endpoint: outEP, length: 31, data: sync) == nil)
+        let flush = Submitted.bulk(device, outEP, length: 31, data: sync)
+        #expect(!flush.atOnce)
+        #expect(await flush.probe.value.status == .success)
+        #expect(await Self.bulkIn(device, 13) == [0x55, 0x53, 0x42, 0x53, 9, 0, 0, 0, 0, 0, 0, 0, 0])
         // A write's data goes to the image: never at once.
         let write = StickDriver.cbw(tag: 8, dataLength: 512, isIn: false, [0x2a, 0] + be(0, 4) + [0] + be(1, 2) + [0])
-        #expect(await device.transferAtOnce(endpoint: outEP, length: 31, data: write)?.status == .success)
-        #expect(await device.transferAtOnce(endpoint: outEP, length: 512, data: ByteBuffer(repeating: 0x33, count: 512)) == nil)
+        let writeCBW = Submitted.bulk(device, outEP, length: 31, data: write)
+        #expect(writeCBW.atOnce)
+        #expect(await writeCBW.probe.value.status == .success)
+        let data = Submitted.bulk(device, outEP, length: 512, data: ByteBuffer(repeating: 0x33, count: 512))
+        #expect(!data.atOnce)
+        #expect(await data.probe.value == .outDone(512))
         await device.close()
-    }
-}
-
-/// The first at-once answer a device gives (asked again until it gives one).
-actor AtOnceSlot {
-    private(set) var result: USBTransferResult?
-
-    func ask(_ device: MassStorageDevice, endpoint: UInt8, length: Int) async -> Bool {
-        if result == nil { result = await device.transferAtOnce(endpoint: endpoint, length: length, data: nil) }
-        return result != nil
     }
 }

@@ -22,24 +22,24 @@ struct StickDurabilityTests {
     @Test func aWriteIsSyncedToDiskBeforeItsStatusSaysSo() async throws {
         let device = try MassStorageDevice(imagePath: try makeStickImage(blocks: 64), readOnly: false, serial: "DUR")
         var s = StickDriver(device: device)
-        let before = await device.imageDataSyncs
+        let before = device.imageDataSyncs
         // WRITE(10) of 2 blocks at LBA 4, in two bulk OUT packets.
         let cbw = StickDriver.cbw(tag: 77, dataLength: 1024, isIn: false, [0x2a, 0] + be(4, 4) + [0] + be(2, 2) + [0])
         _ = await device.transfer(endpoint: MassStorageDevice.bulkOut, length: 31, data: cbw, streamID: 0)
         _ = await device.transfer(endpoint: MassStorageDevice.bulkOut, length: 512,
                                   data: ByteBuffer(bytes: [UInt8](repeating: 1, count: 512)), streamID: 0)
-        #expect(await device.imageDataSyncs == before, "synced before all the data arrived")
+        #expect(device.imageDataSyncs == before, "synced before all the data arrived")
         _ = await device.transfer(endpoint: MassStorageDevice.bulkOut, length: 512,
                                   data: ByteBuffer(bytes: [UInt8](repeating: 2, count: 512)), streamID: 0)
         // The data phase is over: the CSW (next bulk IN) may only report
         // success once the data is durable. Before the fix: 0 syncs.
-        #expect(await device.imageDataSyncs == before + 1, "WRITE acknowledged without fdatasync")
+        #expect(device.imageDataSyncs == before + 1, "WRITE acknowledged without fdatasync")
         let csw = await device.transfer(endpoint: MassStorageDevice.bulkIn, length: 13, data: nil, streamID: 0)
         #expect(byteArray(csw.data).count == 13 && byteArray(csw.data)[12] == 0)
         // A failed (out-of-range) WRITE moves no data and needs no sync.
         let (_, bad) = try await s.command([0x2a, 0] + be(64, 4) + [0] + be(1, 2) + [0], dataLength: 512, isIn: false)
         #expect(bad.status == 1)
-        #expect(await device.imageDataSyncs == before + 1)
+        #expect(device.imageDataSyncs == before + 1)
     }
 
     // MARK: Locking

@@ -1,10 +1,14 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import NIOConcurrencyHelpers
 import NIOCore
 
-/// A raw disk image, read and written at byte offsets.
-final class ImageFile: @unchecked Sendable {   // state used only from its device's actor; read() (pread on the fd) also from the file-I/O pool
+/// A raw disk image, read and written at byte offsets. Reads, writes and
+/// syncs run on the file-I/O pool, several at once (pread and pwrite take
+/// their offset, not the file's); the lock state and the sync count are
+/// behind locks of their own.
+final class ImageFile: @unchecked Sendable {   // fd, path, size, readOnly: immutable
     let path: String
     let size: UInt64
     let readOnly: Bool
@@ -32,7 +36,7 @@ final class ImageFile: @unchecked Sendable {   // state used only from its devic
 
     deinit { Glibc.close(fd) }
 
-    private var locked = true
+    private let locked = NIOLockedValueBox(true)
 
     /// One writer or any number of readers, across assignments and
     /// processes: flock is per open file, so two opens in one process
@@ -49,15 +53,21 @@ final class ImageFile: @unchecked Sendable {   // state used only from its devic
     }
 
     func lock() throws(DeviceError) {
-        guard !locked else { return }
-        try Self.lock(fd, path: path, readOnly: readOnly)
-        locked = true
+        let error = locked.withLockedValue { locked -> DeviceError? in
+            guard !locked else { return nil }
+            do throws(DeviceError) { try Self.lock(fd, path: path, readOnly: readOnly) } catch { return error }
+            locked = true
+            return nil
+        }
+        if let error { throw error }
     }
 
     func unlock() {
-        guard locked else { return }
-        _ = flock(fd, LOCK_UN)
-        locked = false
+        locked.withLockedValue { locked in
+            guard locked else { return }
+            _ = flock(fd, LOCK_UN)
+            locked = false
+        }
     }
 
     /// Reads `count` bytes at `offset` into one buffer (one syscall per chunk
@@ -90,13 +100,14 @@ final class ImageFile: @unchecked Sendable {   // state used only from its devic
     func sync() -> Bool { fsync(fd) == 0 }
 
     /// fdatasync calls that succeeded (tests check a write was made durable).
-    private(set) var dataSyncs = 0
+    var dataSyncs: Int { syncCount.withLockedValue { $0 } }
+    private let syncCount = NIOLockedValueBox(0)
 
     /// Makes the written data durable (fdatasync: data and the metadata
     /// needed to read it back, not timestamps).
     func syncData() -> Bool {
         guard fdatasync(fd) == 0 else { return false }
-        dataSyncs += 1
+        syncCount.withLockedValue { $0 += 1 }
         return true
     }
 }

@@ -1,29 +1,30 @@
-import NIOConcurrencyHelpers
 import NIOCore
-import NIOPosix
 
 /// Image reads of the stick: done on the IN leg, as much as the host's IN
 /// transfer asks for (not the whole command when the CBW arrives), on NIO's
 /// file-I/O thread pool (a blocking pread must not hold a thread of the
-/// cooperative pool), with the next chunk read ahead for sequential access.
-extension MassStorageDevice {
-    struct ReadAhead {
+/// cooperative pool, nor the caller), with the next chunk read ahead for
+/// sequential access: an IN that finds it landed is answered at once.
+extension StickState {
+    struct ReadAhead: Sendable {
         var range: BulkOnlyState.ImageRange
-        var read: EventLoopFuture<ByteBuffer?>
-        /// The bytes once read, set by the pool thread: taken without a hop
-        /// (the future's value is reached only through its event loop).
-        let landed: ReadAheadLanding
+        /// The read's job.
+        let id: Int
+        /// nil while the read runs; then the bytes (nil inside: the read failed).
+        var landed: ByteBuffer?? = nil
     }
 
-    /// Whether the read ahead has landed and holds `count` bytes at `offset`.
-    func readAheadHolds(offset: UInt64, count: Int) -> Bool {
-        guard let ahead = readAhead, ahead.range.offset == offset, ahead.range.count >= count else { return false }
-        return ahead.landed.value != nil
+    /// A bulk IN waiting for the read `readID` (a read ahead, or its own).
+    struct BOTRead: Sendable {
+        var readID: Int
+        var phase: BulkOnlyState.DataIn
+        var transfer: BOTTransfer
+        var fromReadAhead: Bool
     }
 
     /// The data phase of a READ: `count` image bytes at `offset` for a host
     /// that expects `expected`.
-    func imagePhase(offset: UInt64, count: Int, expected: Int, csw: CommandStatusWrapper) -> BulkOnlyState {
+    mutating func imagePhase(offset: UInt64, count: Int, expected: Int, csw: CommandStatusWrapper) -> BulkOnlyState {
         var csw = csw
         if count > expected {
             // More than the host asked for (BOT 6.7.2, case 7, Hi < Di): the
@@ -40,14 +41,67 @@ extension MassStorageDevice {
         return .dataIn(.init(data: ByteBuffer(), image: image, sent: 0, csw: csw))
     }
 
-    /// One IN transfer of a READ's data phase.
-    func imageIn(_ phase: BulkOnlyState.DataIn, length: Int) async -> USBTransferResult {
-        guard let range = phase.image else { return .failed(.stall) }
-        let n = min(length, range.count)
-        let chunk = await readImage(.init(offset: range.offset, count: n))
+    /// One IN transfer of a READ's data phase: at once from a landed read
+    /// ahead, else when the read lands (the BOT transfers after it queue).
+    mutating func imageIn(_ phase: BulkOnlyState.DataIn, _ t: BOTTransfer, _ e: inout StickEffects) {
+        guard let range = phase.image else { return e.complete(t.completion, .failed(.stall)) }
+        let n = min(t.length, range.count)
+        if let ahead = readAhead, ahead.range.offset == range.offset, ahead.range.count >= n {
+            switch ahead.landed {
+            case .some(.some(let data)):
+                readAhead = nil
+                return imageServed(phase, t, data.getSlice(at: data.readerIndex, length: n), &e)
+            case nil:
+                botBusy = true
+                botRead = BOTRead(readID: ahead.id, phase: phase, transfer: t, fromReadAhead: true)
+                return
+            case .some(nil):
+                break   // it failed: read again
+            }
+        }
+        readAhead = nil
+        let id = nextID()
+        botBusy = true
+        botRead = BOTRead(readID: id, phase: phase, transfer: t, fromReadAhead: false)
+        read(.init(offset: range.offset, count: n), &e) { s, data, e in s.readLanded(id: id, data, &e) }
+    }
+
+    /// Reads `range` on the pool, then `landed` with the bytes (nil: failed).
+    mutating func read(_ range: BulkOnlyState.ImageRange, _ e: inout StickEffects,
+                       landed: @escaping @Sendable (inout StickState, ByteBuffer?, inout StickEffects) -> Void) {
+        let image = self.image
+        startIO(IOJob(work: {
+            let data = image.read(offset: range.offset, count: range.count)
+            return IOResult(ok: data != nil, data: data)
+        }, landed: { s, r, e in landed(&s, r.data, &e) }), &e)
+    }
+
+    private mutating func readLanded(id: Int, _ data: ByteBuffer?, _ e: inout StickEffects) {
+        if readAhead?.id == id { readAhead?.landed = .some(data) }
+        guard let w = botRead, w.readID == id else { return }
+        botRead = nil
+        botBusy = false
+        if w.fromReadAhead { readAhead = nil }
         // A reset or another command may have come while the read ran.
-        guard case .dataIn(let now) = bot, now.image == range, now.sent == phase.sent,
-              now.csw.tag == phase.csw.tag else { return .failed(.cancelled) }
+        if case .dataIn(let now) = bot, now.image == w.phase.image, now.sent == w.phase.sent,
+           now.csw.tag == w.phase.csw.tag {
+            if data == nil && w.fromReadAhead {
+                imageIn(w.phase, w.transfer, &e)   // the read ahead failed: read it now
+            } else {
+                let n = min(w.transfer.length, w.phase.image?.count ?? 0)
+                imageServed(w.phase, w.transfer, data.map { $0.getSlice(at: $0.readerIndex, length: n)! }, &e)
+            }
+        } else {
+            e.complete(w.transfer.completion, .failed(.cancelled))
+        }
+        botDrain(&e)
+    }
+
+    /// The IN transfer gets `chunk` (nil: the read failed); the data phase goes on.
+    private mutating func imageServed(_ phase: BulkOnlyState.DataIn, _ t: BOTTransfer, _ chunk: ByteBuffer?,
+                                      _ e: inout StickEffects) {
+        guard let range = phase.image else { return e.complete(t.completion, .failed(.stall)) }
+        let n = min(t.length, range.count)
         var next = phase
         guard let chunk else {
             // The host gets a short (empty) transfer, then a failed CSW with
@@ -56,55 +110,23 @@ extension MassStorageDevice {
             next.csw.residue &+= UInt32(range.count)
             scsi.sense = .readError
             bot = .status(next.csw)
-            return .inData(ByteBuffer())
+            return e.complete(t.completion, .inData(ByteBuffer()))
         }
         next.sent += n
         next.image = n < range.count ? .init(offset: range.offset + UInt64(n), count: range.count - n) : nil
         // A short packet, or all the host asked for, ends the data phase.
-        bot = (next.image == nil || n < length) ? .status(next.csw) : .dataIn(next)
-        startReadAhead(after: .init(offset: range.offset, count: n))
-        return .inData(chunk)
-    }
-
-    /// `range` from the read ahead when it holds it, else from the image.
-    private func readImage(_ range: BulkOnlyState.ImageRange) async -> ByteBuffer? {
-        if let ahead = readAhead, ahead.range.offset == range.offset, ahead.range.count >= range.count {
-            readAhead = nil
-            let data: ByteBuffer?? = if let landed = ahead.landed.value { landed } else { try? await ahead.read.get() }
-            if let data, let data { return data.getSlice(at: data.readerIndex, length: range.count) }
-        }
-        readAhead = nil
-        return await Self.poolRead(image, range)
+        bot = (next.image == nil || n < t.length) ? .status(next.csw) : .dataIn(next)
+        startReadAhead(after: .init(offset: range.offset, count: n), &e)
+        e.complete(t.completion, .inData(chunk))
     }
 
     /// Reads the bytes after `served`, as many again, while the host works.
-    private func startReadAhead(after served: BulkOnlyState.ImageRange) {
+    private mutating func startReadAhead(after served: BulkOnlyState.ImageRange, _ e: inout StickEffects) {
         let offset = served.offset + UInt64(served.count)
         guard served.count > 0, offset < image.size else { readAhead = nil; return }
         let range = BulkOnlyState.ImageRange(offset: offset, count: Int(min(UInt64(served.count), image.size - offset)))
-        let image = self.image
-        let landing = ReadAheadLanding()
-        // A future, not a task: the pool thread completes it on an event loop.
-        let read = NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.any()) {
-            let data = image.read(offset: range.offset, count: range.count)
-            landing.set(data)
-            return data
-        }
-        readAhead = ReadAhead(range: range, read: read, landed: landing)
+        let id = nextID()
+        readAhead = ReadAhead(range: range, id: id)
+        read(range, &e) { s, data, e in s.readLanded(id: id, data, &e) }
     }
-
-    static func poolRead(_ image: ImageFile, _ range: BulkOnlyState.ImageRange) async -> ByteBuffer? {
-        let data = try? await NIOThreadPool.singleton.runIfActive { image.read(offset: range.offset, count: range.count) }
-        return data ?? nil
-    }
-}
-
-/// Where a read ahead leaves its bytes for the stick to take without a hop.
-final class ReadAheadLanding: Sendable {
-    private let box = NIOLockedValueBox<ByteBuffer??>(nil)
-
-    /// nil while the read runs; then the bytes (nil inside: the read failed).
-    var value: ByteBuffer?? { box.withLockedValue { $0 } }
-
-    func set(_ data: ByteBuffer?) { box.withLockedValue { $0 = .some(data) } }
 }

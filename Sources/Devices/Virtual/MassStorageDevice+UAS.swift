@@ -1,10 +1,12 @@
 import NIOCore
-import NIOPosix
 
 /// The stick's UAS side (alternate setting 1, SuperSpeed only): the host
 /// queues each command's status and data transfers (stream = tag) before
-/// its Command IU, so they wait here until the command they belong to has
-/// come and done its part. An image read starts when its command arrives.
+/// its Command IU, so they wait here, their completions kept in the state,
+/// until the command they belong to has come and done its part. A Command
+/// IU is answered at once; an image read starts when its command arrives
+/// (within the prefetch allowance), a write or flush when its data or
+/// command does, and what waits for them completes when they land.
 extension MassStorageDevice {
     public static let uasCommandPipe: UInt8 = 0x04, uasStatusPipe: UInt8 = 0x83
     public static let uasDataInPipe: UInt8 = 0x85, uasDataOutPipe: UInt8 = 0x06
@@ -30,178 +32,6 @@ extension MassStorageDevice {
     static func isUASPipe(_ endpoint: UInt8) -> Bool {
         [uasCommandPipe, uasStatusPipe, uasDataInPipe, uasDataOutPipe].contains(endpoint)
     }
-
-    func uasTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32) async -> USBTransferResult {
-        guard isOpen else { return .failed(.noDevice) }
-        guard core.altSettings[0] == 1 else { return .failed(.stall) }
-        if endpoint == Self.uasCommandPipe { return uasRequest(data ?? ByteBuffer()) }
-        guard let tag = UInt16(exactly: streamID), tag != 0 else { return .failed(.invalid) }
-        switch endpoint {
-        case Self.uasStatusPipe: return await uasStatus(tag: tag, length: length)
-        case Self.uasDataInPipe: return await uasDataIn(tag: tag, length: length)
-        default: return await uasDataOut(tag: tag, data: data ?? ByteBuffer())
-        }
-    }
-
-    /// A Command IU is taken at once: the SCSI command runs (an image read
-    /// starts on the file-I/O pool), its data and status transfers go on.
-    private func uasRequest(_ data: ByteBuffer) -> USBTransferResult {
-        switch UAS.request(data) {
-        case .command(let c):
-            uas.tasks[c.tag] = c.lun == 0 ? uasPhase(execute(c.cdb, hostWantsIn: true), tag: c.tag)
-                : .status(UAS.sense(tag: c.tag, sense: .logicalUnitNotSupported))
-            uas.wake(c.tag)
-        case .taskManagement(let t):
-            uas.tasks[t.tag] = .status(UAS.response(tag: t.tag, code: perform(t)))
-            uas.wake(t.tag)
-        case nil:
-            return .failed(.stall)
-        }
-        return .outDone(data.readableBytes)
-    }
-
-    /// ABORT TASK drops the task it names; the set aborts and resets drop
-    /// everything but the status transfer waiting for this IU's own
-    /// Response. Both are complete at once (a drop ends what was in
-    /// progress). Any other function (CLEAR ACA, the QUERYs) is not
-    /// supported: the host must not take it as done.
-    private func perform(_ t: UAS.TaskManagement) -> UInt8 {
-        switch t.function {
-        case UAS.abortTask:
-            uas.drop(t.taskTag)
-        case UAS.abortTaskSet, UAS.clearTaskSet, UAS.logicalUnitReset, UAS.itNexusReset:
-            uasReset(keepingResponseOf: t.tag)
-        default:
-            return UAS.functionNotSupported
-        }
-        return UAS.functionComplete
-    }
-
-    private func uasPhase(_ outcome: SCSIOutcome, tag: UInt16) -> UASPhase {
-        switch outcome {
-        case .data(let bytes, let sense):
-            return bytes.readableBytes == 0 ? .status(UAS.sense(tag: tag, sense: sense)) : .dataIn(bytes, sense)
-        case .imageData(let offset, let count):
-            guard count > 0 else { return .status(UAS.sense(tag: tag, sense: .none)) }
-            let range = BulkOnlyState.ImageRange(offset: offset, count: count)
-            return .imageIn(range, uasPrefetch(range))
-        case .write(let offset, let count):
-            return count == 0 ? .status(UAS.sense(tag: tag, sense: .none)) : .dataOut(offset: offset, count: count, received: 0)
-        case .failed(let sense):
-            scsi.sense = .none   // it goes in the Sense IU, not to a REQUEST SENSE
-            return .status(UAS.sense(tag: tag, sense: sense))
-        }
-    }
-
-    /// Starts reading `range` now when the read-ahead allowance has room.
-    private func uasPrefetch(_ range: BulkOnlyState.ImageRange) -> EventLoopFuture<ByteBuffer?>? {
-        guard uas.prefetched + range.count <= Self.uasPrefetchBytes else { return nil }
-        uas.prefetched += range.count
-        let image = self.image
-        return NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.any()) {
-            image.read(offset: range.offset, count: range.count)
-        }
-    }
-
-    private func uasDataIn(tag: UInt16, length: Int) async -> USBTransferResult {
-        while true {
-            switch uas.tasks[tag] {
-            case nil:
-                guard await uasWait(.dataIn, tag) else { return .failed(.cancelled) }
-            case .dataIn(let bytes, let sense):
-                uas.finish(tag, sense)
-                return .inData(bytes.getSlice(at: bytes.readerIndex, length: min(length, bytes.readableBytes))!)
-            case .imageIn(let range, let prefetch):
-                uas.tasks[tag] = .reading
-                let bytes: ByteBuffer? = if let prefetch { (try? await prefetch.get()) ?? nil }
-                    else { await Self.poolRead(image, range) }
-                if prefetch != nil { uas.prefetched -= range.count }
-                // A reset or abort may have ended the command meanwhile.
-                guard case .reading = uas.tasks[tag] else { return .failed(.cancelled) }
-                guard let bytes else {
-                    uas.finish(tag, .readError)
-                    return .inData(ByteBuffer())
-                }
-                uas.finish(tag, .none)
-                return .inData(bytes.getSlice(at: bytes.readerIndex, length: min(length, bytes.readableBytes))!)
-            case .reading, .dataOut, .status:
-                // No data-in phase (or a failed one): the host gets nothing.
-                return .inData(ByteBuffer())
-            }
-        }
-    }
-
-    private func uasDataOut(tag: UInt16, data: ByteBuffer) async -> USBTransferResult {
-        while true {
-            switch uas.tasks[tag] {
-            case nil:
-                guard await uasWait(.dataOut, tag) else { return .failed(.cancelled) }
-            case .dataOut(let offset, let count, let received):
-                let n = min(data.readableBytes, count - received)
-                readAhead = nil   // it may hold the bytes about to change
-                guard image.write(data.getSlice(at: data.readerIndex, length: n)!, offset: offset + UInt64(received))
-                else {
-                    uas.finish(tag, .writeError)
-                    return .outDone(n)
-                }
-                if received + n < count {
-                    uas.tasks[tag] = .dataOut(offset: offset, count: count, received: received + n)
-                } else {
-                    // Write-through, as on the BOT side: on disk before the status says so.
-                    uas.finish(tag, image.syncData() ? .none : .writeError)
-                }
-                return .outDone(n)
-            default:
-                return .outDone(0)
-            }
-        }
-    }
-
-    private func uasStatus(tag: UInt16, length: Int) async -> USBTransferResult {
-        while true {
-            if case .status(let iu) = uas.tasks[tag] {
-                uas.tasks[tag] = nil
-                guard length >= iu.readableBytes else { return .failed(.babble) }
-                return .inData(iu)
-            }
-            guard await uasWait(.status, tag) else { return .failed(.cancelled) }
-        }
-    }
-
-    /// Alternate setting change, device reset, close: every waiting transfer
-    /// ends cancelled and no command survives; a reset by task management
-    /// keeps the status transfer that waits for its own Response IU.
-    func uasReset(keepingResponseOf tag: UInt16? = nil) {
-        let kept = tag.map { UASState.WaitKey(pipe: .status, tag: $0) }
-        let survivor = uas.cancelAll(except: kept)
-        let next = uas.nextWaiter
-        uas = UASState()
-        uas.nextWaiter = next
-        if let kept, let survivor { uas.waiters[kept] = survivor }
-    }
-
-    /// Waits until the command `tag` changes (true), or the transfer is
-    /// cancelled or displaced (false). One waiter per pipe and tag: a host
-    /// that reuses a tag displaces the first.
-    private func uasWait(_ pipe: UAS.Pipe, _ tag: UInt16) async -> Bool {
-        let key = UASState.WaitKey(pipe: pipe, tag: tag)
-        uas.nextWaiter += 1
-        let id = uas.nextWaiter
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
-                guard !Task.isCancelled, isOpen else { return c.resume(returning: false) }
-                uas.resume(key, with: false)
-                uas.waiters[key] = (id, c)
-            }
-        } onCancel: {
-            Task { await self.uasCancelWait(key, id: id) }
-        }
-    }
-
-    private func uasCancelWait(_ key: UASState.WaitKey, id: Int) {
-        guard uas.waiters[key]?.id == id else { return }
-        uas.resume(key, with: false)
-    }
 }
 
 /// Streams exist only on the UAS pipes; freeing them ends what waits there.
@@ -214,19 +44,247 @@ extension MassStorageDevice: USBBulkStreamsCapable {
     }
 
     public func freeStreams(endpoints: [UInt8]) async -> USBTransferStatus {
-        uasReset()
+        locked { s, e in s.uasReset(&e) }
         return .success
+    }
+}
+
+extension StickState {
+    mutating func uasTransfer(endpoint: UInt8, length: Int, data: ByteBuffer?, streamID: UInt32,
+                              _ completion: @escaping USBTransferCompletion, _ e: inout StickEffects) -> Pending? {
+        guard isOpen else { e.complete(completion, .failed(.noDevice)); return nil }
+        guard core.altSettings[0] == 1 else { e.complete(completion, .failed(.stall)); return nil }
+        if endpoint == Stick.uasCommandPipe {
+            e.complete(completion, uasRequest(data ?? ByteBuffer(), &e))
+            return nil
+        }
+        guard let tag = UInt16(exactly: streamID), tag != 0 else {
+            e.complete(completion, .failed(.invalid))
+            return nil
+        }
+        let pipe: UAS.Pipe = switch endpoint {
+        case Stick.uasStatusPipe: .status
+        case Stick.uasDataInPipe: .dataIn
+        default: .dataOut
+        }
+        let w = UASState.Waiter(id: nextID(), length: length, data: data ?? ByteBuffer(), completion: completion)
+        let key = UASState.WaitKey(pipe: pipe, tag: tag)
+        return uasRun(key, w, &e) ? .uas(key, id: w.id) : nil
+    }
+
+    /// Serves `w` as far as its command allows; true when it waits (kept in
+    /// `uas.waiters` under `key`).
+    private mutating func uasRun(_ key: UASState.WaitKey, _ w: UASState.Waiter, _ e: inout StickEffects) -> Bool {
+        switch key.pipe {
+        case .dataIn: uasDataIn(key, w, &e)
+        case .dataOut: uasDataOut(key, w, &e)
+        default: uasStatus(key, w, &e)
+        }
+    }
+
+    /// One waiter per pipe and tag: a host that reuses a tag displaces the first.
+    private mutating func uasWait(_ key: UASState.WaitKey, _ w: UASState.Waiter, _ e: inout StickEffects) -> Bool {
+        if let displaced = uas.waiters.updateValue(w, forKey: key) {
+            e.complete(displaced.completion, .failed(.cancelled))
+        }
+        return true
+    }
+
+    /// The command `tag` changed: whoever waits on it looks again.
+    mutating func uasWake(_ tag: UInt16, _ e: inout StickEffects) {
+        for pipe in [UAS.Pipe.dataIn, .dataOut, .status] {
+            let key = UASState.WaitKey(pipe: pipe, tag: tag)
+            if let w = uas.waiters.removeValue(forKey: key) { _ = uasRun(key, w, &e) }
+        }
+    }
+
+    /// Data phase over: the status IU is ready.
+    private mutating func uasFinish(_ tag: UInt16, _ sense: SCSI.Sense, _ e: inout StickEffects) {
+        uas.set(tag, .status(UAS.sense(tag: tag, sense: sense)))
+        uasWake(tag, &e)
+    }
+
+    /// A Command IU is taken at once: the SCSI command runs (an image read
+    /// or flush starts on the file-I/O pool), its data and status transfers go on.
+    private mutating func uasRequest(_ data: ByteBuffer, _ e: inout StickEffects) -> USBTransferResult {
+        switch UAS.request(data) {
+        case .command(let c):
+            let phase = c.lun == 0 ? uasPhase(execute(c.cdb, hostWantsIn: true), tag: c.tag, &e)
+                : .status(UAS.sense(tag: c.tag, sense: .logicalUnitNotSupported))
+            uas.set(c.tag, phase)
+            uasWake(c.tag, &e)
+        case .taskManagement(let t):
+            let code = perform(t, &e)
+            uas.set(t.tag, .status(UAS.response(tag: t.tag, code: code)))
+            uasWake(t.tag, &e)
+        case nil:
+            return .failed(.stall)
+        }
+        return .outDone(data.readableBytes)
+    }
+
+    /// ABORT TASK drops the task it names; the set aborts and resets drop
+    /// everything but the status transfer waiting for this IU's own
+    /// Response. Both are complete at once (a drop ends what was in
+    /// progress). Any other function (CLEAR ACA, the QUERYs) is not
+    /// supported: the host must not take it as done.
+    private mutating func perform(_ t: UAS.TaskManagement, _ e: inout StickEffects) -> UInt8 {
+        switch t.function {
+        case UAS.abortTask:
+            uas.set(t.taskTag, nil)
+            for pipe in [UAS.Pipe.dataIn, .dataOut, .status] {
+                if let w = uas.waiters.removeValue(forKey: .init(pipe: pipe, tag: t.taskTag)) {
+                    e.complete(w.completion, .failed(.cancelled))
+                }
+            }
+        case UAS.abortTaskSet, UAS.clearTaskSet, UAS.logicalUnitReset, UAS.itNexusReset:
+            uasReset(keepingResponseOf: t.tag, &e)
+        default:
+            return UAS.functionNotSupported
+        }
+        return UAS.functionComplete
+    }
+
+    private mutating func uasPhase(_ outcome: SCSIOutcome, tag: UInt16, _ e: inout StickEffects) -> UASPhase {
+        switch outcome {
+        case .data(let bytes, let sense):
+            return bytes.readableBytes == 0 ? .status(UAS.sense(tag: tag, sense: sense)) : .dataIn(bytes, sense)
+        case .imageData(let offset, let count):
+            guard count > 0 else { return .status(UAS.sense(tag: tag, sense: .none)) }
+            let range = BulkOnlyState.ImageRange(offset: offset, count: count)
+            // Read now when the read-ahead allowance has room; else when the data transfer comes.
+            guard uas.prefetched + count <= Stick.uasPrefetchBytes else { return .imageIn(range, .notStarted, counted: false) }
+            uas.prefetched += count
+            return .imageIn(range, uasRead(range, tag: tag, &e), counted: true)
+        case .write(let offset, let count):
+            return count == 0 ? .status(UAS.sense(tag: tag, sense: .none)) : .dataOut(offset: offset, count: count, received: 0)
+        case .flush(let eject):
+            let id = nextID()
+            flush(&e) { s, ok, e in
+                guard case .flushing(id) = s.uas.tasks[tag] else { return }   // aborted meanwhile
+                let sense: SCSI.Sense = if case .failed(let f) = s.flushed(ok, eject: eject) { f } else { .none }
+                s.uasFinish(tag, sense, &e)
+            }
+            return .flushing(id)
+        case .failed(let sense):
+            scsi.sense = .none   // it goes in the Sense IU, not to a REQUEST SENSE
+            return .status(UAS.sense(tag: tag, sense: sense))
+        }
+    }
+
+    /// Starts reading `range` for the command `tag`; the bytes land in its phase.
+    private mutating func uasRead(_ range: BulkOnlyState.ImageRange, tag: UInt16, _ e: inout StickEffects) -> UASPhase.Read {
+        let id = nextID()
+        read(range, &e) { s, data, e in
+            // A reset or abort may have ended the command meanwhile.
+            guard case .imageIn(let range, .running(id), let counted) = s.uas.tasks[tag] else { return }
+            s.uas.tasks[tag] = .imageIn(range, .landed(data), counted: counted)
+            s.uasWake(tag, &e)
+        }
+        return .running(id)
+    }
+
+    private mutating func uasDataIn(_ key: UASState.WaitKey, _ w: UASState.Waiter, _ e: inout StickEffects) -> Bool {
+        let tag = key.tag
+        switch uas.tasks[tag] {
+        case nil:
+            return uasWait(key, w, &e)
+        case .dataIn(let bytes, let sense):
+            e.complete(w.completion, .inData(bytes.getSlice(at: bytes.readerIndex, length: min(w.length, bytes.readableBytes))!))
+            uasFinish(tag, sense, &e)
+        case .imageIn(let range, let read, let counted):
+            switch read {
+            case .landed(let bytes?):
+                e.complete(w.completion, .inData(bytes.getSlice(at: bytes.readerIndex, length: min(w.length, bytes.readableBytes))!))
+                uasFinish(tag, .none, &e)
+            case .landed(nil):
+                e.complete(w.completion, .inData(ByteBuffer()))
+                uasFinish(tag, .readError, &e)
+            case .running:
+                return uasWait(key, w, &e)
+            case .notStarted:
+                uas.tasks[tag] = .imageIn(range, uasRead(range, tag: tag, &e), counted: counted)
+                return uasWait(key, w, &e)
+            }
+        case .dataOut, .writing, .flushing, .status:
+            // No data-in phase (or a failed one): the host gets nothing.
+            e.complete(w.completion, .inData(ByteBuffer()))
+        }
+        return false
+    }
+
+    private mutating func uasDataOut(_ key: UASState.WaitKey, _ w: UASState.Waiter, _ e: inout StickEffects) -> Bool {
+        let tag = key.tag
+        switch uas.tasks[tag] {
+        case nil, .writing:
+            return uasWait(key, w, &e)
+        case .dataOut(let offset, let count, let received):
+            let n = min(w.data.readableBytes, count - received)
+            readAhead = nil   // it may hold the bytes about to change
+            let slice = w.data.getSlice(at: w.data.readerIndex, length: n)!
+            let last = received + n >= count
+            let image = self.image, id = nextID()
+            uas.tasks[tag] = .writing(id)
+            startIO(IOJob(work: {
+                // Write-through, as on the BOT side: on disk before the status says so.
+                IOResult(ok: image.write(slice, offset: offset + UInt64(received)) && (!last || image.syncData()))
+            }, landed: { s, r, e in
+                e.complete(w.completion, .outDone(n))
+                // A reset or abort may have ended the command meanwhile.
+                guard case .writing(id) = s.uas.tasks[tag] else { return }
+                if !r.ok {
+                    s.uasFinish(tag, .writeError, &e)
+                } else if !last {
+                    s.uas.tasks[tag] = .dataOut(offset: offset, count: count, received: received + n)
+                    s.uasWake(tag, &e)
+                } else {
+                    s.uasFinish(tag, .none, &e)
+                }
+            }), &e)
+        case .dataIn, .imageIn, .flushing, .status:
+            e.complete(w.completion, .outDone(0))
+        }
+        return false
+    }
+
+    private mutating func uasStatus(_ key: UASState.WaitKey, _ w: UASState.Waiter, _ e: inout StickEffects) -> Bool {
+        guard case .status(let iu) = uas.tasks[key.tag] else { return uasWait(key, w, &e) }
+        uas.set(key.tag, nil)
+        e.complete(w.completion, w.length >= iu.readableBytes ? .inData(iu) : .failed(.babble))
+        return false
+    }
+
+    /// Alternate setting change, device reset, close: every waiting transfer
+    /// ends cancelled and no command survives; a reset by task management
+    /// keeps the status transfer that waits for its own Response IU.
+    mutating func uasReset(keepingResponseOf tag: UInt16? = nil, _ e: inout StickEffects) {
+        let kept = tag.map { UASState.WaitKey(pipe: .status, tag: $0) }
+        let survivor = kept.flatMap { uas.waiters.removeValue(forKey: $0) }
+        for (_, w) in uas.waiters { e.complete(w.completion, .failed(.cancelled)) }
+        uas = UASState()
+        if let kept, let survivor { uas.waiters[kept] = survivor }
     }
 }
 
 /// Where one UAS command is, from its Command IU to its Sense (or Response) IU.
 enum UASPhase: Sendable {
+    enum Read: Sendable {
+        case notStarted
+        /// On the pool, as job `id`.
+        case running(Int)
+        /// The bytes (nil: the read failed).
+        case landed(ByteBuffer?)
+    }
+
     /// Data for the host from memory, then the status with this sense.
     case dataIn(ByteBuffer, SCSI.Sense)
-    /// Image bytes for the host, maybe being read already.
-    case imageIn(BulkOnlyState.ImageRange, EventLoopFuture<ByteBuffer?>?)
-    case reading
+    /// Image bytes for the host; `counted`: they count against the prefetch allowance.
+    case imageIn(BulkOnlyState.ImageRange, Read, counted: Bool)
     case dataOut(offset: UInt64, count: Int, received: Int)
+    /// A data-out transfer's bytes going to the image (job `id`).
+    case writing(Int)
+    /// SYNCHRONIZE CACHE or an eject syncing the image (job `id`).
+    case flushing(Int)
     /// The IU for the status pipe.
     case status(ByteBuffer)
 }
@@ -238,36 +296,22 @@ struct UASState: Sendable {
         var tag: UInt16
     }
 
+    /// A status or data transfer that waits for its command (or its command's I/O).
+    struct Waiter: Sendable {
+        var id: Int
+        var length: Int
+        var data: ByteBuffer
+        var completion: USBTransferCompletion
+    }
+
     var tasks: [UInt16: UASPhase] = [:]
-    var waiters: [WaitKey: (id: Int, continuation: CheckedContinuation<Bool, Never>)] = [:]
-    var nextWaiter = 0
+    var waiters: [WaitKey: Waiter] = [:]
+    /// Image bytes of queued commands read (or being read) and not yet sent.
     var prefetched = 0
 
-    /// Data phase over: the status IU is ready; whoever waits looks again.
-    mutating func finish(_ tag: UInt16, _ sense: SCSI.Sense) {
-        tasks[tag] = .status(UAS.sense(tag: tag, sense: sense))
-        wake(tag)
-    }
-
-    mutating func wake(_ tag: UInt16) {
-        for pipe in [UAS.Pipe.dataIn, .dataOut, .status] { resume(WaitKey(pipe: pipe, tag: tag), with: true) }
-    }
-
-    mutating func resume(_ key: WaitKey, with value: Bool) {
-        waiters.removeValue(forKey: key)?.continuation.resume(returning: value)
-    }
-
-    mutating func drop(_ tag: UInt16) {
-        tasks[tag] = nil
-        for pipe in [UAS.Pipe.dataIn, .dataOut, .status] { resume(WaitKey(pipe: pipe, tag: tag), with: false) }
-    }
-
-    /// Ends every waiter but `kept`'s, which is returned (not resumed).
-    @discardableResult
-    mutating func cancelAll(except kept: WaitKey? = nil) -> (id: Int, continuation: CheckedContinuation<Bool, Never>)? {
-        let survivor = kept.flatMap { waiters.removeValue(forKey: $0) }
-        for (_, w) in waiters { w.continuation.resume(returning: false) }
-        waiters = [:]
-        return survivor
+    /// Sets (or ends, nil) the command `tag`; what it held of the prefetch allowance is given back.
+    mutating func set(_ tag: UInt16, _ phase: UASPhase?) {
+        if case .imageIn(let range, _, counted: true) = tasks[tag] { prefetched -= range.count }
+        tasks[tag] = phase
     }
 }

@@ -18,10 +18,16 @@ enum SCSIOutcome {
     /// The host is to send `count` bytes, to be written at byte `offset`.
     case write(offset: UInt64, count: Int)
     case failed(SCSI.Sense)
+    /// The image is to be made durable first (on the file-I/O pool), then
+    /// the command succeeds (an eject takes the medium out) or fails with
+    /// a write error.
+    case flush(eject: Bool)
 }
 
-extension MassStorageDevice {
-    func execute(_ cdb: [UInt8], hostWantsIn: Bool) -> SCSIOutcome {
+extension StickState {
+    typealias Device = MassStorageDevice
+
+    mutating func execute(_ cdb: [UInt8], hostWantsIn: Bool) -> SCSIOutcome {
         guard let op = SCSI.Opcode(rawValue: cdb[0]) else { return .failed(.invalidOpcode) }
         // Every command but these needs the medium (SBC-3, 4.x).
         let needsMedium: Set<SCSI.Opcode> = [.requestSense, .inquiry, .startStopUnit, .preventAllowMediumRemoval]
@@ -49,15 +55,15 @@ extension MassStorageDevice {
                 + Array(repeating: 0, count: 20)
             return .data(ByteBuffer(bytes: body.prefix(Int(SCSI.be32(cdb, 10)))), .none)
         case .read6, .read10, .read16:
-            guard let (lba, count) = Self.range(cdb, op) else { return .failed(.invalidFieldInCDB) }
+            guard let (lba, count) = Device.range(cdb, op) else { return .failed(.invalidFieldInCDB) }
             return read(lba: lba, count: count)
         case .write6, .write10, .write16:
-            guard let (lba, count) = Self.range(cdb, op) else { return .failed(.invalidFieldInCDB) }
+            guard let (lba, count) = Device.range(cdb, op) else { return .failed(.invalidFieldInCDB) }
             if readOnly { return .failed(.writeProtected) }
             // lba and count come from the guest: compare without adding them.
             guard lba <= scsi.blocks, UInt64(count) <= scsi.blocks - lba else { return .failed(.lbaOutOfRange) }
-            guard count * Self.blockSize <= Self.maxCommandBytes else { return .failed(.invalidFieldInCDB) }
-            return .write(offset: lba * UInt64(Self.blockSize), count: count * Self.blockSize)
+            guard count * Device.blockSize <= Device.maxCommandBytes else { return .failed(.invalidFieldInCDB) }
+            return .write(offset: lba * UInt64(Device.blockSize), count: count * Device.blockSize)
         case .verify10, .verify16:
             let lba = op == .verify10 ? SCSI.be32(cdb, 2) : SCSI.be64(cdb, 2)
             let count = op == .verify10 ? UInt64(SCSI.be16(cdb, 7)) : SCSI.be32(cdb, 10)
@@ -66,10 +72,13 @@ extension MassStorageDevice {
             return .data(ByteBuffer(), .none)
         case .synchronizeCache10, .synchronizeCache16:
             // Writes must be durable before the guest hears that they are.
-            return syncImage() ? .data(ByteBuffer(), .none) : .failed(.writeError)
+            return .flush(eject: false)
         }
     }
 
+}
+
+extension MassStorageDevice {
     /// LBA and block count of READ/WRITE (6), (10), (16).
     static func range(_ cdb: [UInt8], _ op: SCSI.Opcode) -> (UInt64, Int)? {
         switch op {
@@ -83,11 +92,13 @@ extension MassStorageDevice {
         default: return nil
         }
     }
+}
 
-    private func read(lba: UInt64, count: Int) -> SCSIOutcome {
+extension StickState {
+    private mutating func read(lba: UInt64, count: Int) -> SCSIOutcome {
         guard lba <= scsi.blocks, UInt64(count) <= scsi.blocks - lba else { return .failed(.lbaOutOfRange) }
-        guard count * Self.blockSize <= Self.maxCommandBytes else { return .failed(.invalidFieldInCDB) }
-        return .imageData(offset: lba * UInt64(Self.blockSize), count: count * Self.blockSize)
+        guard count * Device.blockSize <= Device.maxCommandBytes else { return .failed(.invalidFieldInCDB) }
+        return .imageData(offset: lba * UInt64(Device.blockSize), count: count * Device.blockSize)
     }
 
     private func inquiry(_ cdb: [UInt8]) -> SCSIOutcome {
@@ -128,14 +139,13 @@ extension MassStorageDevice {
         return .data(ByteBuffer(bytes: (header + pages).prefix(allocation)), .none)
     }
 
-    private func startStop(_ cdb: [UInt8]) -> SCSIOutcome {
+    private mutating func startStop(_ cdb: [UInt8]) -> SCSIOutcome {
         let loadEject = cdb[4] & 0x02 != 0, start = cdb[4] & 0x01 != 0
         if loadEject {
             if !start {
                 if scsi.preventRemoval { return .failed(SCSI.Sense(key: 0x05, asc: 0x53, ascq: 0x02)) }
                 // Eject: every write must be on disk before we say so.
-                guard syncImage() else { return .failed(.writeError) }
-                scsi.ejected = true
+                return .flush(eject: true)
             } else {
                 scsi.ejected = false
             }
