@@ -61,7 +61,14 @@ public final class RedirectionSession: Sendable {
         logger.debug("usbredir connection up", metadata: ["peer": "\(connection.peerDescription)"])
         let end: SessionEnd
         do {
-            end = try await withHelloDeadline(connection) { try await serve(connection) }
+            end = try await withHelloDeadline(connection) {
+                // On the session's loop the engine takes the channel itself;
+                // a memory connection, or one on another loop, is read by a task.
+                if let channel = connection.liveChannel, channel.eventLoop === loop.eventLoop {
+                    return try await serveOnChannel(connection, channel)
+                }
+                return try await serve(connection)
+            }
         } catch let error as USBRedirProtocolError {
             logger.error("closing the connection: malformed usbredir from the VM: \(error)")
             connection.writer.close()
@@ -100,6 +107,19 @@ public final class RedirectionSession: Sendable {
 
     private var helloTimeoutReason: String {
         "no usbredir hello within \(Double(limits.helloTimeoutNanoseconds) / 1e9) s"
+    }
+
+    /// The connection read by the session's channel handler, in the loop's turn.
+    private func serveOnChannel(_ connection: USBRedirConnection, _ channel: Channel) async throws -> SessionEnd {
+        let ended = channel.eventLoop.makePromise(of: SessionEnd.self)
+        let handler = SessionChannelHandler(engine: engine, closeReason: connection.closeReason, ended: ended,
+                                            logger: logger)
+        do {
+            try await channel.eventLoop.submit { try connection.addHandler(handler) }.get()
+        } catch {
+            return .transportClosed(try await connection.closeReason.get())
+        }
+        return try await ended.futureResult.get()
     }
 
     private func serve(_ connection: USBRedirConnection) async throws -> SessionEnd {

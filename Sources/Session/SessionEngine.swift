@@ -58,6 +58,10 @@ actor SessionEngine {
     /// The connection closed (seen by the transport), though the reader may
     /// not have read its end yet: waits for permits end, reading stops.
     var peerGone = false
+    /// A packet read in turn that had to wait, for `drain`.
+    var waiting: USBRedirPacket?
+    /// `drain` runs: what is read meanwhile waits in the parser for it.
+    var draining = false
 
     nonisolated let loop: SessionLoop
     nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
@@ -84,6 +88,7 @@ actor SessionEngine {
         outbox = Outbox()
         negotiation = nil
         parser = USBRedirParser(role: .host, capabilities: Self.capabilities)
+        waiting = nil
         link = .awaitingHello
         peerFilter = nil
         return connectionNumber
@@ -103,8 +108,54 @@ actor SessionEngine {
     /// Throws on malformed bytes; returns an end when the session must stop.
     func receive(_ bytes: ByteBuffer) async throws -> SessionEnd? {
         parser.append(bytes)
+        return try await drain()
+    }
+
+    /// What `receiveInTurn` did with a read.
+    enum InTurn {
+        /// Every whole packet is handled; read on.
+        case handled
+        /// A packet must wait for something (the device, the budget, the
+        /// VM): `drain` takes it and the rest, and reading pauses meanwhile.
+        case mustWait
+        case ended(SessionEnd)
+    }
+
+    /// Bytes the session's channel handler read, handled in its turn on the
+    /// loop as far as no packet needs to wait (see `handleInTurn`); the
+    /// replies go out at the end of the read. Throws on malformed bytes.
+    func receiveInTurn(_ bytes: ByteBuffer) throws -> InTurn {
+        parser.append(bytes)
+        if draining { return .mustWait }   // the drain takes them, in order
+        trace.refresh(logger)
+        bursts += 1
+        defer {
+            bursts -= 1
+            flushHeld()
+        }
+        while let packet = try parser.nextPacket() {
+            note(packet)
+            guard handleInTurn(packet) else {
+                waiting = packet
+                draining = true
+                return .mustWait
+            }
+            if peerGone { return .ended(.transportClosed(.closedByPeer)) }
+        }
+        return .handled
+    }
+
+    /// Handles the packet that had to wait, if any, then every whole packet
+    /// the parser holds, waiting where one must.
+    func drain() async throws -> SessionEnd? {
+        draining = true
+        defer { draining = false }
         trace.refresh(logger)
         return try await holdingFlush {
+            if let packet = waiting {
+                waiting = nil
+                if let end = await handle(packet, negotiation: parser.negotiation) { return end }
+            }
             while let packet = try parser.nextPacket() {
                 note(packet)
                 if let end = await handle(packet, negotiation: parser.negotiation) { return end }

@@ -197,18 +197,24 @@ private struct BridgeWriter: USBRedirByteWriter {
 
     func enqueue(_ packets: [OutgoingPacket], written: @escaping @Sendable (Bool) -> Void) {
         let channel = self.channel
-        channel.eventLoop.execute {
-            guard let last = packets.last else {
-                written(channel.isActive)
-                return
-            }
-            let operations = channel.pipeline.syncOperations
-            let promise = channel.eventLoop.makePromise(of: Void.self)
-            for packet in packets.dropLast() { operations.write(NIOAny(packet), promise: nil) }
-            operations.writeAndFlush(NIOAny(last), promise: promise)
-            promise.futureResult.whenComplete { result in
-                if case .success = result { written(true) } else { written(false) }
-            }
+        // A writer on the channel's own loop (the session's) writes now:
+        // the loop runs nothing else meanwhile, so the order holds.
+        if channel.eventLoop.inEventLoop { return Self.write(packets, to: channel, written) }
+        channel.eventLoop.execute { Self.write(packets, to: channel, written) }
+    }
+
+    private static func write(_ packets: [OutgoingPacket], to channel: Channel,
+                              _ written: @escaping @Sendable (Bool) -> Void) {
+        guard let last = packets.last else {
+            written(channel.isActive)
+            return
+        }
+        let operations = channel.pipeline.syncOperations
+        let promise = channel.eventLoop.makePromise(of: Void.self)
+        for packet in packets.dropLast() { operations.write(NIOAny(packet), promise: nil) }
+        operations.writeAndFlush(NIOAny(last), promise: promise)
+        promise.futureResult.whenComplete { result in
+            if case .success = result { written(true) } else { written(false) }
         }
     }
 

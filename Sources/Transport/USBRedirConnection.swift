@@ -101,6 +101,9 @@ public struct USBRedirConnection: Sendable {
         return live.channel
     }
 
+    /// The channel; nil for a memory connection (the bridge's).
+    public var liveChannel: Channel? { live?.channel }
+
     /// Completes once the channel has closed, with why (see the type's
     /// documentation); never fails.
     public var closeReason: EventLoopFuture<TransportError> {
