@@ -19,6 +19,7 @@ extension SessionEngine {
         case .controlPacket(let p): return submitInTurn(id: id, kind: .control(p), reserving: Int(p.length))
         case .bulkPacket(let p): return submitInTurn(id: id, kind: .bulk(p), reserving: Int(p.length))
         case .interruptPacket(let p): return submitInTurn(id: id, kind: .interrupt(p), reserving: Int(p.length))
+        case .isoPacket(let p): return submitInTurn(id: id, kind: .isoOut(p), reserving: Int(p.length))
         case .cancelDataPacket: cancel(id)
         case .filterFilter(let f): setPeerFilter(f.rules)
         case .deviceDisconnectAck: acknowledgeDisconnect()
@@ -63,7 +64,7 @@ extension SessionEngine {
         case .interruptPacket(let p):
             await submit(id: id, kind: .interrupt(p), reserving: Int(p.length))
         case .isoPacket(let p):
-            await isoOut(p)
+            await submit(id: id, kind: .isoOut(p), reserving: Int(p.length))
         case .cancelDataPacket, .filterFilter, .deviceDisconnectAck:
             break   // handled in turn
         case .startInterruptReceiving, .stopInterruptReceiving, .startIsoStream, .stopIsoStream,

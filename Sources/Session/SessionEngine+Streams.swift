@@ -60,17 +60,6 @@ extension SessionEngine {
         }
     }
 
-    /// iso_packet from the VM: data for an isochronous OUT stream. No reply
-    /// per packet; failures show in the next iso_stream_status.
-    func isoOut(_ p: USBRedirMessage.IsoPacket) async {
-        guard let device else { return }
-        let r = await device.isoTransfer(endpoint: p.endpoint, length: Int(p.length), data: p.data)
-        if r.status == .success {
-            counters.transfersOut += 1
-            counters.bytesOut += r.consumed
-        }
-    }
-
     /// Starts a receiving loop on the read's endpoint; false without a device.
     private func startStream(_ read: StreamRead,
                              _ packet: @escaping @Sendable (USBTransferResult) -> USBRedirMessage) -> Bool {

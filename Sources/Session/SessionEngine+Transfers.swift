@@ -23,7 +23,9 @@ extension SessionEngine {
     func submit(id: UInt64, kind: TransferJob.Kind, reserving: Int) async {
         if submitInTurn(id: id, kind: kind, reserving: reserving) { return }
         guard let device else {
-            await send(newJob(id: id, kind: kind, device: NoDevice.shared).reply(.failed(.noDevice)), id: id)
+            if let reply = newJob(id: id, kind: kind, device: NoDevice.shared).reply(.failed(.noDevice)) {
+                await send(reply, id: id)
+            }
             return
         }
         let generation = self.generation
@@ -106,9 +108,13 @@ extension SessionEngine {
             logger.warning("device stopped answering during a transfer")
         }
         count(job, result)
+        guard let message = job.reply(result) else {
+            if let permit = job.permit { budget.release(permit) }
+            return
+        }
         // Handed over, not awaited: the lane goes on to its next job while
         // the transport writes the reply; the budget bounds what is unwritten.
-        let reply = EndpointReplyOrder.Reply(message: job.reply(result), packetID: job.id, permit: job.permit)
+        let reply = EndpointReplyOrder.Reply(message: message, packetID: job.id, permit: job.permit)
         let send = { (r: EndpointReplyOrder.Reply) in
             self.queueForVM(r.message, id: r.packetID, releasing: r.permit, inBurst: inBurst)
         }

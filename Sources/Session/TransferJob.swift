@@ -8,6 +8,10 @@ struct TransferJob: Sendable {
         case control(USBRedirMessage.ControlPacket)
         case bulk(USBRedirMessage.BulkPacket)
         case interrupt(USBRedirMessage.InterruptPacket)
+        /// Data for an isochronous OUT stream: no reply (failures show in
+        /// the next iso_stream_status), but in order on its endpoint and
+        /// held in the budget like any transfer.
+        case isoOut(USBRedirMessage.IsoPacket)
     }
 
     /// The VM's packet id, echoed in the reply.
@@ -26,6 +30,7 @@ struct TransferJob: Sendable {
         case .control: 0
         case .bulk(let p): p.endpoint
         case .interrupt(let p): p.endpoint
+        case .isoOut(let p): p.endpoint
         }
     }
 
@@ -34,8 +39,11 @@ struct TransferJob: Sendable {
     /// its own (UAS answers its commands in any order), and QEMU keeps no
     /// order across them.
     var repliesInEndpointOrder: Bool {
-        if case .bulk(let p) = kind { return p.streamID == 0 }
-        return true
+        switch kind {
+        case .bulk(let p): p.streamID == 0
+        case .isoOut: false
+        case .control, .interrupt: true
+        }
     }
 
     /// What the device is asked; nil for a control packet whose setup is
@@ -45,6 +53,7 @@ struct TransferJob: Sendable {
         case .control(let p): Self.setup(of: p).map { .control($0, data: p.data) }
         case .bulk(let p): .data(endpoint: p.endpoint, length: Int(p.length), data: p.data, streamID: p.streamID)
         case .interrupt(let p): .data(endpoint: p.endpoint, length: Int(p.length), data: p.data, streamID: 0)
+        case .isoOut(let p): .isochronous(endpoint: p.endpoint, length: Int(p.length), data: p.data)
         }
     }
 
@@ -68,8 +77,8 @@ struct TransferJob: Sendable {
     }
 
     /// The reply: same id and header, the device's status, IN data or the
-    /// OUT length consumed.
-    func reply(_ r: USBTransferResult) -> USBRedirMessage {
+    /// OUT length consumed; nil for isochronous OUT, which has none.
+    func reply(_ r: USBTransferResult) -> USBRedirMessage? {
         let status = WireValues.status(r.status).rawValue
         let isIn = endpointIsIn
         let length = isIn ? (r.data?.readableBytes ?? 0) : r.consumed
@@ -90,6 +99,8 @@ struct TransferJob: Sendable {
             p.length = UInt16(clamping: length)
             p.data = data
             return .interruptPacket(p)
+        case .isoOut:
+            return nil
         }
     }
 
@@ -98,6 +109,7 @@ struct TransferJob: Sendable {
         case .control(let p): p.endpoint & 0x80 != 0
         case .bulk(let p): p.endpoint & 0x80 != 0
         case .interrupt(let p): p.endpoint & 0x80 != 0
+        case .isoOut(let p): p.endpoint & 0x80 != 0
         }
     }
 }
