@@ -2,58 +2,48 @@ import Devices
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// Transfers a queueing device finished, on its own thread (libusb's event
-/// thread), waiting for the engine. The engine's one drainer takes them in
-/// batches: one hop per wake-up brings in everything that finished
-/// meanwhile, and posting never blocks the device's thread.
+/// Transfers a device finished on its own thread (libusb's event thread,
+/// the stick's file-I/O pool), waiting for the session's loop. The first
+/// completion of a batch schedules one turn of the loop (`post` returns
+/// true), which takes everything that finished meanwhile: one hop per
+/// batch, no task, and posting never blocks the device's thread.
 final class CompletionMailbox: Sendable {
     typealias Finished = (job: TransferJob, result: USBTransferResult)
 
     private struct State {
         var finished: [Finished] = []
-        var waiter: CheckedContinuation<[Finished]?, Never>?
+        var scheduled = false
         var closed = false
     }
 
     private let state = NIOLockedValueBox(State())
 
-    func post(_ job: TransferJob, _ result: USBTransferResult) {
-        let wake = state.withLockedValue { s -> (CheckedContinuation<[Finished]?, Never>, [Finished])? in
-            guard !s.closed else { return nil }
+    /// Adds a completion; true when the caller must schedule the turn that
+    /// takes them (none is scheduled yet).
+    func post(_ job: TransferJob, _ result: USBTransferResult) -> Bool {
+        state.withLockedValue { s in
+            guard !s.closed else { return false }
             s.finished.append((job, result))
-            guard let waiter = s.waiter else { return nil }
-            s.waiter = nil
+            guard !s.scheduled else { return false }
+            s.scheduled = true
+            return true
+        }
+    }
+
+    /// Everything finished since the last call; the next post schedules anew.
+    func take() -> [Finished] {
+        state.withLockedValue { s in
+            s.scheduled = false
             defer { s.finished = [] }
-            return (waiter, s.finished)
-        }
-        if let (waiter, batch) = wake { waiter.resume(returning: batch) }
-    }
-
-    /// Everything finished since the last call, waiting for at least one;
-    /// nil once closed.
-    func next() async -> [Finished]? {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLockedValue { s -> [Finished]?? in
-                if s.closed { return .some(nil) }
-                guard !s.finished.isEmpty else {
-                    s.waiter = continuation
-                    return .none
-                }
-                defer { s.finished = [] }
-                return .some(s.finished)
-            }
-            if let ready { continuation.resume(returning: ready) }
+            return s.finished
         }
     }
 
-    /// Ends the drainer; later posts are dropped.
+    /// Later posts are dropped.
     func close() {
-        let waiter = state.withLockedValue { s in
+        state.withLockedValue { s in
             s.closed = true
             s.finished = []
-            defer { s.waiter = nil }
-            return s.waiter
         }
-        waiter?.resume(returning: nil)
     }
 }

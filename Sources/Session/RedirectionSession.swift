@@ -112,10 +112,12 @@ public final class RedirectionSession: Sendable {
     /// The connection read by the session's channel handler, in the loop's turn.
     private func serveOnChannel(_ connection: USBRedirConnection, _ channel: Channel) async throws -> SessionEnd {
         let ended = channel.eventLoop.makePromise(of: SessionEnd.self)
-        let handler = SessionChannelHandler(engine: engine, closeReason: connection.closeReason, ended: ended,
-                                            logger: logger)
+        let (engine, logger) = (self.engine, self.logger)
         do {
-            try await channel.eventLoop.submit { try connection.addHandler(handler) }.get()
+            try await channel.eventLoop.submit {
+                try connection.addHandler(SessionChannelHandler(engine: engine, closeReason: connection.closeReason,
+                                                                ended: ended, logger: logger))
+            }.get()
         } catch {
             return .transportClosed(try await connection.closeReason.get())
         }

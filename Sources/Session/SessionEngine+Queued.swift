@@ -6,14 +6,14 @@ import NIOCore
 /// that queues takes all of an endpoint's at once; the others get them one
 /// at a time from the endpoint's lane). A device that answers from memory
 /// completes inside `submit`, and the reply is made in the engine's own
-/// turn; later completions come back through the mailbox, one hop per batch.
+/// turn; later completions come back through the mailbox, one turn of the
+/// session's loop per batch.
 extension SessionEngine {
     /// Submits `job`; its completion is handled now when the device had it
-    /// at once, else when the mailbox brings it.
+    /// at once, else when the loop's turn takes it from the mailbox.
     func startOnDevice(_ job: TransferJob) {
         guard let request = job.request else { return complete(job, .failed(.invalid), inBurst: true) }
-        startDrainer()
-        let handoff = CompletionHandoff(job: job, mailbox: completions)
+        let handoff = CompletionHandoff(job: job, engine: self)
         let transfer = job.device.submit(request) { handoff.finish($0) }
         if let result = handoff.takeIfFinished() {
             deviceFinished(job, result, inBurst: true)
@@ -48,22 +48,11 @@ extension SessionEngine {
         running = [:]
     }
 
-    /// The one long-lived task that brings completions onto the engine.
-    /// Weak: the mailbox is closed when the engine goes.
-    private func startDrainer() {
-        guard drainer == nil else { return }
-        drainer = Task(executorPreference: loop) { [weak self, mailbox = completions] in
-            while let batch = await mailbox.next() {
-                guard let self else { return }
-                await self.deliver(batch)
-            }
-        }
-    }
-
-    /// Replies to a batch of finished transfers, handed over together.
-    private func deliver(_ batch: [CompletionMailbox.Finished]) {
+    /// Replies to the completions the mailbox holds, handed over together:
+    /// the loop's turn a device thread's first completion scheduled.
+    func deliverCompletions() {
         bursts += 1
-        for (job, result) in batch { deviceFinished(job, result, inBurst: true) }
+        for (job, result) in completions.take() { deviceFinished(job, result, inBurst: true) }
         bursts -= 1
         flushHeld()
     }
@@ -80,12 +69,12 @@ private final class CompletionHandoff: Sendable {
     }
 
     private let job: TransferJob
-    private let mailbox: CompletionMailbox
+    private let engine: SessionEngine
     private let state = NIOLockedValueBox(State.submitting)
 
-    init(job: TransferJob, mailbox: CompletionMailbox) {
+    init(job: TransferJob, engine: SessionEngine) {
         self.job = job
-        self.mailbox = mailbox
+        self.engine = engine
     }
 
     func finish(_ result: USBTransferResult) {
@@ -96,7 +85,9 @@ private final class CompletionHandoff: Sendable {
             }
             return true
         }
-        if post { mailbox.post(job, result) }
+        guard post, engine.completions.post(job, result) else { return }
+        let engine = self.engine
+        engine.loop.eventLoop.execute { engine.assumeIsolated { $0.deliverCompletions() } }
     }
 
     /// The result when it came during `submit`; else later completions go to the mailbox.

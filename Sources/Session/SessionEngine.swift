@@ -35,8 +35,7 @@ actor SessionEngine {
     var lanes: [UInt8: EndpointLane] = [:]
     /// Transfers on the device that it can cancel, by serial.
     var running: [UInt64: any USBCancellableTransfer] = [:]
-    let completions = CompletionMailbox()
-    var drainer: Task<Void, Never>?
+    nonisolated let completions = CompletionMailbox()
     var budget: InFlightBudget
     /// By serial number (`TransferJob.serial`).
     var inFlight: [UInt64: InFlight] = [:]

@@ -3,8 +3,9 @@ import NIOPosix
 
 /// The event loop a session lives on, as a Swift executor. The engine actor
 /// runs its turns on it (its serial executor), and the session's tasks (the
-/// reader, the completion drainer, receiving streams) prefer it (their task
-/// executor), so a transfer goes from the socket through the engine to a
+/// reader of a bridged connection, receiving streams, the drain of packets
+/// that must wait) prefer it (their task executor), so a transfer goes
+/// from the socket through the engine to a
 /// device that answers from memory and back to the socket on one thread:
 /// no wake-up of another thread per round trip. The session's connections
 /// are made on the same loop (`RedirectionSession.eventLoop`); one made
