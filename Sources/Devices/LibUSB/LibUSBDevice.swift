@@ -227,7 +227,12 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
     }
 
     public func setConfiguration(_ value: UInt8) async -> USBTransferStatus {
-        await libusbBlocking { self.withHandle { handle in
+        await libusbBlocking { self.setConfigurationNow(value) }
+    }
+
+    /// Blocks in the kernel: on a `libusbBlocking` thread only.
+    private func setConfigurationNow(_ value: UInt8) -> USBTransferStatus {
+        withHandle { handle in
             // The kernel refuses a new configuration while interfaces are
             // claimed; release them (drivers stay detached) and claim the new ones.
             self.releaseInterfaces(handle, reattach: false)
@@ -237,15 +242,20 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
                 self.logger.warning("after set configuration \(value): \(error)")
             }
             return LibUSBStatus.error(rc)
-        } }
+        }
     }
 
     public func setAltSetting(interface: UInt8, alt: UInt8) async -> USBTransferStatus {
-        await libusbBlocking { self.withHandle { handle in
+        await libusbBlocking { self.setAltSettingNow(interface: interface, alt: alt) }
+    }
+
+    /// Blocks in the kernel: on a `libusbBlocking` thread only.
+    private func setAltSettingNow(interface: UInt8, alt: UInt8) -> USBTransferStatus {
+        withHandle { handle in
             let rc = libusb_set_interface_alt_setting(handle, Int32(interface), Int32(alt))
             if rc == 0 { self.state.withLock { $0.alt[interface] = alt } }
             return LibUSBStatus.error(rc)
-        } }
+        }
     }
 
     public func altSetting(interface: UInt8) async -> UInt8? {
@@ -264,7 +274,12 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
     }
 
     public func clearHalt(endpoint: UInt8) async -> USBTransferStatus {
-        await libusbBlocking { self.withHandle { LibUSBStatus.error(libusb_clear_halt($0, endpoint)) } }
+        await libusbBlocking { self.clearHaltNow(endpoint: endpoint) }
+    }
+
+    /// Blocks in the kernel: on a `libusbBlocking` thread only.
+    private func clearHaltNow(endpoint: UInt8) -> USBTransferStatus {
+        withHandle { LibUSBStatus.error(libusb_clear_halt($0, endpoint)) }
     }
 
     private func withHandle(_ body: (OpaquePointer) -> USBTransferStatus) -> USBTransferStatus {
@@ -304,8 +319,10 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
         switch request {
         case .control(let setup, let data):
             if let blocking = blockingRequest(setup) {
-                // Through usbfs's own calls, which block: off the caller's thread.
-                return TaskTransfer(Task { completion(.failed(await blocking())) })
+                // Through usbfs's own calls, which block: on a thread of
+                // their own, completing from there (not cancellable).
+                libusbBlocking(blocking) { completion(.failed($0)) }
+                return nil
             }
             return start(.init(kind: .control(setup), endpoint: 0, length: Int(setup.length), data: data,
                                timeoutMilliseconds: timeouts.control), completion)
@@ -318,7 +335,7 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
 
     /// The standard requests the kernel wants made through its own calls
     /// rather than as control transfers; nil for any other.
-    private func blockingRequest(_ setup: USBSetupPacket) -> (@Sendable () async -> USBTransferStatus)? {
+    private func blockingRequest(_ setup: USBSetupPacket) -> (@Sendable () -> USBTransferStatus)? {
         switch (setup.requestType, setup.request) {
         case (0x02, 1) where setup.value == 0 && setup.index & 0x0f != 0:
             // CLEAR_FEATURE(ENDPOINT_HALT): through the kernel, which also
@@ -326,11 +343,11 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
             // Not for endpoint 0: the kernel refuses to clear-halt it, while
             // the request itself is valid and goes to the device as it is
             // (the kernel's usbtest case 10 sends it).
-            { await self.clearHalt(endpoint: UInt8(setup.index & 0xff)) }
+            { self.clearHaltNow(endpoint: UInt8(setup.index & 0xff)) }
         case (0x00, 9):     // SET_CONFIGURATION: usbfs wants its own ioctl
-            { await self.setConfiguration(UInt8(setup.value & 0xff)) }
+            { self.setConfigurationNow(UInt8(setup.value & 0xff)) }
         case (0x01, 11):    // SET_INTERFACE
-            { await self.setAltSetting(interface: UInt8(setup.index & 0xff), alt: UInt8(setup.value & 0xff)) }
+            { self.setAltSettingNow(interface: UInt8(setup.index & 0xff), alt: UInt8(setup.value & 0xff)) }
         case (0x00, 5):     // SET_ADDRESS: the host controller owns addressing
             { .success }
         default:

@@ -32,20 +32,26 @@ final class LibUSBLocked<Value>: @unchecked Sendable {
 /// per call is simpler than a pool and costs nothing that matters.
 func libusbBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
     await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
-        let job = BlockingJob { continuation.resume(returning: body()) }
-        let context = Unmanaged.passRetained(job).toOpaque()
-        var attributes = pthread_attr_t()
-        pthread_attr_init(&attributes)
-        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-        defer { pthread_attr_destroy(&attributes) }
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, &attributes, { context in
-            Unmanaged<BlockingJob>.fromOpaque(context!).takeRetainedValue().run()
-            return nil
-        }, context)
-        if rc != 0 {    // no thread to be had: run here rather than never
-            Unmanaged<BlockingJob>.fromOpaque(context).takeRetainedValue().run()
-        }
+        libusbBlocking(body) { continuation.resume(returning: $0) }
+    }
+}
+
+/// The same for a caller that must not wait (a transfer's completion):
+/// `done` gets the result on that thread, with no hop through a task.
+func libusbBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T, then done: @escaping @Sendable (T) -> Void) {
+    let job = BlockingJob { done(body()) }
+    let context = Unmanaged.passRetained(job).toOpaque()
+    var attributes = pthread_attr_t()
+    pthread_attr_init(&attributes)
+    pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+    defer { pthread_attr_destroy(&attributes) }
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, &attributes, { context in
+        Unmanaged<BlockingJob>.fromOpaque(context!).takeRetainedValue().run()
+        return nil
+    }, context)
+    if rc != 0 {    // no thread to be had: run here rather than never
+        Unmanaged<BlockingJob>.fromOpaque(context).takeRetainedValue().run()
     }
 }
 
