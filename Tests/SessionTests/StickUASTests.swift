@@ -1,5 +1,6 @@
 import Devices
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import Testing
 
@@ -89,11 +90,20 @@ struct StickUASTests {
     @Test("a failed command's status carries CHECK CONDITION and the sense; its data transfer gets nothing")
     func failedCommand() async throws {
         let device = try await Self.uasStick(blocks: 16)
-        async let data = device.transfer(endpoint: Self.dataIn, length: 4096, data: nil, streamID: 7)
-        async let status = device.transfer(endpoint: Self.status, length: 112, data: nil, streamID: 7)
+        // Queued in this order before the command, as a host does (two
+        // `async let`s may reach the stick in either order, or after the
+        // command: a status taken first would leave the data transfer
+        // waiting for a command that has come and gone).
+        let results = NIOLockedValueBox<[UInt8: USBTransferResult]>([:])
+        for pipe in [Self.dataIn, Self.status] {
+            _ = device.submit(.data(endpoint: pipe, length: pipe == Self.dataIn ? 4096 : 112, data: nil, streamID: 7)) { r in
+                results.withLockedValue { $0[pipe] = r }
+            }
+        }
         _ = await Self.send(device, Self.commandIU(tag: 7, Self.read10(lba: 100, blocks: 8)))   // past the end
-        #expect(Self.bytes(await data).isEmpty)
-        let sense = Self.bytes(await status)
+        try await eventually("both transfers ended") { results.withLockedValue { $0.count } == 2 }
+        #expect(Self.bytes(results.withLockedValue { $0[Self.dataIn] } ?? .failed(.invalid)).isEmpty)
+        let sense = Self.bytes(results.withLockedValue { $0[Self.status] } ?? .failed(.invalid))
         #expect(Array(sense.prefix(7)) == [3, 0, 0, 7, 0, 0, 2])
         #expect(Array(sense[14..<16]) == [0, 18] && sense[18] == 0x05 && sense[28] == 0x21, "\(sense)")
         await device.close()
