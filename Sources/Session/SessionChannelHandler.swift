@@ -73,13 +73,13 @@ final class SessionChannelHandler: ChannelDuplexHandler {
         draining = true
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let engine = self.engine
+        // The task prefers the session's loop, which is this channel's
+        // (RedirectionSession takes the channel only then): it resumes here.
         Task(executorPreference: engine.loop) {
             let result: Result<SessionEnd?, Error>
             do { result = .success(try await engine.drain()) } catch { result = .failure(error) }
-            engine.loop.eventLoop.execute {
-                let (handler, context) = bound.value
-                handler.drained(context, result)
-            }
+            let (handler, context) = bound.value
+            handler.drained(context, result)
         }
     }
 

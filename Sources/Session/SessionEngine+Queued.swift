@@ -51,10 +51,9 @@ extension SessionEngine {
     /// Replies to the completions the mailbox holds, handed over together:
     /// the loop's turn a device thread's first completion scheduled.
     func deliverCompletions() {
-        bursts += 1
-        for (job, result) in completions.take() { deviceFinished(job, result, inBurst: true) }
-        bursts -= 1
-        flushHeld()
+        holdingFlushInTurn {
+            for (job, result) in completions.take() { deviceFinished(job, result, inBurst: true) }
+        }
     }
 }
 

@@ -63,6 +63,17 @@ extension SessionEngine {
         return try await body()
     }
 
+    /// The same for work done in one turn (a read handled in turn, a batch
+    /// of device completions).
+    func holdingFlushInTurn<T>(_ body: () throws -> T) rethrows -> T {
+        bursts += 1
+        defer {
+            bursts -= 1
+            flushHeld()
+        }
+        return try body()
+    }
+
     /// Waits with the burst's hold lifted: what it holds goes out now, and
     /// replies finished meanwhile (by lanes, streams) go out at once. A wait
     /// on writes (budget, room, flush) could never end otherwise.

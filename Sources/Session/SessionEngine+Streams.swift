@@ -72,10 +72,6 @@ extension SessionEngine {
         return true
     }
 
-    func releasePermit(_ permit: InFlightBudget.Permit) {
-        budget.release(permit)
-    }
-
     private func stopStream(_ endpoint: UInt8) {
         streams.removeValue(forKey: endpoint)?.cancel()
     }

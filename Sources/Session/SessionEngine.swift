@@ -127,21 +127,18 @@ actor SessionEngine {
         parser.append(bytes)
         if draining { return .mustWait }   // the drain takes them, in order
         trace.refresh(logger)
-        bursts += 1
-        defer {
-            bursts -= 1
-            flushHeld()
-        }
-        while let packet = try parser.nextPacket() {
-            note(packet)
-            guard handleInTurn(packet) else {
-                waiting = packet
-                draining = true
-                return .mustWait
+        return try holdingFlushInTurn {
+            while let packet = try parser.nextPacket() {
+                note(packet)
+                guard handleInTurn(packet) else {
+                    waiting = packet
+                    draining = true
+                    return .mustWait
+                }
+                if peerGone { return .ended(.transportClosed(.closedByPeer)) }
             }
-            if peerGone { return .ended(.transportClosed(.closedByPeer)) }
+            return .handled
         }
-        return .handled
     }
 
     /// Handles the packet that had to wait, if any, then every whole packet
