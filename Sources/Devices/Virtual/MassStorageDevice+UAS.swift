@@ -184,18 +184,23 @@ extension StickState {
         return .running(id)
     }
 
+    /// What a data-in transfer of `length` gets of `bytes`: all of them, or their first `length`.
+    private static func inData(_ bytes: ByteBuffer, upTo length: Int) -> USBTransferResult {
+        .inData(bytes.getSlice(at: bytes.readerIndex, length: min(length, bytes.readableBytes))!)
+    }
+
     private mutating func uasDataIn(_ key: UASState.WaitKey, _ w: UASState.Waiter, _ e: inout StickEffects) -> Bool {
         let tag = key.tag
         switch uas.tasks[tag] {
         case nil:
             return uasWait(key, w, &e)
         case .dataIn(let bytes, let sense):
-            e.complete(w.completion, .inData(bytes.getSlice(at: bytes.readerIndex, length: min(w.length, bytes.readableBytes))!))
+            e.complete(w.completion, Self.inData(bytes, upTo: w.length))
             uasFinish(tag, sense, &e)
         case .imageIn(let range, let read, let counted):
             switch read {
             case .landed(let bytes?):
-                e.complete(w.completion, .inData(bytes.getSlice(at: bytes.readerIndex, length: min(w.length, bytes.readableBytes))!))
+                e.complete(w.completion, Self.inData(bytes, upTo: w.length))
                 uasFinish(tag, .none, &e)
             case .landed(nil):
                 e.complete(w.completion, .inData(ByteBuffer()))
