@@ -67,12 +67,7 @@ final class LabHostTests: XCTestCase {
         let size = LabRig.stickMiB << 20
         // The target sees a disk of the stick's size.
         let disk = LabRig.disksOfSize(size)
-        do {
-            try target.pollUntil("the target has a \(size)-byte disk", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
-        } catch {
-            XCTFail("\(error)\napply log:\n\(rig.applyLog(name))\n\(rig.context)")
-            return
-        }
+        try rig.waitInTarget("the target has a \(size)-byte disk", apply: name, disk)
         let appeared = Date().timeIntervalSince(start)
         let sd = try target.check(disk).lines[0]
         let read = try target.run("dd if=/dev/\(sd) bs=1M count=\(LabRig.stickMiB) iflag=direct 2>/dev/null | sha256sum", timeout: 60)
@@ -329,12 +324,7 @@ final class LabHostTests: XCTestCase {
         // umount, SIGHUP: the same apply takes it; the target reads it.
         try lab.check("umount /mnt/d && kill -HUP $(cat /tmp/guard.pid)")
         let unmounted = Date()
-        do {
-            try target.pollUntil("the target has stick D after umount", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
-        } catch {
-            XCTFail("\(error)\napply log:\n\(rig.applyLog("guard"))\n\(rig.context)")
-            return
-        }
+        try rig.waitInTarget("the target has stick D after umount", apply: "guard", disk)
         let taken = Date().timeIntervalSince(unmounted)
         XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.applyLog("guard"))
         let statusAfter = try lab.check(status)
@@ -354,12 +344,7 @@ final class LabHostTests: XCTestCase {
         try rig.startApply("guardtake", profile: profile("stick-d-anyway", true))
         var stoppedTake = false
         cleanups.append { if !stoppedTake { _ = try? rig.stopApply("guardtake") } }
-        do {
-            try target.pollUntil("the target has the mounted stick (take-from-host)", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
-        } catch {
-            XCTFail("\(error)\napply log:\n\(rig.applyLog("guardtake"))\n\(rig.context)")
-            return
-        }
+        try rig.waitInTarget("the target has the mounted stick (take-from-host)", apply: "guardtake", disk)
         let takenAnyway = Date().timeIntervalSince(takeStart)
         XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.applyLog("guardtake"))
         XCTAssertEqual(try rig.stopApply("guardtake"), 0, rig.applyLog("guardtake"))
@@ -389,12 +374,7 @@ final class LabHostTests: XCTestCase {
         try rig.redirect("reset", match: ["vendor: 0x0525", "product: 0xa4a0"], index: 1)
         var stopped = false
         defer { if !stopped { _ = try? rig.stopApply("reset") } }
-        do {
-            try target.pollUntil("usbtest bound to Gadget Zero in the target", timeout: 60, every: 0.5, USBTestRun.boundScript) { $0.status == 0 }
-        } catch {
-            XCTFail("\(error)\napply log:\n\(rig.applyLog("reset"))\n\(rig.context)")
-            return
-        }
+        try rig.waitInTarget("usbtest bound to Gadget Zero in the target", apply: "reset", USBTestRun.boundScript) { $0.status == 0 }
         let attached = Date().timeIntervalSince(start)
         let cases = "usbtest-run -i \(USBTestRun.iterations) -t \(USBTestRun.caseTimeout) 0525:a4a0 1 2"
         let first = USBTestRun.parse(try target.run(cases, timeout: USBTestRun.commandTimeout).output)
@@ -461,12 +441,7 @@ final class LabHostTests: XCTestCase {
         try rig.redirect("reenum", match: ["port: \"\(port)\""])
         var stopped = false
         defer { if !stopped { _ = try? rig.stopApply("reenum") } }
-        do {
-            try target.pollUntil("the target has 46f4:0001", timeout: 60, every: 0.5, targetIDs) { $0.output.lines.contains("46f4:0001") }
-        } catch {
-            XCTFail("\(error)\napply log:\n\(rig.applyLog("reenum"))\n\(rig.context)")
-            return
-        }
+        try rig.waitInTarget("the target has 46f4:0001", apply: "reenum", targetIDs) { $0.output.lines.contains("46f4:0001") }
         let first = Date().timeIntervalSince(start)
 
         // The "bootloader": the same port, another product id.
@@ -513,12 +488,7 @@ final class LabHostTests: XCTestCase {
         var stopped = false
         defer { if !stopped { _ = try? rig.stopApply("uas") } }
         let disk = LabRig.disksOfSize(LabRig.stickMiB << 20)
-        do {
-            try target.pollUntil("the target has the UAS disk", timeout: 60, every: 0.5, disk) { !$0.output.lines.isEmpty }
-        } catch {
-            XCTFail("\(error)\napply log:\n\(rig.applyLog("uas"))\n\(rig.context)")
-            return
-        }
+        try rig.waitInTarget("the target has the UAS disk", apply: "uas", disk)
         let appeared = Date().timeIntervalSince(start)
         let sd = try target.check(disk).lines[0]
         // The target's driver for it is uas (streams), not usb-storage.
@@ -649,12 +619,7 @@ final class LabHostTests: XCTestCase {
         var stopped = false
         defer { if !stopped { _ = try? rig.stopApply("serial") } }
         let ttys = "ls /dev | grep ttyUSB"
-        do {
-            try target.pollUntil("a ttyUSB in the target", timeout: 60, every: 0.5, ttys) { !$0.output.lines.isEmpty }
-        } catch {
-            XCTFail("\(error)\napply log:\n\(rig.applyLog("serial"))\n\(rig.context)")
-            return
-        }
+        try rig.waitInTarget("a ttyUSB in the target", apply: "serial", ttys)
         let tty = "/dev/" + (try target.check(ttys).lines[0])
         let attached = Date().timeIntervalSince(start)
         XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.context)

@@ -131,6 +131,18 @@ final class LabRig: @unchecked Sendable {
         (try? lab.ctl.run("tail -c 4000 /tmp/\(name).log").output) ?? "(no log)"
     }
 
+    /// Polls the target (60 s, every 0.5 s) until what `script` prints
+    /// shows the redirected device arrived (by default: it printed a line).
+    /// A timeout throws with apply `name`'s log and the rig's context.
+    func waitInTarget(_ what: String, apply name: String, _ script: String,
+                      until arrived: (ControlPort.Result) -> Bool = { !$0.output.lines.isEmpty }) throws {
+        do {
+            try target.ctl.pollUntil(what, timeout: 60, every: 0.5, script, until: arrived)
+        } catch {
+            throw LabHostFailure("\(error)\napply log:\n\(applyLog(name))\n\(context)")
+        }
+    }
+
     // MARK: Gadget Zero through a redirecting tool
 
     enum Tool: String { case usbredir, usbredirect }
