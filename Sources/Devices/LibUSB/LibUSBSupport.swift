@@ -24,12 +24,11 @@ final class LibUSBLocked<Value>: @unchecked Sendable {
     }
 }
 
-/// Runs `body` on a thread of its own and resumes the caller with its
-/// result. For the few libusb calls that block in the kernel (claim, set
-/// configuration, reset, clear halt: each may wait for a control transfer
-/// to the device), so that neither a Swift concurrency thread nor a NIO
-/// event loop ever waits on USB. They are rare, so one short-lived thread
-/// per call is simpler than a pool and costs nothing that matters.
+/// Runs `body` on one of the `BlockingThreads` and resumes the caller
+/// with its result. For the few libusb calls that block in the kernel
+/// (claim, set configuration, reset, clear halt: each may wait for a
+/// control transfer to the device), so that neither a Swift concurrency
+/// thread nor a NIO event loop ever waits on USB.
 func libusbBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
     await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
         libusbBlocking(body) { continuation.resume(returning: $0) }
@@ -39,25 +38,7 @@ func libusbBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T
 /// The same for a caller that must not wait (a transfer's completion):
 /// `done` gets the result on that thread, with no hop through a task.
 func libusbBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T, then done: @escaping @Sendable (T) -> Void) {
-    let job = BlockingJob { done(body()) }
-    let context = Unmanaged.passRetained(job).toOpaque()
-    var attributes = pthread_attr_t()
-    pthread_attr_init(&attributes)
-    pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-    defer { pthread_attr_destroy(&attributes) }
-    var thread = pthread_t()
-    let rc = pthread_create(&thread, &attributes, { context in
-        Unmanaged<BlockingJob>.fromOpaque(context!).takeRetainedValue().run()
-        return nil
-    }, context)
-    if rc != 0 {    // no thread to be had: run here rather than never
-        Unmanaged<BlockingJob>.fromOpaque(context).takeRetainedValue().run()
-    }
-}
-
-private final class BlockingJob: @unchecked Sendable {
-    let run: () -> Void
-    init(_ run: @escaping () -> Void) { self.run = run }
+    BlockingThreads.shared.run { done(body()) }
 }
 
 /// Reads a small text attribute file (sysfs), without its trailing newline.
