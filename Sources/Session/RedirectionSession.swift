@@ -121,7 +121,14 @@ public final class RedirectionSession: Sendable {
         } catch {
             return .transportClosed(try await connection.closeReason.get())
         }
-        return try await ended.futureResult.get()
+        // The handler ends the session when the connection does; a caller
+        // that gives up on the session (its assignment stops) ends the
+        // connection, or it would stay open with nothing serving it.
+        return try await withTaskCancellationHandler {
+            try await ended.futureResult.get()
+        } onCancel: {
+            connection.writer.close()
+        }
     }
 
     private func serve(_ connection: USBRedirConnection) async throws -> SessionEnd {

@@ -79,6 +79,38 @@ import USBRedirProtocol
     /// never reads: the host's writes block. With `acks` it claims
     /// device_disconnect_ack and never sends one, so a stop waits its
     /// bounded second for it.
+    /// An assignment taken out of the profile while apply runs ends its
+    /// connection: the VM sees it close at once, rather than a connection
+    /// left open with no device behind it (the session's loop used to wait
+    /// for the peer to close, and the runner gave up on it after 2 s).
+    @Test func removingAnAssignmentClosesItsConnectionAtOnce() async throws {
+        let apply = try ListenApply.start("usbredir-remove-closes")
+        defer { apply.process.signal(SIGKILL) }
+        let peer = try await apply.connectAsVM()
+        defer { close(peer) }
+        try helloOnly(peer)
+        try await waitFor("the session to connect", timeout: 20) { status(apply.socket)?.state == .connected }
+        let closed = ConnectionEnd(peer)
+        let edited = Date()
+        try "version: 1\nendpoints:\n  e: {listen: 127.0.0.1:\(apply.port)}\ndevices: []\n"
+            .write(to: apply.profile, atomically: true, encoding: .utf8)
+        try await waitFor("the VM's connection to close", timeout: 10) { closed.seen }
+        let seconds = Date().timeIntervalSince(edited)
+        print("assignment removed: its connection closed after \(String(format: "%.2f", seconds)) s")
+        #expect(seconds < 1.9, "the connection outlived the runner's stop (2 s): closed after \(seconds) s")
+        #expect(!apply.process.log.contains("did not end"), "\(apply.process.log)")
+    }
+
+    /// A VM that says hello and then reads whatever comes.
+    func helloOnly(_ peer: Int32) throws {
+        var bytes = ByteBuffer()
+        let negotiation = USBRedirNegotiation(role: .guest, ours: .none)
+        try bytes.writeUSBRedirPacket(USBRedirPacket(id: 0, .hello(.init(version: "test peer", capabilities: .none))),
+                                      negotiation: negotiation)
+        let hello = Array(bytes.readableBytesView)
+        #expect(hello.withUnsafeBytes { send(peer, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == hello.count)
+    }
+
     func stallingGuest(_ peer: Int32, acks: Bool = false) throws {
         var bytes = ByteBuffer()
         let caps = acks ? USBRedirCapabilities([.deviceDisconnectAck]) : .none
@@ -109,3 +141,17 @@ import USBRedirProtocol
     }
 }
 
+/// Reads a socket on a thread of its own until the peer closes it.
+final class ConnectionEnd: @unchecked Sendable {
+    private let lock = NSLock()
+    private var ended = false
+    var seen: Bool { lock.withLock { ended } }
+
+    init(_ fd: Int32) {
+        Thread.detachNewThread { [self] in
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while buffer.withUnsafeMutableBytes({ recv(fd, $0.baseAddress, $0.count, 0) }) > 0 {}
+            lock.withLock { ended = true }
+        }
+    }
+}
