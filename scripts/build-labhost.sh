@@ -38,7 +38,7 @@ stamp_get() { sed -n "s/^$1=//p" "$2" 2>/dev/null || true; }
 # --- 1. Cache check ---------------------------------------------------------
 hash=$( { (cd "$here" && sha256sum build-labhost.sh lib/initramfs.sh labhost/* guest/ctl)
           cat "$guest/stamp"; sha256sum <"$guest/usbtest-run"; sha256sum <"$binary"
-          sha256sum /usr/bin/usbredirect /usr/bin/udevadm 2>/dev/null || true; } |
+          sha256sum /usr/bin/usbredirect /usr/bin/udevadm 2>/dev/null || true; echo "perf=${LABHOST_PERF:-}"; } |
         sha256sum | cut -c1-16)
 if [[ -f $out/stamp && -f $out/initrd.gz && -f $out/vmlinux &&
       $(stamp_get inputs "$out/stamp") == "$hash" ]]; then
@@ -74,7 +74,8 @@ log "$(find "$ird/lib/modules" -name '*.ko*' | wc -l) modules for: ${boot_module
 # dynamic loader. Stripped copies: the debug build is mostly DWARF.
 with_libraries() { # EXECUTABLE NAME: /bin/NAME and its ldd closure
   local lib libs
-  strip -o "$ird/bin/$2" "$1"
+  # With LABHOST_PERF=1 the symbols stay, so perf inside can name functions.
+  strip ${LABHOST_PERF:+--strip-debug} -o "$ird/bin/$2" "$1"
   libs=$(ldd "$1" | awk '/=> \// {print $3} /^[[:space:]]*\// {print $1}')
   for lib in $libs; do
     [[ -f $ird$lib ]] && continue
@@ -99,6 +100,11 @@ if [[ -x /usr/bin/usbredirect ]]; then
   with_libraries /usr/bin/usbredirect usbredirect
 else
   log "no /usr/bin/usbredirect: the lab host has none"
+fi
+# For profiling inside (docs/labhost.md): LABHOST_PERF=1 adds Debian's perf
+# (software clock events work under TCG) and keeps the binaries' symbols.
+if [[ -n ${LABHOST_PERF:-} ]]; then
+  with_libraries /usr/bin/perf perf
 fi
 # Who am I, for anything that asks (Foundation's home directory).
 echo 'root:x:0:0:root:/root:/bin/sh' >"$ird/etc/passwd"

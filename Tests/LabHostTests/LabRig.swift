@@ -155,6 +155,8 @@ final class LabRig: @unchecked Sendable {
         /// usbredir apply's exit status after SIGTERM (nil for usbredirect).
         let exitStatus: Int?
         var log: String
+        /// CPU the tool's process used while the cases ran (all its threads).
+        let cpuSeconds: Double?
     }
 
     /// Redirects Gadget Zero through `tool` to `target`'s usb-redir device
@@ -193,12 +195,26 @@ final class LabRig: @unchecked Sendable {
         try target.ctl.pollUntil("usbtest bound to Gadget Zero in the target (\(tool))", timeout: 60, every: 0.5,
                                  USBTestRun.boundScript) { $0.status == 0 }
         let attached = Date().timeIntervalSince(start)
+        let pid = tool == .usbredir ? "$(cat /tmp/zero.pid)" : "$(cat /tmp/usbredirect.pid)"
+        let cpuBefore = cpuTicks(pid)
+        let profiler = try LabProfiler.start(pid: pid, name: tool.rawValue, in: lab)
         let run = try target.ctl.run(USBTestRun.command(cases: cases), timeout: USBTestRun.commandTimeout)
+        profiler?.report()
+        let cpuAfter = cpuTicks(pid)
+        let cpu = cpuBefore.flatMap { before in cpuAfter.map { Double($0 - before) / 100 } }
         try stop()
         try target.ctl.pollUntil("Gadget Zero gone from the target (\(tool))", timeout: 30, every: 0.5,
                                  USBTestRun.boundScript) { $0.status != 0 }
         let log = tool == .usbredir ? applyLog("zero") : ((try? lab.ctl.run("tail -c 4000 /tmp/usbredirect.log").output) ?? "")
-        return ToolRun(run: run, outcomes: USBTestRun.parse(run.output), attached: attached, exitStatus: exitStatus, log: log)
+        return ToolRun(run: run, outcomes: USBTestRun.parse(run.output), attached: attached, exitStatus: exitStatus, log: log,
+                       cpuSeconds: cpu)
+    }
+
+    /// utime + stime of process `pid` (a shell word) in the lab host, in clock ticks (100 per second).
+    private func cpuTicks(_ pid: String) -> Int? {
+        guard let out = try? lab.ctl.run("cut -d' ' -f14,15 /proc/\(pid)/stat").output else { return nil }
+        let fields = out.split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+        return fields.count == 2 ? fields[0] + fields[1] : nil
     }
 
     /// A raw usbredir endpoint for the target's usb-redir device `index`.

@@ -42,6 +42,11 @@ enum USBTestRun {
     /// hang, and after the first hang no other case runs.
     static var commandTimeout: Double { Double(caseTimeout * 2 + 300) }
 
+    /// Over `cases`, the sum of each case's shorter time of two passes.
+    static func bestSeconds(_ a: [Int: Outcome], _ b: [Int: Outcome], cases: [Int]) -> Double {
+        cases.map { n in [a[n]?.seconds, b[n]?.seconds].compactMap { $0 }.min() ?? 0 }.reduce(0, +)
+    }
+
     static func parse(_ output: String) -> [Int: Outcome] {
         var out: [Int: Outcome] = [:]
         for line in output.split(separator: "\n") where line.hasPrefix("USBTEST case=") {
