@@ -6,30 +6,67 @@ import Musl
 
 /// Whether the machine itself uses a USB device, read from sysfs and /proc
 /// without opening the device: a storage device with a mounted file system
-/// or an active swap area on it. A broad rule (a vendor id, a class of
-/// sticks) must not take such a device from under the host; an assignment
-/// says `take-from-host: true` to take it anyway.
+/// or an active swap area on it, or an input device or sound card whose node
+/// a process holds open (HostUse+HeldNodes.swift). A broad rule (a vendor
+/// id, a class of sticks) must not take such a device from under the host;
+/// an assignment says `take-from-host: true` to take it anyway.
 public struct HostUse: Sendable {
     public var sysfsDevices: String
     public var mounts: String
     public var swaps: String
+    /// Where the processes are (`PID/fd/N`, `PID/comm`).
+    public var proc: String
+    /// Where device nodes are: `event5` in sysfs is `\(dev)/input/event5`.
+    public var dev: String
 
     public init(sysfsDevices: String = "/sys/bus/usb/devices", mounts: String = "/proc/self/mounts",
-                swaps: String = "/proc/swaps") {
+                swaps: String = "/proc/swaps", proc: String = "/proc", dev: String = "/dev") {
         self.sysfsDevices = sysfsDevices
         self.mounts = mounts
         self.swaps = swaps
+        self.proc = proc
+        self.dev = dev
     }
 
-    /// How deep below a device its block devices sit:
-    /// `1-3:1.0/host2/target2:0:0/2:0:0:0/block/sdb/sdb1`.
+    /// How deep below a device its block devices and nodes sit:
+    /// `1-3:1.0/host2/target2:0:0/2:0:0:0/block/sdb/sdb1`,
+    /// `1-1:1.0/0003:046D:C31C.0001/input/input5/event5`.
     static let maxDepth = 8
     /// /proc/self/mounts of a busy host is long, but not this long.
     static let maxTableBytes = 4 * 1024 * 1024
 
-    /// Why the host uses the device at `port` ("/dev/sdb1 mounted on /mnt"),
-    /// or nil when it does not (or it has no block device at all).
-    public func reason(port: String) -> String? {
+    /// Why the host uses the device at `port` ("/dev/sdb1 mounted on /mnt",
+    /// "/dev/input/event5 held open by Xorg (pid 812)"), or nil when it does not.
+    public func reason(port: String) -> String? { reasons(ports: [port])[port] }
+
+    /// Present devices the host uses, by port path.
+    public func reasons(for devices: [USBDeviceInfo]) -> [String: String] { reasons(ports: devices.map(\.port)) }
+
+    /// Storage first: a mount is the stronger claim and costs no /proc scan.
+    /// Then the held nodes of the rest, from one scan of /proc for all of
+    /// them, and none when no device has such nodes.
+    func reasons(ports: [String]) -> [String: String] {
+        var out: [String: String] = [:]
+        var nodes: [String: [String]] = [:]
+        for port in ports {
+            if let why = storageReason(port: port) {
+                out[port] = why
+                continue
+            }
+            let own = personNodes(port: port)
+            if !own.isEmpty { nodes[port] = own }
+        }
+        let holders = holders(of: Set(nodes.values.joined()))
+        for (port, own) in nodes {
+            if let node = own.first(where: { holders[$0] != nil }), let who = holders[node] {
+                out[port] = "\(node) held open by \(who)"
+            }
+        }
+        return out
+    }
+
+    /// A mounted file system or swap area on the device's block devices.
+    func storageReason(port: String) -> String? {
         let names = Set(blockDevices(under: "\(sysfsDevices)/\(port)", depth: 0))
         guard !names.isEmpty else { return nil }
         let owned = { (source: Substring) -> Bool in
@@ -45,13 +82,6 @@ public struct HostUse: Sendable {
             }
         }
         return nil
-    }
-
-    /// Present devices the host uses, by port path.
-    public func reasons(for devices: [USBDeviceInfo]) -> [String: String] {
-        var out: [String: String] = [:]
-        for d in devices { if let why = reason(port: d.port) { out[d.port] = why } }
-        return out
     }
 
     /// Names of the block devices and partitions below a device's sysfs
@@ -80,15 +110,19 @@ public struct HostUse: Sendable {
     }
 
     /// Real subdirectories (no symbolic links: sysfs links point across the tree).
-    static func subdirectories(_ path: String) -> [String] {
+    static func subdirectories(_ path: String) -> [String] { entries(path, type: DT_DIR) }
+
+    /// The names in a directory of one type (`DT_DIR`, `DT_LNK`), at most
+    /// `limit` of them; none when it cannot be read.
+    static func entries(_ path: String, type: Int, limit: Int = .max) -> [String] {
         guard let dir = opendir(path) else { return [] }
         defer { closedir(dir) }
         var names: [String] = []
-        while let entry = readdir(dir) {
+        while names.count < limit, let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
-            guard name != ".", name != "..", entry.pointee.d_type == UInt8(DT_DIR) else { continue }
+            guard name != ".", name != "..", entry.pointee.d_type == UInt8(type) else { continue }
             names.append(name)
         }
         return names

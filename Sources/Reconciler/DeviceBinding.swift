@@ -27,7 +27,7 @@ extension Reconciler {
         for (name, runner) in runners {
             if let device = await runner.boundDevice { bound[name] = device }
         }
-        let inUse = hostUse.reasons(for: present)
+        let inUse = hostUse.reasons(for: DeviceChoice.guarded(profile, present: present))
         let chosen = DeviceChoice.desired(profile, present: present, bound: bound, hostUse: inUse)
         noteHostHeld(HostHeldDevice.all(in: profile, present: present, hostUse: inUse, chosen: chosen))
         for (name, device) in bound where chosen[name]?.key != device.key {

@@ -37,7 +37,7 @@ struct PlanCommand: AsyncParsableCommand {
         let present = (try? await DeviceMonitors.system().presentDevices()) ?? []
         let running = await StatusClient.query(socket ?? StatusSocket.path(forProfile: p.name))
         let plan = Plan.make(p, present: present, running: running, resolved: await Plan.resolvedAddresses(p),
-                             hostUse: HostUse().reasons(for: present))
+                             hostUse: HostUse().reasons(for: DeviceChoice.guarded(p, present: present)))
         if json {
             print(String(decoding: try JSONEncoder.sortedKeys.encode(plan), as: UTF8.self))
         } else {

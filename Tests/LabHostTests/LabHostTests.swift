@@ -358,6 +358,66 @@ final class LabHostTests: XCTestCase {
               + "take-from-host: disk in the target \(String(format: "%.1f", takenAnyway)) s after apply started")
     }
 
+    // MARK: guardrail: a keyboard the lab host holds open is left to it
+
+    /// The usb-kbd (1-1.2) with its event node held open in the lab host
+    /// (`cat /dev/input/eventN`, standing in for an X server): `plan --json`
+    /// of a rule matching it gives the assignment no device and lists it
+    /// under held_by_host, "/dev/input/eventN held open by cat (pid P)";
+    /// `take-from-host: true` gets it all the same. Once nobody holds it
+    /// (the cat killed) the plain rule gets it: a keyboard merely plugged
+    /// into a headless host is not the host's.
+    func testGuardrailAKeyboardHeldOpenIsLeftToTheHostAndOneNobodyHoldsIsTaken() throws {
+        let rig = try theRig()
+        let lab = rig.lab.ctl
+        let port = "1-1.2"
+        XCTAssertEqual(try lab.check(LabRig.interfaceDriver(port: port)), "usbhid\n", rig.context)
+        let eventOf = "ls -d /sys/bus/usb/devices/\(port):1.0/*/input/input*/event* 2>/dev/null | sed 's|.*/||'"
+        try lab.pollUntil("the keyboard's event node in the lab host", timeout: 20, eventOf) { !$0.output.lines.isEmpty }
+        let event = try lab.check(eventOf).lines[0]
+        let pid = try lab.check("cat /dev/input/\(event) >/dev/null 2>&1 </dev/null & echo $!").lines.first ?? ""
+        var holding = true
+        defer { if holding { _ = try? lab.run("kill \(pid)") } }
+        func plan(take: Bool) throws -> (held: [[String: Any]], device: String?, text: String) {
+            try lab.check("""
+                cat >/tmp/guard-kbd.yaml <<'PROFILE'
+                version: 1
+                endpoints:
+                  target:
+                    \(rig.endpoint(0))
+                devices:
+                  - name: keyboard
+                    to: target
+                    match:
+                      port: "\(port)"\(take ? "\n    take-from-host: true" : "")
+                PROFILE
+                """)
+            let r = try lab.run("usbredir plan /tmp/guard-kbd.yaml --json")
+            let o = (try? JSONSerialization.jsonObject(with: Data(r.output.utf8))) as? [String: Any]
+            let assignments = o?["assignments"] as? [[String: Any]] ?? []
+            XCTAssertEqual(assignments.count, 1, "plan: \(r)")
+            return (o?["held_by_host"] as? [[String: Any]] ?? [], assignments.first?["device"] as? String, "\(r)")
+        }
+
+        let held = try plan(take: false)
+        XCTAssertNil(held.device, "plan gives the held keyboard to the assignment: \(held.text)")
+        XCTAssertEqual(held.held.count, 1, "plan: \(held.text)")
+        XCTAssertEqual(held.held.first?["assignment"] as? String, "keyboard", "plan: \(held.text)")
+        XCTAssertEqual(held.held.first?["reason"] as? String, "/dev/input/\(event) held open by cat (pid \(pid))",
+                       "plan: \(held.text)")
+        let anyway = try plan(take: true)
+        XCTAssertEqual(anyway.device?.hasSuffix("@\(port)"), true, "take-from-host: \(anyway.text)")
+        XCTAssertTrue(anyway.held.isEmpty, "take-from-host: \(anyway.text)")
+
+        try lab.check("kill \(pid)")
+        holding = false
+        try lab.pollUntil("the cat gone", timeout: 10, "[ ! -e /proc/\(pid) ] || grep -q '^State:.*Z' /proc/\(pid)/status") { $0.status == 0 }
+        let free = try plan(take: false)
+        XCTAssertEqual(free.device?.hasSuffix("@\(port)"), true, "nobody holds it: \(free.text)")
+        XCTAssertTrue(free.held.isEmpty, "nobody holds it: \(free.text)")
+        XCTAssertEqual(try lab.check(LabRig.interfaceDriver(port: port)), "usbhid\n", "plan changes nothing")
+    }
+
     // MARK: a USB reset from the target guest
 
     /// The target resets the redirected Gadget Zero (USBDEVFS_RESET on its

@@ -24,7 +24,7 @@ import TestSupport
     func mountedStick() throws -> (FakeHostStorage, HostUse, Reconciler) {
         let fake = try FakeHostStorage()
         try fake.setMounts("/dev/sdb1 /mnt ext4 rw 0 0\n")
-        let hostUse = HostUse(sysfsDevices: fake.sysfsDevices, mounts: fake.mounts, swaps: fake.swaps)
+        let hostUse = HostUse(sysfsDevices: fake.sysfsDevices, mounts: fake.mounts, swaps: fake.swaps, proc: fake.proc)
         let reconciler = Reconciler(monitor: FixedDevicesMonitor(devices: [stick]), environment: [:],
                                     logger: Logger(label: "test"), hostUse: hostUse)
         return (fake, hostUse, reconciler)
@@ -60,6 +60,39 @@ import TestSupport
         await reconciler.apply(taking)
         #expect(await reconciler.status().first?.device == "1234:0002@1-3.2")
         await reconciler.shutdown()
+    }
+
+    @Test func aKeyboardHeldOpenIsLeftToTheHostUntilClosedOrTakenExplicitly() async throws {
+        let fake = try FakeHostStorage()
+        try fake.hold("/dev/input/event5", pid: 812, comm: "Xorg")
+        let hostUse = HostUse(sysfsDevices: fake.sysfsDevices, mounts: fake.mounts, swaps: fake.swaps, proc: fake.proc)
+        let keyboard = USBDeviceInfo(vendorID: 0x1234, productID: 1, deviceClass: 0, serial: nil, manufacturer: nil,
+                                     productName: nil, bus: 1, port: "1-1", address: 2, speed: .low)
+        let reconciler = Reconciler(monitor: FixedDevicesMonitor(devices: [keyboard]), environment: [:],
+                                    logger: Logger(label: "test"), hostUse: hostUse)
+        let plan = Plan.make(try profile(take: false), present: [keyboard], running: nil,
+                             hostUse: hostUse.reasons(for: [keyboard]))
+        #expect(plan.assignments.first?.device == nil)
+        #expect(plan.heldByHost == [HostHeldDevice(assignment: "sticks", device: "1234:0001@1-1",
+                                                   reason: "/dev/input/event5 held open by Xorg (pid 812)")])
+        let taking = Plan.make(try profile(take: true), present: [keyboard], running: nil,
+                               hostUse: hostUse.reasons(for: [keyboard]))
+        #expect(taking.assignments.first?.device == "1234:0001@1-1" && taking.heldByHost.isEmpty)
+
+        // Closed (Xorg gone): apply takes it.
+        try fake.release(pid: 812)
+        await reconciler.apply(try profile(take: false))
+        #expect(await reconciler.status().first?.device == "1234:0001@1-1")
+        #expect(await reconciler.report().heldByHost.isEmpty)
+        await reconciler.shutdown()
+    }
+
+    @Test func onlyDevicesARuleWouldTakeAreAskedOfTheHost() throws {
+        // The /proc scan for a keyboard is for profiles that could take it.
+        let keyboard = USBDeviceInfo(vendorID: 0x4321, productID: 1, deviceClass: 0, serial: nil, manufacturer: nil,
+                                     productName: nil, bus: 1, port: "1-1", address: 2, speed: .low)
+        #expect(DeviceChoice.guarded(try profile(take: false), present: [stick, keyboard]) == [stick])
+        #expect(DeviceChoice.guarded(try profile(take: true), present: [stick, keyboard]).isEmpty)
     }
 
     @Test func takeFromHostIsForMatchedDevicesOnlyAndABoolean() throws {

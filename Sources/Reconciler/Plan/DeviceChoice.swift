@@ -32,6 +32,17 @@ public enum DeviceChoice {
         return chosen
     }
 
+    /// The present devices whose use by the host matters: those a match
+    /// assignment without `take-from-host` would take. Only these are asked
+    /// of `HostUse`, so a profile for sticks does not scan /proc every pass
+    /// for the keyboard it will never take.
+    public static func guarded(_ profile: Profile, present: [USBDeviceInfo]) -> [USBDeviceInfo] {
+        let rules = profile.devices.compactMap { a -> MatchRule? in
+            if case .match(let rule) = a.source, !a.takeFromHost { rule } else { nil }
+        }
+        return present.filter { d in rules.contains { matches($0, d) } }
+    }
+
     static func matches(_ rule: MatchRule, _ d: USBDeviceInfo) -> Bool {
         rule.matches(vendor: d.vendorID, product: d.productID, serial: d.serial, port: d.port)
     }
@@ -62,11 +73,12 @@ public struct MatchConflict: Codable, Sendable, Equatable {
 }
 
 /// A present device an assignment matches and leaves alone because the host
-/// uses it (a mounted file system on it): plan and status say so.
+/// uses it (a mounted file system on it, a node of it held open): plan and
+/// status say so.
 public struct HostHeldDevice: Codable, Sendable, Equatable {
     public var assignment: String
     public var device: String
-    /// "/dev/sdb1 mounted on /mnt".
+    /// "/dev/sdb1 mounted on /mnt", "/dev/input/event5 held open by Xorg (pid 812)".
     public var reason: String
 
     public init(assignment: String, device: String, reason: String) {

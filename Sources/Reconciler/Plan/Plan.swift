@@ -52,7 +52,8 @@ public struct Plan: Codable, Sendable {
     }
 
     /// `resolved`: `resolvedAddresses(p)`, for libvirt endpoints;
-    /// `hostUse`: `HostUse.reasons(for: present)`.
+    /// `hostUse`: `HostUse.reasons(for:)` of the present devices (those
+    /// `DeviceChoice.guarded` names are enough).
     public static func make(_ p: Profile, present: [USBDeviceInfo], running: StatusReport?,
                             resolved: [String: String] = [:], hostUse: [String: String] = [:]) -> Plan {
         let runningByName = Dictionary((running?.sessions ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
