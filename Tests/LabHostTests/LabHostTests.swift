@@ -811,10 +811,12 @@ final class LabHostTests: XCTestCase {
         let ours = try rig.usbtest(through: .usbredir, to: rig.target, index: 1, cases: cases)
         let best = { (a: LabRig.ToolRun, b: LabRig.ToolRun) in USBTestRun.bestSeconds(a.outcomes, b.outcomes, cases: cases) }
         let (usbredir, usbredirect) = (best(first.ours, ours), best(first.theirs, theirs))
-        let cpu = { (runs: [LabRig.ToolRun]) in runs.map { $0.cpuSeconds.map { String(format: "%.2f", $0) } ?? "?" }.joined(separator: " / ") }
+        let cpu = { (runs: [LabRig.ToolRun]) in runs.map { r in
+            (r.cpuSeconds.map { String(format: "%.2f", $0) } ?? "?") + String(format: " in %.2f", r.run.seconds)
+        }.joined(separator: ", ") }
         print("LABHOST usbtest time over the \(cases.count) cases both pass, best of 2 per case (ABBA): "
               + String(format: "usbredir %.2f s, usbredirect %.2f s (%.2fx); ", usbredir, usbredirect, usbredir / max(usbredirect, 0.001))
-              + "CPU of the tool per pass (s): usbredir \(cpu([first.ours, ours])), usbredirect \(cpu([first.theirs, theirs]))")
+              + "the tool's CPU per pass (s, in s of wall time): usbredir \(cpu([first.ours, ours])), usbredirect \(cpu([first.theirs, theirs]))")
         XCTAssertEqual(Set(ours.outcomes.filter { $0.value.result == "pass" }.keys), Set(cases), "usbredir, second pass: \(ours.run)")
     }
 }
