@@ -44,16 +44,20 @@ final class LabHostTests: XCTestCase {
     /// Stick A matched by serial, stick B (behind the hub) by port path:
     /// the target reads each one's image byte for byte (sha256, Bulk-Only),
     /// while in the lab host usb-storage lets go of it (the interface is
-    /// claimed through usbfs) and takes it back once apply stops.
+    /// claimed through usbfs) and takes it back once apply stops. Stick A
+    /// is then reset from the target (USBDEVFS_RESET, as a guest's storage
+    /// error handling does): the lab host's kernel resets 2-2 and the
+    /// target reads the same bytes after it.
     func testStorageBySerialAndByPortPathWithTheDriverHandedBack() throws {
         let rig = try theRig()
         try storage(rig, name: "stick-a", serial: "LABSTICK-A", port: "2-2",
-                    match: #"serial: "LABSTICK-A""#)
+                    match: #"serial: "LABSTICK-A""#, resetAndReadAgain: true)
         try storage(rig, name: "stick-b", serial: "LABSTICK-B", port: "1-1.1",
                     match: #"port: "1-1.1""#)
     }
 
-    private func storage(_ rig: LabRig, name: String, serial: String, port: String, match: String) throws {
+    private func storage(_ rig: LabRig, name: String, serial: String, port: String, match: String,
+                         resetAndReadAgain: Bool = false) throws {
         let lab = rig.lab.ctl, target = rig.target.ctl
         let driver = LabRig.interfaceDriver(port: port)
         // The lab host's own view first: the stick is where the rig put it, with usb-storage bound.
@@ -75,6 +79,7 @@ final class LabHostTests: XCTestCase {
         XCTAssertEqual(String(read.output.prefix(64)), try sha256(ofFile: rig.images[serial]!), "apply log:\n\(rig.applyLog(name))")
         // (c) held by usbredir: the interface is claimed through usbfs, usb-storage detached.
         XCTAssertEqual(try lab.check(driver), "usbfs\n", rig.context)
+        if resetAndReadAgain { try resetStorage(rig, name: name, serial: serial, port: port, disk: disk) }
 
         let stopStart = Date()
         let status = try rig.stopApply(name)
@@ -87,6 +92,29 @@ final class LabHostTests: XCTestCase {
         print("LABHOST timing: storage \(serial) (match \(match)): disk in the target \(String(format: "%.1f", appeared)) s "
               + "after apply started; read \(LabRig.stickMiB) MiB + sha256 \(String(format: "%.1f", read.seconds)) s; "
               + "usb-storage bound again \(String(format: "%.1f", rebound)) s after SIGTERM")
+    }
+
+    /// The target resets the redirected stick; the reset reaches the lab
+    /// host's device, the target's usb-storage keeps (or finds again) its
+    /// disk, and it reads the same bytes; usbfs still holds the interface.
+    private func resetStorage(_ rig: LabRig, name: String, serial: String, port: String, disk: String) throws {
+        let lab = rig.lab.ctl, target = rig.target.ctl
+        let resets = "dmesg | grep -c 'usb \(port): reset' || true"
+        let before = Int(try lab.check(resets).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        let reset = try target.run("usbtest-run -R -t \(USBTestRun.caseTimeout) 46f4:0001", timeout: 90)
+        XCTAssertTrue(reset.output.contains("USBTEST reset result=pass"), "the reset in the target: \(reset)\napply log:\n\(rig.applyLog(name))")
+        let reached = try? lab.pollUntil("the lab host's kernel reset \(port)", timeout: 20, every: 0.5, resets) {
+            (Int($0.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > before
+        }
+        XCTAssertNotNil(reached, "no reset of \(port) in the lab host's dmesg:\n\((try? lab.run("dmesg | tail -20").output) ?? "")")
+        try rig.waitInTarget("the target's disk after the reset", apply: name, disk)
+        let sd = try target.check(disk).lines[0]
+        let again = try target.run("dd if=/dev/\(sd) bs=1M count=\(LabRig.stickMiB) iflag=direct 2>/dev/null | sha256sum", timeout: 60)
+        XCTAssertEqual(String(again.output.prefix(64)), try sha256(ofFile: rig.images[serial]!),
+                       "read after the reset: \(again)\ntarget dmesg:\n\((try? target.run("dmesg | tail -20").output) ?? "")\napply log:\n\(rig.applyLog(name))")
+        XCTAssertEqual(try lab.check(LabRig.interfaceDriver(port: port)), "usbfs\n", "after the reset: \(rig.context)")
+        print("LABHOST timing: storage \(serial) reset from the target: USBDEVFS_RESET \(String(format: "%.1f", reset.seconds)) s, "
+              + "read \(LabRig.stickMiB) MiB + sha256 after it \(String(format: "%.1f", again.seconds)) s")
     }
 
     // MARK: (d) HID: events injected in the lab host arrive exactly
