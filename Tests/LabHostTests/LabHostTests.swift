@@ -612,6 +612,9 @@ final class LabHostTests: XCTestCase {
     /// its device list as it was at start; apply then takes the kernel's
     /// uevents and lists afresh (HotplugSource.kernel, issue #19 item 4),
     /// which its log says; with udevd it uses libusb's hotplug and says nothing of it.
+    /// Last, udevd killed after apply started: libusb's list goes stale;
+    /// apply finds it differs from sysfs, lists afresh, and its 5 s look
+    /// finds the stick plugged and then unplugged.
     func testHotplugThroughQMPWithUdevdAndWithout() throws {
         let rig = try theRig()
         let lab = rig.lab.ctl, target = rig.target.ctl, qmp = rig.lab.vm
@@ -627,8 +630,10 @@ final class LabHostTests: XCTestCase {
         }
 
         /// One apply, started with the stick absent: plug, redirected and
-        /// read; unplug, gone from the target, apply waiting again.
-        func round(_ name: String, udevd: Bool) throws -> String {
+        /// read; unplug, gone from the target, apply waiting again. `lost`:
+        /// udevd runs when apply starts and is killed before the plug (its
+        /// control socket left behind, as after a crash).
+        func round(_ name: String, udevd: Bool, lost: Bool = false) throws -> String {
             let status = "usbredir status --socket /run/\(name).sock --json | tr -d ' '"
             // At debug level apply's log shows the kernel's uevents it acted on.
             try rig.startApply(name, profile: ["version: 1", "log: debug", "endpoints:", "  target:", "    \(rig.endpoint(0))",
@@ -636,13 +641,17 @@ final class LabHostTests: XCTestCase {
                                                "      serial: \"LABSTICK-C\""].joined(separator: "\n"))
             running = name
             try lab.pollUntil("apply waits for the stick", timeout: 30, every: 0.5, status) { $0.output.contains("waiting-for-device") }
+            if lost {
+                _ = try lab.run("kill -9 $(pidof systemd-udevd) 2>/dev/null")
+                try lab.pollUntil("udevd killed", timeout: 10, "pidof systemd-udevd") { $0.status != 0 }
+            }
             let start = Date()
             _ = try qmp.qmp(#"{"execute":"device_add","arguments":{"driver":"usb-storage","bus":"usb.0","port":"1.5","drive":"stickc","serial":"LABSTICK-C","id":"\#(name)"}}"#)
             try lab.pollUntil("the lab host's kernel has the stick at 1-1.5", timeout: 30, "cat /sys/bus/usb/devices/1-1.5/serial") {
                 $0.output == "LABSTICK-C\n"
             }
             let plugged = Date().timeIntervalSince(start)
-            let how = udevd ? "udevd" : "no udevd"
+            let how = lost ? "udevd lost" : udevd ? "udevd" : "no udevd"
             do {
                 try lab.pollUntil("apply binds the hotplugged stick (\(how))", timeout: 30, every: 0.5, status) {
                     $0.output.contains(#""state":"connected""#)
@@ -666,6 +675,9 @@ final class LabHostTests: XCTestCase {
             let gone = Date().timeIntervalSince(t)
             let noted = try lab.run("grep -qF '\(kernelNote)' /tmp/\(name).log").status == 0
             XCTAssertEqual(noted, !udevd, "apply's choice of hotplug source (\(how)):\n\(rig.applyLog(name))")
+            // udevd gone after the start: libusb's list went stale, the bus was listed afresh.
+            let stale = try lab.run("grep -qF 'differs from sysfs' /tmp/\(name).log").status == 0
+            XCTAssertEqual(stale, lost, "libusb's list found stale (\(how)):\n\(rig.applyLog(name))")
             // Without udevd the stick came by its uevents, not by the next 5 s tick.
             for action in ["add", "remove"] {
                 let heard = try lab.run("grep -F 'kernel uevents' /tmp/\(name).log | grep -qF '\(action) 1-1.5'").status == 0
@@ -686,7 +698,8 @@ final class LabHostTests: XCTestCase {
         XCTAssertTrue(try lab.check("systemd-udevd --daemon >/dev/null 2>&1; pidof systemd-udevd").lines.count == 1)
         try lab.pollUntil("udevd's control socket", timeout: 10, "[ -S /run/udev/control ]") { $0.status == 0 }
         let with = try round("hotplug-udevd", udevd: true)
-        print("LABHOST hotplug: \(without); \(with)")
+        let lost = try round("hotplug-lost", udevd: true, lost: true)
+        print("LABHOST hotplug: \(without); \(with); \(lost)")
     }
 
     // MARK: serial bytes both ways (FTDI: buffered bulk receiving)

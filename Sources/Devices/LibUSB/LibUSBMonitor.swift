@@ -59,6 +59,8 @@ public final class LibUSBMonitor: USBDeviceMonitor, @unchecked Sendable {
     private let timeouts: LibUSBDevice.Timeouts
     private let logger: Logger
     private var callback: libusb_hotplug_callback_handle = 0
+    /// `HotplugSource.udevd`: libusb's list disagreed with sysfs at the last look.
+    private let listStale = LibUSBLocked(false)
     /// `HotplugSource.kernel`: started by the first `events()`, so that
     /// one-shot commands (list, plan) neither listen nor log it.
     private let kernelListening = LibUSBLocked<(started: Bool, listener: KernelUEventListener?)>((false, nil))
@@ -122,12 +124,27 @@ public final class LibUSBMonitor: USBDeviceMonitor, @unchecked Sendable {
         let infos: [USBDeviceInfo]
         switch source {
         case .udevd:
-            infos = withDeviceList(context.context) { list in list.compactMap { hub.info(of: $0) } }
+            let listed = withDeviceList(context.context) { list in list.compactMap { hub.info(of: $0) } }
+            infos = noteAgreement(Self.listAgrees(listed, sysfs: Self.sysfsDevices)) ? listed : Self.listAfresh(hub, logger)
             hub.remember(infos)
         case .kernel:
             infos = Self.listAfresh(hub, logger)
         }
         return infos.sorted { ($0.bus, $0.port) < ($1.bus, $1.port) }
+    }
+
+    /// Logs when libusb's list starts or stops disagreeing with sysfs; returns `agrees`.
+    private func noteAgreement(_ agrees: Bool) -> Bool {
+        let changed = listStale.withLock { stale in
+            defer { stale = !agrees }
+            return stale == agrees
+        }
+        if changed && !agrees {
+            logger.notice("libusb's device list differs from sysfs (is udevd delivering events?): listing the bus afresh")
+        } else if changed {
+            logger.info("libusb's device list agrees with sysfs again")
+        }
+        return agrees
     }
 
     public func events() -> AsyncStream<USBDeviceEvent> {
@@ -150,8 +167,8 @@ public final class LibUSBMonitor: USBDeviceMonitor, @unchecked Sendable {
                 }
                 return nil
             }
-            guard let found else { throw Self.notFound(info) }
-            device = found
+            // Not in the context's list: it went stale (see LibUSBMonitor+Sysfs).
+            device = try found ?? openThroughNode(info)
         case .kernel:
             device = try openThroughNode(info)
         }
