@@ -12,7 +12,8 @@ extension SessionEngine {
     /// Submits `job`; its completion is handled now when the device had it
     /// at once, else when the loop's turn takes it from the mailbox.
     func startOnDevice(_ job: TransferJob) {
-        guard let request = job.request else { return complete(job, .failed(.invalid), inBurst: true) }
+        // An invalid control setup never reaches the device; its lane goes on.
+        guard let request = job.request else { return deviceFinished(job, .failed(.invalid), inBurst: true) }
         let handoff = CompletionHandoff(job: job, engine: self)
         let transfer = job.device.submit(request) { handoff.finish($0) }
         if let result = handoff.takeIfFinished() {
