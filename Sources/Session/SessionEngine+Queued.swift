@@ -9,36 +9,25 @@ import NIOCore
 /// turn; later completions come back through the mailbox, one turn of the
 /// session's loop per batch.
 extension SessionEngine {
-    /// Submits `job`; its completion is handled now when the device had it
-    /// at once, else when the loop's turn takes it from the mailbox.
-    func startOnDevice(_ job: TransferJob) {
-        guard let request = job.request else { return complete(job, .failed(.invalid), inBurst: true) }
+    /// Submits `job` (`request` is its request); its completion is handled
+    /// now when the device had it at once, else when the loop's turn takes
+    /// it from the mailbox.
+    func startOnDevice(_ job: TransferJob, _ request: USBTransferRequest) {
         let handoff = CompletionHandoff(job: job, engine: self)
         let transfer = job.device.submit(request) { handoff.finish($0) }
         if let result = handoff.takeIfFinished() {
-            deviceFinished(job, result, inBurst: true)
+            deviceFinished(job, result)
         } else if let transfer {
             running[job.serial] = transfer
         }
     }
 
-    /// A transfer the device finished: replied to, and its lane's next job started.
-    func deviceFinished(_ job: TransferJob, _ result: USBTransferResult, inBurst: Bool) {
+    /// A transfer the device finished: replied to, and its lane's next job
+    /// started (see `TransferBook.deviceCompleted`).
+    func deviceFinished(_ job: TransferJob, _ result: USBTransferResult) {
         running[job.serial] = nil
-        complete(job, result, inBurst: inBurst)
-        guard !job.queuesOnDevice, job.generation == generation, var lane = lanes[job.endpoint],
-              lane.running == job.serial else { return }
-        let next = nextRunnable(&lane)
-        lane.running = next?.serial
-        lanes[job.endpoint] = lane
-        if let next { startOnDevice(next) }
-    }
-
-    /// Cancels a transfer on the device; false when `serial` is not on it.
-    func cancelRunning(_ serial: UInt64) -> Bool {
-        guard let transfer = running[serial] else { return false }
-        transfer.cancel()
-        return true
+        book.deviceCompleted(job, result)
+        perform()
     }
 
     /// Cancels every transfer on the device; their completions, which carry
@@ -52,7 +41,7 @@ extension SessionEngine {
     /// the loop's turn a device thread's first completion scheduled.
     func deliverCompletions() {
         holdingFlushInTurn {
-            for (job, result) in completions.take() { deviceFinished(job, result, inBurst: true) }
+            for (job, result) in completions.take() { deviceFinished(job, result) }
         }
     }
 }

@@ -74,7 +74,7 @@ extension SessionEngine {
                 await fillStream(&permits, read, depth: read.depth(on: device), start)
             }
             // Reads cancelled in the device: their packets will not be sent.
-            for permit in permits { budget.release(permit) }
+            for permit in permits { releasePermit(permit) }
         } onCancel: {
             started.cancelAll()
             sink.finish()
@@ -90,7 +90,7 @@ extension SessionEngine {
             let permit = permits.isEmpty ? await acquirePermit(bytes: read.permitBytes)
                 : tryAcquirePermit(bytes: read.permitBytes)
             guard let permit else { return }
-            guard !Task.isCancelled else { return budget.release(permit) }
+            guard !Task.isCancelled else { return releasePermit(permit) }
             permits.append(permit)
             start()
         }
@@ -99,6 +99,6 @@ extension SessionEngine {
     /// A permit when the budget has room now, else nil.
     func tryAcquirePermit(bytes: Int) -> InFlightBudget.Permit? {
         collectWrites()
-        return budget.admits(bytes) ? budget.take(bytes) : nil
+        return book.admits(bytes) ? book.take(bytes) : nil
     }
 }

@@ -31,7 +31,7 @@ extension SessionEngine {
     func queueForVM(_ message: USBRedirMessage, id: UInt64 = 0, releasing permit: InFlightBudget.Permit? = nil,
                  inBurst: Bool = false) {
         guard writer != nil, let negotiation, !outbox.broken else {
-            if let permit { budget.release(permit) }
+            if let permit { releasePermit(permit) }
             return
         }
         trace.record("to VM", message, id: id, logger: logger)
@@ -44,7 +44,7 @@ extension SessionEngine {
             parts = if let data, data.readableBytes > 0 { [header, data] } else { [header] }
         } catch {
             logger.debug("cannot serialise a message", metadata: ["type": "\(message.type)", "error": "\(error)"])
-            if let permit { budget.release(permit) }
+            if let permit { releasePermit(permit) }
             return
         }
         let bytes = parts.reduce(0) { $0 + $1.readableBytes }
@@ -112,7 +112,7 @@ extension SessionEngine {
     /// budget or room check.
     func collectWrites() {
         let wasBroken = outbox.broken
-        for p in outbox.collectWritten() { budget.release(p) }
+        for p in outbox.collectWritten() { releasePermit(p) }
         if outbox.broken && !wasBroken { logger.debug("a write to the VM failed; dropping what is unwritten") }
         wakeOutboxWaiters()
     }
@@ -133,7 +133,7 @@ extension SessionEngine {
 
     private func writesProgressed() {
         collectWrites()
-        let waiting = !outbox.flushWaiters.isEmpty || !outbox.roomWaiters.isEmpty || !budget.waiters.isEmpty
+        let waiting = !outbox.flushWaiters.isEmpty || !outbox.roomWaiters.isEmpty || !budgetWaiters.isEmpty
         guard waiting, !outbox.broken else { return }
         collectWritesArmed()
     }
@@ -150,7 +150,7 @@ extension SessionEngine {
     /// The connection is gone or failed: nothing unwritten counts any more,
     /// every waiter goes on.
     func shutOutbox() {
-        for p in outbox.breakDown() { budget.release(p) }
+        for p in outbox.breakDown() { releasePermit(p) }
         wakeOutboxWaiters()
     }
 

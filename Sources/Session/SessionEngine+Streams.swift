@@ -65,7 +65,7 @@ extension SessionEngine {
                              _ packet: @escaping @Sendable (USBTransferResult) -> USBRedirMessage) -> Bool {
         guard let device else { return false }
         stopStream(read.endpoint)
-        let generation = self.generation
+        let generation = book.generation
         streams[read.endpoint] = Task(executorPreference: loop) { [weak self] in
             await self?.receivingStream(read, on: device, generation: generation, packet)
         }
@@ -82,8 +82,8 @@ extension SessionEngine {
         // even if the stop came while this packet waited for the actor. The
         // check and the queueing happen in one turn of the actor, so a packet
         // queued here is ahead of any stop status.
-        guard generation == self.generation, !Task.isCancelled else {
-            budget.release(permit)
+        guard generation == book.generation, !Task.isCancelled else {
+            releasePermit(permit)
             return true
         }
         let (status, length): (UInt8, Int) = switch message {

@@ -13,13 +13,6 @@ import USBRedirProtocol
 actor SessionEngine {
     static let capabilities = USBRedirCapabilities.all
 
-    /// A transfer the VM asked for and has no reply to yet, known by the
-    /// engine's serial number: the VM may reuse a packet id after a cancel.
-    struct InFlight {
-        let packetID: UInt64
-        var cancelled = false
-    }
-
     let logger: Logger
     let limits: SessionLimits
     var link = LinkState.offline
@@ -29,19 +22,16 @@ actor SessionEngine {
     /// The connection's parser: the engine parses what the reader hands it.
     var parser = USBRedirParser(role: .host, capabilities: SessionEngine.capabilities)
     var device: (any USBDevice)?
-    var generation = 0
     var compressible = true
     var peerFilter: [USBRedirFilterRule]?
-    var lanes: [UInt8: EndpointLane] = [:]
+    /// The transfers from admission to reply, with the budget's accounting
+    /// (TransferBook); the engine carries out what it decides (`perform`).
+    var book: TransferBook
+    /// Whoever waits for room in the budget (`acquirePermit`).
+    var budgetWaiters: [CheckedContinuation<Void, Never>] = []
     /// Transfers on the device that it can cancel, by serial.
     var running: [UInt64: any USBCancellableTransfer] = [:]
     nonisolated let completions = CompletionMailbox()
-    var budget: InFlightBudget
-    /// By serial number (`TransferJob.serial`).
-    var inFlight: [UInt64: InFlight] = [:]
-    var lastSerial: UInt64 = 0
-    /// Per endpoint: its replies leave in the order its packets came.
-    var replyOrder: [UInt8: EndpointReplyOrder] = [:]
     var streams: [UInt8: Task<Void, Never>] = [:]
     var streamPacketID: UInt64 = 0
     var outbox = Outbox()
@@ -69,7 +59,7 @@ actor SessionEngine {
         self.loop = loop
         self.logger = logger
         self.limits = limits
-        budget = InFlightBudget(maxTransfers: limits.maxTransfersInFlight, maxBytes: limits.maxBytesInFlight)
+        book = TransferBook(maxTransfers: limits.maxTransfersInFlight, maxBytes: limits.maxBytesInFlight)
     }
 
     deinit {
@@ -100,7 +90,7 @@ actor SessionEngine {
         guard number == connectionNumber, writer != nil else { return }
         peerGone = true
         shutOutbox()
-        budget.wakeWaiters()
+        wakeBudgetWaiters()
     }
 
     /// Bytes from the VM: every whole packet in them is handled, in order.
@@ -173,14 +163,11 @@ actor SessionEngine {
     }
 
     func stopDeviceWork() async {
-        generation += 1
-        inFlight = [:]
-        replyOrder = [:]
-        lanes = [:]
+        book.reset()
         stopRunning()
         for (_, s) in streams { s.cancel() }
         streams = [:]
-        budget.reset()
+        wakeBudgetWaiters()
     }
 
     // MARK: Device plug and unplug
@@ -188,7 +175,7 @@ actor SessionEngine {
     func plug(_ newDevice: any USBDevice) async {
         if device != nil { await unplug() }
         device = newDevice
-        generation += 1
+        book.newDevice()
         await announceIfReady()
     }
 

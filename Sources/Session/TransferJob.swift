@@ -35,7 +35,7 @@ struct TransferJob: Sendable {
     }
 
     /// Whether its reply must wait for the earlier ones of its endpoint
-    /// (EndpointReplyOrder). Not on bulk streams: each stream is a queue of
+    /// (TransferBook.EndpointReplyOrder). Not on bulk streams: each stream is a queue of
     /// its own (UAS answers its commands in any order), and QEMU keeps no
     /// order across them.
     var repliesInEndpointOrder: Bool {

@@ -89,6 +89,19 @@ struct ControlDirectionTests {
         try await rig.finish()
     }
 
+    /// The device takes one control request at a time: an invalid one, answered
+    /// without it, must not keep the control pipe busy for the next.
+    @Test func aValidRequestAfterAnInvalidOneStillReachesTheDevice() async throws {
+        let device = RecordingControlDevice()
+        let (rig, _) = try await Rig.connected(device, name: "ctl-after-invalid")
+        let bad = try await control(rig.peer, endpoint: 0x80, requestType: 0x40, length: 8, data: nil, id: 5)
+        #expect(bad.status == Self.invalid, "status \(bad.status)")
+        let good = try await rig.peer.control(requestType: 0xc0, request: 1, value: 0, index: 0, length: 4, id: 6)
+        #expect(good.status == USBRedirStatus.success.rawValue && good.data?.readableBytes == 4)
+        #expect(await device.calls.count == 1)
+        try await rig.finish()
+    }
+
     @Test func matchingDirectionsStillReachTheDevice() async throws {
         let device = RecordingControlDevice()
         let (rig, _) = try await Rig.connected(device, name: "ctl-ok")
