@@ -11,6 +11,7 @@ instrumented; only our module is, which is what the fuzzer explores.
 
     Fuzz/build.py [TARGET...]      default: every target; binaries in .build/fuzz/
     FUZZ_OPT=-Onone Fuzz/build.py  quicker to build, slower to run (CI)
+    FUZZ_SANITIZE=-sanitize=fuzzer Fuzz/build.py   without ASan (to tell its memory from ours)
 """
 import json, os, re, shlex, subprocess, sys
 
@@ -90,7 +91,7 @@ def build(target, text):
     exe = os.path.join(OUT, "fuzz-" + target)
     # -O fuzzes faster; FUZZ_OPT=-Onone builds faster (make fuzz-ci).
     cmd = (["swiftc", "-module-name", "Fuzz" + module, "-parse-as-library", os.environ.get("FUZZ_OPT", "-O"),
-            "-sanitize=fuzzer,address", "-o", exe]
+            os.environ.get("FUZZ_SANITIZE", "-sanitize=fuzzer,address"), "-o", exe]
            + compile_flags(args) + sources + [os.path.join(ROOT, "Fuzz", target, "Fuzz.swift")]
            + deps + libs)
     print("fuzz: building %s (%s: %d sources)" % (exe, module, len(sources)), flush=True)

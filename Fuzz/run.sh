@@ -19,7 +19,7 @@ for t in "${targets[@]}"; do
   work=.build/fuzz/corpus-$t artifacts=.build/fuzz/artifacts-$t
   mkdir -p "$work" "$artifacts"
   echo "fuzz: $t for ${seconds}s" >&2
-  if ! .build/fuzz/fuzz-$t "$work" "Fuzz/$t/corpus" -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 \
+  if ! .build/fuzz/fuzz-$t "$work" "Fuzz/$t/corpus" -max_total_time="$seconds" -max_len=4096 -rss_limit_mb="${FUZZ_RSS_MB:-2048}" \
        -timeout=10 -print_final_stats=1 -artifact_prefix="$artifacts/" 2> ".build/fuzz/$t.log"; then
     echo "fuzz: $t FAILED; see .build/fuzz/$t.log and $artifacts/" >&2
     tail -40 ".build/fuzz/$t.log" >&2
