@@ -1,4 +1,5 @@
 import Common
+import NIOCore
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -21,11 +22,9 @@ final class BlockingThreads: @unchecked Sendable {
 
     private var mutex = pthread_mutex_t()
     private var workToDo = pthread_cond_t()
-    private var jobs: [@Sendable () -> Void] = []
-    private var jobsTaken = 0
+    private var jobs = CircularBuffer<@Sendable () -> Void>()
     private var idle = 0
-    /// Threads started over the pool's life (for tests: they are reused).
-    private(set) var started = 0
+    private var threadsStarted = 0
 
     init() {
         pthread_mutex_init(&mutex, nil)
@@ -37,8 +36,8 @@ final class BlockingThreads: @unchecked Sendable {
     func run(_ job: @escaping @Sendable () -> Void) {
         pthread_mutex_lock(&mutex)
         jobs.append(job)
-        let startOne = idle < jobs.count - jobsTaken
-        if startOne { started += 1 } else { pthread_cond_signal(&workToDo) }
+        let startOne = idle < jobs.count
+        if startOne { threadsStarted += 1 } else { pthread_cond_signal(&workToDo) }
         pthread_mutex_unlock(&mutex)
         if startOne && !DetachedThread.start(name: "usbredir-libusb-blocking", { self.work() }) {
             if let job = take(waiting: false) { job() }
@@ -54,7 +53,7 @@ final class BlockingThreads: @unchecked Sendable {
     private func take(waiting: Bool) -> (@Sendable () -> Void)? {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
-        while jobsTaken == jobs.count {
+        while jobs.isEmpty {
             guard waiting else { return nil }
             idle += 1
             var deadline = timespec()
@@ -62,14 +61,15 @@ final class BlockingThreads: @unchecked Sendable {
             deadline.tv_sec += Self.idleSeconds
             let rc = pthread_cond_timedwait(&workToDo, &mutex, &deadline)
             idle -= 1
-            if rc == ETIMEDOUT && jobsTaken == jobs.count { return nil }
+            if rc == ETIMEDOUT && jobs.isEmpty { return nil }
         }
-        let job = jobs[jobsTaken]
-        jobsTaken += 1
-        if jobsTaken == jobs.count {
-            jobs.removeAll(keepingCapacity: true)
-            jobsTaken = 0
-        }
-        return job
+        return jobs.removeFirst()
+    }
+
+    /// Threads started over the pool's life (tests: they are kept and reused).
+    var started: Int {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return threadsStarted
     }
 }
