@@ -112,9 +112,9 @@ public struct HostUse: Sendable {
     /// Real subdirectories (no symbolic links: sysfs links point across the tree).
     static func subdirectories(_ path: String) -> [String] { entries(path, type: DT_DIR) }
 
-    /// The names in a directory of one type (`DT_DIR`, `DT_LNK`), at most
-    /// `limit` of them; none when it cannot be read.
-    static func entries(_ path: String, type: Int, limit: Int = .max) -> [String] {
+    /// The names in a directory of the given types (`DT_DIR`, `DT_LNK`), at
+    /// most `limit` of them; none when it cannot be read.
+    static func entries(_ path: String, type: Int..., limit: Int = .max) -> [String] {
         guard let dir = opendir(path) else { return [] }
         defer { closedir(dir) }
         var names: [String] = []
@@ -122,7 +122,7 @@ public struct HostUse: Sendable {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
-            guard name != ".", name != "..", entry.pointee.d_type == UInt8(type) else { continue }
+            guard name != ".", name != "..", type.contains(Int(entry.pointee.d_type)) else { continue }
             names.append(name)
         }
         return names

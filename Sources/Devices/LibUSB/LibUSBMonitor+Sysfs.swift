@@ -26,8 +26,7 @@ extension LibUSBMonitor {
     /// leaving) is left out too.
     static func sysfsPresent(_ sysfs: String) -> Set<PortAddress> {
         var present = Set<PortAddress>()
-        for name in HostUse.entries(sysfs, type: Int(DT_LNK)) + HostUse.entries(sysfs, type: Int(DT_DIR))
-        where HostUse.isUSBDevice(name) {
+        for name in HostUse.entries(sysfs, type: Int(DT_LNK), Int(DT_DIR)) where HostUse.isUSBDevice(name) {
             if let n = readAttributeFile("\(sysfs)/\(name)/devnum").flatMap({ Int($0) }) {
                 present.insert(PortAddress(port: name, address: n))
             }
