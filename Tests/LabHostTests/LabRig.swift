@@ -1,5 +1,6 @@
 import Foundation
 import TestSupport
+import XCTest
 
 /// One lab host and one target for the whole suite (booting them costs
 /// tens of seconds under TCG; every case runs in the same two VMs).
@@ -143,6 +144,25 @@ final class LabRig: @unchecked Sendable {
         }
     }
 
+    /// The target resets the redirected device `vidpid` (`usbtest-run -R`:
+    /// USBDEVFS_RESET on its node, as a guest driver's reset does). Records a
+    /// failure unless the reset passed there and the lab host's kernel then
+    /// logged a reset of `port`. Returns the target's run and the seconds
+    /// until the lab host's reset showed (nil: it never did).
+    func resetFromTarget(_ vidpid: String, port: String, apply name: String) throws -> (run: ControlPort.Result, reached: Double?) {
+        let resets = "dmesg | grep -c 'usb \(port): reset' || true"
+        let before = Int(try lab.ctl.check(resets).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        let reset = try target.ctl.run("usbtest-run -R -t \(USBTestRun.caseTimeout) \(vidpid)", timeout: 90)
+        XCTAssertEqual(reset.status, 0, "the reset in the target: \(reset)\napply log:\n\(applyLog(name))")
+        XCTAssertTrue(reset.output.contains("USBTEST reset result=pass"), "\(reset)")
+        let reached = try? lab.ctl.pollUntil("the lab host's kernel reset \(port)", timeout: 20, every: 0.5, resets) {
+            (Int($0.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > before
+        }
+        XCTAssertNotNil(reached, "no reset of \(port) in the lab host's dmesg:\n\((try? lab.ctl.run("dmesg | tail -20").output) ?? "")"
+                        + "\napply log:\n\(applyLog(name))")
+        return (reset, reached)
+    }
+
     // MARK: Gadget Zero through a redirecting tool
 
     enum Tool: String { case usbredir, usbredirect }
@@ -199,8 +219,8 @@ final class LabRig: @unchecked Sendable {
         let cpuBefore = cpuTicks(pid)
         let profiler = try LabProfiler.start(pid: pid, name: tool.rawValue, in: lab)
         let run = try target.ctl.run(USBTestRun.command(cases: cases), timeout: USBTestRun.commandTimeout)
+        let cpuAfter = cpuTicks(pid)   // before the profile's report, which waits for perf
         profiler?.report()
-        let cpuAfter = cpuTicks(pid)
         let cpu = cpuBefore.flatMap { before in cpuAfter.map { Double($0 - before) / 100 } }
         try stop()
         try target.ctl.pollUntil("Gadget Zero gone from the target (\(tool))", timeout: 30, every: 0.5,
