@@ -8,8 +8,9 @@ import NIOCore
 /// the active configuration's interfaces and claims them; `close` releases
 /// them and re-attaches the drivers it detached. Transfers are libusb
 /// asynchronous transfers completed on the context's event thread;
-/// operations that block in the kernel run on a thread of their own
-/// (`libusbBlocking`), never on a Swift concurrency or NIO thread.
+/// operations that block in the kernel run on the kept threads of
+/// `BlockingThreads` (`libusbBlocking`), never on a Swift concurrency or
+/// NIO thread.
 public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Sendable {
     /// Largest bulk/interrupt transfer accepted (usbredir's bulk length is
     /// 32 bits; this bounds what one request from a VM can make us allocate).
@@ -319,8 +320,8 @@ public final class LibUSBDevice: USBDevice, USBBulkStreamsCapable, @unchecked Se
         switch request {
         case .control(let setup, let data):
             if let blocking = blockingRequest(setup) {
-                // Through usbfs's own calls, which block: on a thread of
-                // their own, completing from there (not cancellable).
+                // Through usbfs's own calls, which block: on one of the
+                // BlockingThreads, completing from there (not cancellable).
                 libusbBlocking(blocking) { completion(.failed($0)) }
                 return nil
             }
